@@ -1,0 +1,57 @@
+//! Library behind `cargo xtask`: one module per command, dispatched by [`run`].
+//! The binary (`src/main.rs`) only forwards its arguments here.
+
+use anyhow::{bail, Result};
+
+mod aug_preview;
+mod bench;
+mod cuda;
+mod eval;
+mod export;
+mod plot;
+mod train;
+
+const USAGE: &str = "usage: cargo xtask <command> [options]
+
+commands:
+  train moco|mocov2|simclr   train an encoder (see `cargo xtask train --help`)
+  eval knn|linear            evaluate a run's encoder
+  plot <run-dir>             PNG curves of loss, lr and kNN accuracy
+  export <run-dir> --out F   backbone weights with torchvision key names
+  aug-preview                PNG grid of augmented views
+  bench aug|losses|step      throughput benchmarks
+  cuda-build                 build the CUDA trainer binary
+  help                       this text";
+
+/// Runs one command line (without the program name).
+pub fn run(args: Vec<String>) -> Result<()> {
+    let Some((cmd, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    match cmd.as_str() {
+        "train" => train::run(rest),
+        "eval" => eval::run(rest),
+        "plot" => plot::run(rest),
+        "export" => export::run(rest),
+        "aug-preview" => aug_preview::run(rest),
+        "bench" => bench::run(rest),
+        "cuda-build" => cuda::run(rest),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// `main` for the binary: prints the error chain and maps it to exit code 1.
+pub fn cli_main(args: Vec<String>) -> std::process::ExitCode {
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
