@@ -1,1 +1,73 @@
-//! placeholder
+//! # mocca-data
+//!
+//! One job: get images from disk into memory and hand them to a training loop
+//! in seeded, resumable batches.
+//!
+//! - [`ImageDataset`]: 8-bit HWC images (any size, 1 or 3 channels), optional
+//!   labels, class names; [`ImageDataset::uniform_shape`] for fast paths.
+//! - Readers: [`cifar10`] (binary batches), [`mnist`] (IDX, plain or gzip),
+//!   [`image_folder`] (`<class>/*.jpg|png`, decoded in parallel) and the
+//!   [`synthetic`] set for smoke tests; [`open`] picks the reader from the
+//!   folder's contents, [`locate`] finds CIFAR-10 in the usual places.
+//! - [`BatchSampler`]: an epoch's order is a pure function of (seed, epoch),
+//!   so a resumed run sees the same batches; [`Loader`] prepares the next
+//!   batch on a background thread with the caller's closure.
+//! - Feature `download` (off by default): the `download` module fetches
+//!   CIFAR-10 / MNIST and writes them in the formats above.
+//!
+//! No tensors here: the closure given to the [`Loader`] turns indices into
+//! whatever the model wants (augmented views, a Candle tensor).
+//!
+//! ```
+//! use mocca_data::{synthetic, Batch, BatchSampler, Loader, Order, Split, SyntheticConfig};
+//! use std::sync::Arc;
+//!
+//! let config = SyntheticConfig { images_per_class: 20, ..Default::default() };
+//! let train = Arc::new(synthetic::generate(&config, Split::Train)?);
+//! assert_eq!(train.len(), 200);
+//!
+//! let sampler = BatchSampler::new(train.len(), 64, Order::Shuffled { seed: 7 }, true)?;
+//! let epochs = 2;
+//! let steps = epochs * sampler.batches_per_epoch();
+//!
+//! // The closure would augment and stack the images; here it averages them.
+//! let data = Arc::clone(&train);
+//! let loader = Loader::new(sampler.iter_from(0, 0).take(steps), 1, move |batch: &Batch| {
+//!     let sum: u64 = batch.indices.iter()
+//!         .flat_map(|&i| data.image(i).pixels)
+//!         .map(|&p| p as u64)
+//!         .sum();
+//!     let count = batch.indices.len() * data.uniform_shape().unwrap().len();
+//!     Ok::<f64, std::convert::Infallible>(sum as f64 / count as f64)
+//! })?;
+//! let mut seen = 0;
+//! for item in loader {
+//!     let loaded = item?;
+//!     assert_eq!(loaded.batch.indices.len(), 64);
+//!     assert!(loaded.data > 0.0 && loaded.data < 255.0);
+//!     seen += 1;
+//! }
+//! assert_eq!(seen, steps);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod cifar10;
+mod dataset;
+mod discover;
+#[cfg(feature = "download")]
+pub mod download;
+mod error;
+mod fsutil;
+pub mod image_folder;
+mod loader;
+pub mod mnist;
+mod rng;
+mod sampler;
+pub mod synthetic;
+
+pub use dataset::{ImageDataset, ImageShape, ImageView, Split};
+pub use discover::{detect, locate, open, Format};
+pub use error::{DataError, Result};
+pub use loader::{LoadedBatch, Loader};
+pub use sampler::{shuffled_indices, Batch, BatchSampler, Batches, Order};
+pub use synthetic::SyntheticConfig;
