@@ -1,0 +1,161 @@
+//! The published augmentation recipes.
+
+use std::str::FromStr;
+
+use crate::pipeline::{Compose, MultiView};
+use crate::transforms::{
+    ColorJitter, GaussianBlur, Normalize, RandomApply, RandomGrayscale, RandomHorizontalFlip,
+    RandomResizedCrop, Transform, DEFAULT_RATIO,
+};
+use crate::AugError;
+
+/// A named recipe. Each builds a torchvision v2 pipeline on float tensors
+/// (`RandomResizedCrop` with `antialias=True`, v2's default for tensors) whose
+/// order and parameters follow the reference code cited on each variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Preset {
+    /// MoCo v1 (He et al. 2020; `main_moco.py` of facebookresearch/moco):
+    /// crop scale (0.2, 1), grayscale p = 0.2, ColorJitter(0.4, 0.4, 0.4, 0.4)
+    /// always applied, horizontal flip, ImageNet normalisation; 224 px.
+    MocoV1,
+    /// MoCo v2 (Chen et al. 2020, "Improved Baselines"; `main_moco.py
+    /// --aug-plus`): crop scale (0.2, 1), ColorJitter(0.4, 0.4, 0.4, 0.1) with
+    /// p = 0.8, grayscale p = 0.2, Gaussian blur sigma in [0.1, 2] with p = 0.5,
+    /// horizontal flip, ImageNet normalisation; 224 px. The reference blurs with
+    /// PIL's `GaussianBlur(radius=sigma)`, which has no kernel size; here the
+    /// torchvision kernel is SimCLR's 10 % of the side, made odd (23 at 224 px).
+    MocoV2,
+    /// SimCLR (Chen et al. 2020, appendix A; lightly's `SimCLRTransform`): crop
+    /// scale (0.08, 1), horizontal flip, ColorJitter(0.8, 0.8, 0.8, 0.2) (strength
+    /// s = 1) with p = 0.8, grayscale p = 0.2, Gaussian blur sigma in [0.1, 2],
+    /// kernel 10 % of the side made odd, p = 0.5, ImageNet normalisation; 224 px.
+    SimClr,
+    /// MoCo v1 at 32 px for CIFAR-10: the MoCo v1 recipe (its jitter has no
+    /// strength knob and is kept at 0.4 on all four), CIFAR-10 normalisation.
+    MocoV1Cifar,
+    /// MoCo v2 at 32 px for CIFAR-10, as the MoCo CIFAR-10 demo notebook
+    /// (facebookresearch/moco, `colab/moco_cifar10_demo.ipynb`) and lightly's
+    /// `MoCoV2Transform(input_size=32, gaussian_blur=0)` do it: crop scale
+    /// (0.08, 1), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) (= SimCLR strength 0.5)
+    /// p = 0.8, grayscale p = 0.2, no blur, CIFAR-10 normalisation. The same
+    /// pipeline as [`Preset::SimClrCifar`], as in lightly, where `MoCoV2Transform`
+    /// is `SimCLRTransform`.
+    MocoV2Cifar,
+    /// SimCLR for CIFAR-10 (Chen et al. 2020, appendix B.9): 32 px, colour
+    /// strength s = 0.5, no blur, CIFAR-10 normalisation.
+    SimClrCifar,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 6] = [
+        Preset::MocoV1,
+        Preset::MocoV2,
+        Preset::SimClr,
+        Preset::MocoV1Cifar,
+        Preset::MocoV2Cifar,
+        Preset::SimClrCifar,
+    ];
+
+    /// The name [`Preset::from_str`] parses: `mocov1`, `mocov2`, `simclr`, and
+    /// the same with `-cifar`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::MocoV1 => "mocov1",
+            Preset::MocoV2 => "mocov2",
+            Preset::SimClr => "simclr",
+            Preset::MocoV1Cifar => "mocov1-cifar",
+            Preset::MocoV2Cifar => "mocov2-cifar",
+            Preset::SimClrCifar => "simclr-cifar",
+        }
+    }
+
+    /// The output side of the paper's setting: 224, or 32 for the CIFAR variants.
+    pub fn default_size(self) -> usize {
+        match self {
+            Preset::MocoV1 | Preset::MocoV2 | Preset::SimClr => 224,
+            _ => 32,
+        }
+    }
+
+    /// The recipe at `size x size` output.
+    pub fn compose(self, size: usize) -> Result<Compose, AugError> {
+        let crop = |lo: f64| -> Result<Transform, AugError> {
+            Ok(RandomResizedCrop::new([size, size], (lo, 1.0), DEFAULT_RATIO, true)?.into())
+        };
+        let flip = || -> Result<Transform, AugError> { Ok(RandomHorizontalFlip::new(0.5)?.into()) };
+        let gray = || -> Result<Transform, AugError> { Ok(RandomGrayscale::new(0.2)?.into()) };
+        let jitter = |j: ColorJitter, p: f64| -> Result<Transform, AugError> {
+            Ok(RandomApply::new(vec![j.into()], p)?.into())
+        };
+        let blur = || -> Result<Transform, AugError> {
+            let k = simclr_blur_kernel(size);
+            let b = GaussianBlur::new([k, k], (0.1, 2.0))?;
+            Ok(RandomApply::new(vec![b.into()], 0.5)?.into())
+        };
+        let t = match self {
+            Preset::MocoV1 | Preset::MocoV1Cifar => vec![
+                crop(0.2)?,
+                gray()?,
+                ColorJitter::new(0.4, 0.4, 0.4, 0.4)?.into(),
+                flip()?,
+            ],
+            Preset::MocoV2 => vec![
+                crop(0.2)?,
+                jitter(ColorJitter::new(0.4, 0.4, 0.4, 0.1)?, 0.8)?,
+                gray()?,
+                blur()?,
+                flip()?,
+            ],
+            Preset::SimClr => vec![
+                crop(0.08)?,
+                flip()?,
+                jitter(ColorJitter::simclr(1.0)?, 0.8)?,
+                gray()?,
+                blur()?,
+            ],
+            Preset::MocoV2Cifar | Preset::SimClrCifar => vec![
+                crop(0.08)?,
+                flip()?,
+                jitter(ColorJitter::simclr(0.5)?, 0.8)?,
+                gray()?,
+            ],
+        };
+        let norm = match self {
+            Preset::MocoV1 | Preset::MocoV2 | Preset::SimClr => Normalize::imagenet(),
+            _ => Normalize::cifar10(),
+        };
+        let mut t = t;
+        t.push(norm.into());
+        Compose::new(t)
+    }
+
+    /// Two views with the same recipe (SimCLR's and MoCo's query/key pair).
+    pub fn two_views(self, size: usize) -> Result<MultiView, AugError> {
+        MultiView::repeat(self.compose(size)?, 2)
+    }
+}
+
+/// SimCLR's blur kernel: 10 % of the image side, rounded down to an odd size
+/// (`kernel_size = size // 10; radius = kernel_size // 2; 2 * radius + 1` in the
+/// reference TensorFlow code), so 23 at 224 px and 9 at 96 px.
+pub fn simclr_blur_kernel(size: usize) -> usize {
+    2 * (size / 10 / 2) + 1
+}
+
+impl FromStr for Preset {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm = s.to_ascii_lowercase().replace(['_', ' '], "-");
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.name() == norm)
+            .ok_or_else(|| {
+                let names: Vec<_> = Preset::ALL.iter().map(|p| p.name()).collect();
+                format!(
+                    "unknown augmentation preset `{s}`; expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
