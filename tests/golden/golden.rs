@@ -50,7 +50,11 @@ impl Array {
             .iter()
             .map(|x| x.as_f64().expect("data entries are numbers"))
             .collect::<Vec<_>>();
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape and data length agree");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape and data length agree"
+        );
         Self { shape, data }
     }
 

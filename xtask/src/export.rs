@@ -1,5 +1,106 @@
-use anyhow::{bail, Result};
+//! `cargo xtask export RUN --out backbone.safetensors`: the trained backbone
+//! alone, with torchvision's state-dict keys (`conv1.weight`,
+//! `layer1.0.bn1.running_mean`, `num_batches_tracked` as int64), for
+//! `torchvision.models.resnet18().load_state_dict(...)`.
 
-pub fn run(_args: &[String]) -> Result<()> {
-    bail!("not implemented yet")
+use crate::runs::config::{Arch, EncoderChoice, LayerChoice, Stem, TrainConfig};
+use crate::runs::{checkpoint_path, load_checkpoint, read_checkpoint_meta, setup};
+use anyhow::{anyhow, bail, Result};
+use candle_core::Device;
+use mocca_backbones::StateDict;
+use std::path::PathBuf;
+
+const USAGE: &str =
+    "usage: cargo xtask export RUN_DIR|CHECKPOINT --out FILE.safetensors [--encoder query|key]
+
+Writes the backbone of the run's query encoder (or MoCo's momentum encoder)
+with torchvision's key names. The projection head and the classifier (`fc`)
+are not included.";
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut run = None;
+    let mut out = None;
+    let mut encoder = EncoderChoice::Query;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            "--out" | "-o" => {
+                out = Some(PathBuf::from(
+                    it.next()
+                        .ok_or_else(|| anyhow!("--out needs a file name"))?,
+                ))
+            }
+            "--run" | "--checkpoint" => {
+                run = Some(PathBuf::from(
+                    it.next().ok_or_else(|| anyhow!("{a} needs a path"))?,
+                ))
+            }
+            "--encoder" => {
+                encoder = match it.next().map(String::as_str) {
+                    Some("query") => EncoderChoice::Query,
+                    Some("key") => EncoderChoice::Key,
+                    other => bail!("--encoder expects query or key, got {other:?}"),
+                }
+            }
+            s if s.starts_with('-') => bail!("unknown option `{s}`\n\n{USAGE}"),
+            s if run.is_none() => run = Some(PathBuf::from(s)),
+            s => bail!("unexpected argument `{s}`\n\n{USAGE}"),
+        }
+    }
+    let run =
+        run.ok_or_else(|| anyhow!("which run? give a run folder or checkpoint\n\n{USAGE}"))?;
+    let out =
+        out.ok_or_else(|| anyhow!("say where the weights go: --out FILE.safetensors\n\n{USAGE}"))?;
+    let ckpt = checkpoint_path(&run)?;
+    let cfg = read_checkpoint_meta(&ckpt)?.config;
+    let source = setup::feature_source(&cfg, encoder, LayerChoice::Backbone)?;
+    let (state, meta) = load_checkpoint(&ckpt, &Device::Cpu)?;
+    let enc = setup::encoder_from_state(&cfg, source.encoder, &state, &Device::Cpu)?;
+    let backbone = enc.backbone();
+    backbone.save_safetensors(&out)?;
+    let n = backbone.state_dict()?.len();
+    println!(
+        "wrote {} ({n} tensors: {} backbone at step {}, torchvision key names)",
+        out.display(),
+        source.encoder,
+        meta.global_step
+    );
+    println!(
+        "load it in PyTorch with:\n{}",
+        python_snippet(&cfg, &out.display().to_string())
+    );
+    Ok(())
+}
+
+/// The torchvision code that takes this backbone: the CIFAR stem and the
+/// missing classifier need two attribute changes; other widths have no
+/// torchvision constructor.
+fn python_snippet(cfg: &TrainConfig, path: &str) -> String {
+    let ctor = match cfg.model.arch {
+        Arch::Resnet18 => "resnet18",
+        Arch::Resnet34 => "resnet34",
+        Arch::Resnet50 => "resnet50",
+    };
+    let mut s = format!(
+        "  import torch, torchvision\n  from safetensors.torch import load_file\n  model = torchvision.models.{ctor}()\n"
+    );
+    if cfg.model.stem == Stem::Cifar {
+        s.push_str(
+            "  model.conv1 = torch.nn.Conv2d(3, model.conv1.out_channels, 3, 1, 1, bias=False)  # CIFAR stem\n  model.maxpool = torch.nn.Identity()\n",
+        );
+    }
+    s.push_str(&format!(
+        "  model.fc = torch.nn.Identity()  # no classifier was trained\n  model.load_state_dict(load_file(\"{path}\"))"
+    ));
+    if cfg.model.width != 1.0 {
+        s.push_str(&format!(
+            "\n  # note: width {} is not a torchvision width; build the model with matching channel counts",
+            cfg.model.width
+        ));
+    }
+    s
 }

@@ -9,6 +9,7 @@ mod cuda;
 mod eval;
 mod export;
 mod plot;
+mod runs;
 mod train;
 
 const USAGE: &str = "usage: cargo xtask <command> [options]

@@ -1,5 +1,530 @@
-use anyhow::{bail, Result};
+//! `cargo xtask bench step`: images/s of a ResNet-18 (CIFAR stem) SimCLR training step, the
+//! workload of `../shared/peers/torch_peers.py`, on the fast backend and on Candle's native ops.
+//!
+//! One step = forward of both views (batch × 2), NT-Xent, backward, SGD (momentum 0.9, weight
+//! decay 5e-4) over backbone + projection head, exactly the peer script's step: the head is
+//! `Linear(f, f) → BN → ReLU → Linear(f, 128)`, τ = 0.5. Each configuration runs in a child
+//! process, so the peak RSS printed beside it (VmHWM) is that configuration's own. The f32 GEMM
+//! rate of this machine is measured in the same run, before and after the steps.
 
-pub fn run(_args: &[String]) -> Result<()> {
-    bail!("not implemented yet")
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, ModuleT, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use mocca_backbones::{
+    Backend, BlockKind, HeadBlock, HeadNorm, ProjectionHead, ProjectionHeadConfig, ResNet,
+    ResNetConfig, Stem,
+};
+use mocca_losses::{NTXentConfig, NTXentLoss};
+
+const USAGE: &str = "usage: cargo xtask bench step [options]
+
+ResNet-18 (CIFAR stem) SimCLR training step, batch x 2 views:
+forward, NT-Xent, backward, SGD. Compare with ../shared/peers/torch_peers.py --step-only.
+
+options:
+  --width W[,W...]       width multipliers (default 1,0.25)
+  --backend B[,B...]     fast, native (default fast,native)
+  --batch N              images per view (default 128)
+  --warmup N             untimed steps first (default 1; 0 for the native backend at width 1,
+                         whose single step takes minutes)
+  --steps N              timed steps (default 3 at width 1, 10 below, like the peer script)
+  --native-steps N       timed steps of the native backend (default 1 at width 1, 3 below:
+                         Candle's native convolution backward is slow)
+  --in-process           run every configuration in this process (peak RSS then covers all
+                         configurations so far)";
+
+#[derive(Debug, Clone)]
+struct Options {
+    widths: Vec<f64>,
+    backends: Vec<Backend>,
+    batch: usize,
+    warmup: Option<usize>,
+    steps: Option<usize>,
+    native_steps: Option<usize>,
+    in_process: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            widths: vec![1.0, 0.25],
+            backends: vec![Backend::Fast, Backend::Native],
+            batch: 128,
+            warmup: None,
+            steps: None,
+            native_steps: None,
+            in_process: false,
+        }
+    }
+}
+
+fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Fast => "fast",
+        Backend::Native => "native",
+    }
+}
+
+fn parse_backend(s: &str) -> Result<Backend> {
+    match s {
+        "fast" => Ok(Backend::Fast),
+        "native" => Ok(Backend::Native),
+        other => bail!("unknown backend `{other}`: expected fast or native"),
+    }
+}
+
+fn parse_count(flag: &str, v: &str, min: usize) -> Result<usize> {
+    let n: usize = v
+        .parse()
+        .with_context(|| format!("{flag} takes an integer, got `{v}`"))?;
+    if n < min {
+        bail!("{flag} must be at least {min}, got {n}");
+    }
+    Ok(n)
+}
+
+/// `--child width:backend:steps`.
+type ChildSpec = (f64, Backend, usize);
+
+fn parse(args: &[String]) -> Result<(Options, Option<ChildSpec>)> {
+    let mut o = Options::default();
+    let mut child = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .map(String::as_str)
+                .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--width" => {
+                o.widths = value()?
+                    .split(',')
+                    .map(|w| {
+                        let x: f64 = w
+                            .parse()
+                            .with_context(|| format!("--width: `{w}` is not a number"))?;
+                        if !(x.is_finite() && x > 0.0) {
+                            bail!("--width: {x} is not a positive multiplier");
+                        }
+                        Ok(x)
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "--backend" => {
+                o.backends = value()?
+                    .split(',')
+                    .map(parse_backend)
+                    .collect::<Result<_>>()?
+            }
+            "--batch" => o.batch = parse_count(flag, value()?, 2)?,
+            "--warmup" => o.warmup = Some(parse_count(flag, value()?, 0)?),
+            "--steps" => o.steps = Some(parse_count(flag, value()?, 1)?),
+            "--native-steps" => o.native_steps = Some(parse_count(flag, value()?, 1)?),
+            "--in-process" => o.in_process = true,
+            // Internal: one configuration, run by the parent in a child process.
+            "--child" => {
+                let spec = value()?;
+                let parts: Vec<&str> = spec.split(':').collect();
+                let [w, b, n] = parts.as_slice() else {
+                    bail!("--child takes width:backend:steps")
+                };
+                child = Some((w.parse()?, parse_backend(b)?, n.parse()?));
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown option `{other}`\n\n{USAGE}"),
+        }
+    }
+    Ok((o, child))
+}
+
+fn warmup_for(o: &Options, width: f64, backend: Backend) -> usize {
+    o.warmup
+        .unwrap_or(if backend == Backend::Native && width >= 1.0 {
+            0
+        } else {
+            1
+        })
+}
+
+fn steps_for(o: &Options, width: f64, backend: Backend) -> usize {
+    let full = width >= 1.0;
+    match backend {
+        Backend::Fast => o.steps.unwrap_or(if full { 3 } else { 10 }),
+        Backend::Native => o
+            .native_steps
+            .or(o.steps)
+            .unwrap_or(if full { 1 } else { 3 }),
+    }
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let (o, child) = parse(args)?;
+    if let Some((width, backend, steps)) = child {
+        let r = measure(
+            width,
+            backend,
+            o.batch,
+            warmup_for(&o, width, backend),
+            steps,
+        )?;
+        println!("{}", r.to_line());
+        return Ok(());
+    }
+    println!("== machine load: {}", load_average());
+    let gemm0 = gemm_gflops()?;
+    println!("== f32 GEMM 2048^3 (candle, same run): {gemm0:.1} GFLOP/s");
+    println!(
+        "== ResNet-18 (CIFAR stem) SimCLR step, batch {} x 2 views, fwd + NT-Xent + bwd + SGD",
+        o.batch
+    );
+    let mut results: Vec<Measurement> = Vec::new();
+    for &width in &o.widths {
+        for &backend in &o.backends {
+            let steps = steps_for(&o, width, backend);
+            let r = if o.in_process {
+                measure(
+                    width,
+                    backend,
+                    o.batch,
+                    warmup_for(&o, width, backend),
+                    steps,
+                )?
+            } else {
+                run_child(width, backend, steps, &o)?
+            };
+            println!("  {}", r.describe(gemm0));
+            results.push(r);
+        }
+        let fast = results
+            .iter()
+            .find(|r| r.width == width && r.backend == Backend::Fast);
+        let native = results
+            .iter()
+            .find(|r| r.width == width && r.backend == Backend::Native);
+        if let (Some(f), Some(n)) = (fast, native) {
+            println!(
+                "  width {width}: fast / native = {:.2}x",
+                n.step_s / f.step_s
+            );
+        }
+    }
+    let gemm1 = gemm_gflops()?;
+    println!(
+        "== f32 GEMM 2048^3 after the steps: {gemm1:.1} GFLOP/s; load: {}",
+        load_average()
+    );
+    Ok(())
+}
+
+fn run_child(width: f64, backend: Backend, steps: usize, o: &Options) -> Result<Measurement> {
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let spec = format!("{width}:{}:{steps}", backend_name(backend));
+    let out = Command::new(&exe)
+        .args(["bench", "step", "--child", &spec])
+        .args(["--batch", &o.batch.to_string()])
+        .args(["--warmup", &warmup_for(o, width, backend).to_string()])
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "width {width} {} failed ({}):\n{}{}",
+            backend_name(backend),
+            out.status,
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stdout
+        .lines()
+        .rev()
+        .find_map(Measurement::from_line)
+        .with_context(|| format!("no result line from the child run:\n{stdout}"))
+}
+
+#[derive(Debug, Clone)]
+struct Measurement {
+    width: f64,
+    backend: Backend,
+    batch: usize,
+    steps: usize,
+    step_s: f64,
+    /// Convolution + linear FLOPs of one step (forward, input and weight gradients).
+    step_flop: f64,
+    peak_rss_bytes: Option<u64>,
+    loss: f32,
+}
+
+impl Measurement {
+    fn to_line(&self) -> String {
+        format!(
+            "RESULT {} {} {} {} {:.6} {:.0} {} {}",
+            self.width,
+            backend_name(self.backend),
+            self.batch,
+            self.steps,
+            self.step_s,
+            self.step_flop,
+            self.peak_rss_bytes.map_or(-1, |b| b as i64),
+            self.loss
+        )
+    }
+
+    fn from_line(line: &str) -> Option<Self> {
+        let f: Vec<&str> = line.strip_prefix("RESULT ")?.split(' ').collect();
+        let [w, b, batch, steps, t, flop, rss, loss] = f.as_slice() else {
+            return None;
+        };
+        Some(Self {
+            width: w.parse().ok()?,
+            backend: parse_backend(b).ok()?,
+            batch: batch.parse().ok()?,
+            steps: steps.parse().ok()?,
+            step_s: t.parse().ok()?,
+            step_flop: flop.parse().ok()?,
+            peak_rss_bytes: rss.parse::<i64>().ok().and_then(|r| u64::try_from(r).ok()),
+            loss: loss.parse().ok()?,
+        })
+    }
+
+    fn describe(&self, gemm: f64) -> String {
+        let gflops = self.step_flop / self.step_s / 1e9;
+        let rss = self.peak_rss_bytes.map_or("peak RSS n/a".to_string(), |b| {
+            format!("peak RSS {:.2} GiB", b as f64 / (1u64 << 30) as f64)
+        });
+        format!(
+            "width {} {}: {:.1} img/s ({:.2} s/step, {} steps), {rss}; {:.0} GFLOP/step at {:.0} GFLOP/s = {:.0}% of GEMM; loss {:.3}",
+            self.width,
+            backend_name(self.backend),
+            self.batch as f64 / self.step_s,
+            self.step_s,
+            self.steps,
+            self.step_flop / 1e9,
+            gflops,
+            100.0 * gflops / gemm,
+            self.loss
+        )
+    }
+}
+
+/// One timed configuration (in this process).
+fn measure(
+    width: f64,
+    backend: Backend,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+) -> Result<Measurement> {
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let cfg = ResNetConfig {
+        stem: Stem::Cifar,
+        width,
+        backend,
+        ..ResNetConfig::resnet18()
+    };
+    let backbone = ResNet::new(&cfg, vb.pp("backbone"))?;
+    let f = backbone.feature_dim();
+    // The peer script's head: biases on both linear layers, BatchNorm on the hidden one.
+    let mut head_cfg = ProjectionHeadConfig::new(vec![
+        HeadBlock {
+            bias: true,
+            ..HeadBlock::new(f, f, HeadNorm::BatchNorm, true)
+        },
+        HeadBlock::new(f, 128, HeadNorm::None, false),
+    ]);
+    head_cfg.backend = backend;
+    let head = ProjectionHead::new(head_cfg, vb.pp("head"))?;
+    let loss_fn = NTXentLoss::new(NTXentConfig {
+        temperature: 0.5,
+        ..Default::default()
+    })?;
+    let mut sgd = Sgd::new(varmap.all_vars(), 0.06, 0.9, 5e-4);
+    let x0 = Tensor::rand(0f32, 1.0, (batch, 3, 32, 32), &dev)?;
+    let x1 = Tensor::rand(0f32, 1.0, (batch, 3, 32, 32), &dev)?;
+
+    let mut step = || -> Result<f32> {
+        let z0 = head.forward_t(&backbone.forward_t(&x0, true)?, true)?;
+        let z1 = head.forward_t(&backbone.forward_t(&x1, true)?, true)?;
+        let loss = loss_fn.forward(&z0, &z1)?.loss;
+        let grads = loss.backward()?;
+        sgd.step(&grads)?;
+        Ok(loss.to_scalar::<f32>()?)
+    };
+    for _ in 0..warmup {
+        step()?;
+    }
+    let t0 = Instant::now();
+    let mut loss = f32::NAN;
+    for _ in 0..steps {
+        loss = step()?;
+    }
+    let step_s = t0.elapsed().as_secs_f64() / steps as f64;
+    Ok(Measurement {
+        width,
+        backend,
+        batch,
+        steps,
+        step_s,
+        step_flop: step_flops(&cfg, 32, batch),
+        peak_rss_bytes: peak_rss_bytes(),
+        loss,
+    })
+}
+
+/// torch.optim.SGD with momentum and weight decay: `d = g + wd·p; b = μ·b + d` (`b = d` on the
+/// first step); `p -= lr·b`.
+struct Sgd {
+    vars: Vec<Var>,
+    bufs: Vec<Option<Tensor>>,
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+}
+
+impl Sgd {
+    fn new(vars: Vec<Var>, lr: f64, momentum: f64, weight_decay: f64) -> Self {
+        let bufs = vec![None; vars.len()];
+        Self {
+            vars,
+            bufs,
+            lr,
+            momentum,
+            weight_decay,
+        }
+    }
+
+    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
+        for (var, buf) in self.vars.iter().zip(&mut self.bufs) {
+            let Some(g) = grads.get(var) else { continue };
+            let d = (g + var.as_tensor().affine(self.weight_decay, 0.0)?)?;
+            let b = match buf.take() {
+                Some(b) => (b.affine(self.momentum, 0.0)? + d)?,
+                None => d,
+            };
+            var.set(&(var.as_tensor() - b.affine(self.lr, 0.0)?)?)?;
+            *buf = Some(b);
+        }
+        Ok(())
+    }
+}
+
+/// FLOPs of one step: 2 views × batch × (forward + input gradient + weight gradient) of every
+/// convolution and linear layer; the stem has no input gradient.
+fn step_flops(cfg: &ResNetConfig, size: usize, batch: usize) -> f64 {
+    let planes = |k: usize| (64.0 * cfg.width * (1usize << k) as f64).floor() as usize;
+    let conv = |hw: usize, cin: usize, cout: usize, k: usize| (hw * hw * cin * cout * k * k) as f64;
+    let stem_macs = conv(size, 3, planes(0), 3);
+    let mut macs = 0.0;
+    let (mut hw, mut inp) = (size, planes(0));
+    let expansion = if cfg.block == BlockKind::Basic { 1 } else { 4 };
+    for (k, &n) in cfg.layers.iter().enumerate() {
+        let p = planes(k);
+        for j in 0..n {
+            let stride = if k > 0 && j == 0 { 2 } else { 1 };
+            let out_hw = hw / stride;
+            macs += match cfg.block {
+                BlockKind::Basic => conv(out_hw, inp, p, 3) + conv(out_hw, p, p, 3),
+                BlockKind::Bottleneck => {
+                    conv(hw, inp, p, 1) + conv(out_hw, p, p, 3) + conv(out_hw, p, 4 * p, 1)
+                }
+            };
+            if stride != 1 || inp != p * expansion {
+                macs += conv(out_hw, inp, p * expansion, 1);
+            }
+            hw = out_hw;
+            inp = p * expansion;
+        }
+    }
+    let f = cfg.feature_dim() as f64;
+    macs += f * f + f * 128.0;
+    let per_image = 2.0 * (3.0 * macs + 2.0 * stem_macs);
+    per_image * 2.0 * batch as f64
+}
+
+/// f32 GEMM rate of Candle's matmul on 2048³ (one warm-up, five timed).
+fn gemm_gflops() -> Result<f64> {
+    let n = 2048;
+    let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+    let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+    a.matmul(&b)?;
+    let reps = 5;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        a.matmul(&b)?;
+    }
+    Ok(2.0 * (n * n * n) as f64 * reps as f64 / t0.elapsed().as_secs_f64() / 1e9)
+}
+
+/// VmHWM of this process (peak resident set), from /proc/self/status.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "n/a".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_flops_of_full_width_cifar_resnet18_match_the_issue_estimate() {
+        let cfg = ResNetConfig {
+            stem: Stem::Cifar,
+            ..ResNetConfig::resnet18()
+        };
+        let gflop = step_flops(&cfg, 32, 128) / 1e9;
+        // 0.56 GMAC per image forward; ×2 FLOP/MAC ×3 passes ×256 images ≈ 850 GFLOP.
+        assert!((840.0..870.0).contains(&gflop), "{gflop}");
+    }
+
+    #[test]
+    fn result_lines_round_trip() {
+        let m = Measurement {
+            width: 0.25,
+            backend: Backend::Native,
+            batch: 128,
+            steps: 3,
+            step_s: 1.25,
+            step_flop: 5.5e10,
+            peak_rss_bytes: Some(123_456_789),
+            loss: 5.25,
+        };
+        let back = Measurement::from_line(&m.to_line()).unwrap();
+        assert_eq!(back.to_line(), m.to_line());
+        assert_eq!(back.peak_rss_bytes, Some(123_456_789));
+    }
+
+    #[test]
+    fn options_parse_lists_and_reject_nonsense() {
+        let args: Vec<String> = ["--width", "1,0.5", "--backend", "fast", "--steps", "2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (o, child) = parse(&args).unwrap();
+        assert_eq!(o.widths, [1.0, 0.5]);
+        assert_eq!(o.backends, [Backend::Fast]);
+        assert_eq!(steps_for(&o, 1.0, Backend::Native), 2);
+        assert!(child.is_none());
+        let bad: Vec<String> = ["--backend", "gpu"].iter().map(|s| s.to_string()).collect();
+        assert!(parse(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown backend `gpu`"));
+    }
 }

@@ -1,0 +1,233 @@
+//! Interrupted runs resume from their last checkpoint and end with exactly
+//! the weights (and optimiser state, queue, counters) of a run that was never
+//! interrupted.
+
+use mocca_tests::{
+    differing_tensors, metric_steps, run, spawn, temp_files, tensor_bytes, tiny_config, wait_for,
+    Fixture,
+};
+use std::path::Path;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mocca-cli");
+/// 4 classes x 128 images at batch 16: 32 steps per epoch, 2 epochs. Long
+/// epochs leave the test ~30 steps of slack to land its signal mid-epoch
+/// even on a loaded machine.
+const STEPS_PER_EPOCH: u64 = 32;
+const TOTAL: u64 = 64;
+
+fn fixture() -> (Fixture, Vec<String>) {
+    let fx = Fixture::new(4, 128, 4, 16);
+    let cfg = fx.write("tiny.toml", &tiny_config("mocov2", 2, 16));
+    let data = fx.data();
+    let base = vec![
+        "train".to_string(),
+        "--config".into(),
+        cfg.to_str().unwrap().into(),
+        "--data".into(),
+        data.to_str().unwrap().into(),
+    ];
+    (fx, base)
+}
+
+fn args<'a>(base: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+    base.iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .collect()
+}
+
+fn last_step(run: &Path) -> u64 {
+    metric_steps(run)
+        .iter()
+        .filter(|r| r.0 == "step")
+        .map(|r| r.1)
+        .max()
+        .unwrap_or(0)
+}
+
+fn checkpoint_step(run: &Path) -> u64 {
+    let t = tensor_bytes(&run.join("checkpoint.safetensors"));
+    i64::from_le_bytes(t["step"].2.clone().try_into().unwrap()) as u64
+}
+
+/// The reference: the same run, never interrupted.
+fn uninterrupted(fx: &Fixture, base: &[String]) -> std::path::PathBuf {
+    let out = run(BIN, fx.dir.path(), &args(base, &["--out", "runs/straight"]));
+    assert!(out.success(), "{out:?}");
+    fx.path("runs/straight")
+}
+
+fn assert_same_final_state(reference: &Path, resumed: &Path) {
+    assert_eq!(checkpoint_step(resumed), TOTAL);
+    let diff = differing_tensors(
+        &reference.join("checkpoint.safetensors"),
+        &resumed.join("checkpoint.safetensors"),
+    );
+    assert!(
+        diff.is_empty(),
+        "{} tensors differ after resume, e.g. {:?}",
+        diff.len(),
+        &diff[..diff.len().min(5)]
+    );
+    // Each step recorded exactly once: records after the checkpoint were
+    // dropped and written again.
+    let steps: Vec<u64> = metric_steps(resumed)
+        .iter()
+        .filter(|r| r.0 == "step")
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(steps, (1..=TOTAL).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_to_bit_identical_weights() {
+    let (fx, base) = fixture();
+    let reference = uninterrupted(&fx, &base);
+
+    let run_dir = fx.path("runs/killed");
+    let mut child = spawn(BIN, fx.dir.path(), &args(&base, &["--out", "runs/killed"]));
+    // Kill two steps after the end-of-epoch-1 checkpoint exists.
+    let ready = wait_for(Duration::from_secs(120), || {
+        run_dir.join("checkpoint.safetensors").exists()
+            && last_step(&run_dir) >= STEPS_PER_EPOCH + 2
+    });
+    child.kill().expect("SIGKILL");
+    let status = child.wait().unwrap();
+    assert!(ready, "the run never got past its first checkpoint");
+    assert_eq!(
+        status.code(),
+        None,
+        "the child was killed by the signal, not finished"
+    );
+    let killed_at = last_step(&run_dir);
+    eprintln!("killed after step {killed_at}");
+    assert!(
+        killed_at > STEPS_PER_EPOCH && killed_at < 2 * STEPS_PER_EPOCH,
+        "the kill should land mid-epoch 2, it landed after step {killed_at}"
+    );
+    assert_eq!(
+        checkpoint_step(&run_dir),
+        STEPS_PER_EPOCH,
+        "the checkpoint is the end of epoch 1"
+    );
+
+    // A write killed half-way leaves only a temp file, never a half checkpoint.
+    std::fs::write(
+        run_dir.join(".checkpoint.safetensors.tmp-99999"),
+        b"half a checkpoint",
+    )
+    .unwrap();
+    let resumed = run(BIN, fx.dir.path(), &["train", "--resume", "runs/killed"]);
+    assert!(resumed.success(), "{resumed:?}");
+    assert!(
+        resumed
+            .stderr
+            .contains(&format!("resuming runs/killed from step {STEPS_PER_EPOCH}")),
+        "{}",
+        resumed.stderr
+    );
+    assert!(
+        temp_files(&run_dir).is_empty(),
+        "{:?}",
+        temp_files(&run_dir)
+    );
+    assert_same_final_state(&reference, &run_dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_checkpoints_at_the_next_step_and_the_resumed_run_matches() {
+    let (fx, base) = fixture();
+    let reference = uninterrupted(&fx, &base);
+
+    let run_dir = fx.path("runs/interrupted");
+    let child = spawn(
+        BIN,
+        fx.dir.path(),
+        &args(&base, &["--out", "runs/interrupted"]),
+    );
+    let ready = wait_for(Duration::from_secs(120), || last_step(&run_dir) >= 3);
+    // SAFETY: plain kill(2) on our own child's pid.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0, "kill(SIGINT) failed");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(ready, "the run never started stepping: {stderr}");
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: checkpoint saved at step"),
+        "{stderr}"
+    );
+    let stopped = checkpoint_step(&run_dir);
+    assert_eq!(
+        stopped,
+        last_step(&run_dir),
+        "checkpoint at the step boundary after the signal"
+    );
+    assert!(stopped < STEPS_PER_EPOCH, "mid-epoch 1 (step {stopped})");
+
+    let resumed = run(
+        BIN,
+        fx.dir.path(),
+        &["train", "--resume", "runs/interrupted"],
+    );
+    assert!(resumed.success(), "{resumed:?}");
+    assert_same_final_state(&reference, &run_dir);
+}
+
+#[test]
+fn resume_refuses_to_change_training_settings() {
+    let (fx, base) = fixture();
+    let out = run(
+        BIN,
+        fx.dir.path(),
+        &args(&base, &["--out", "runs/r", "--stop-after-steps", "3"]),
+    );
+    assert!(out.success(), "{out:?}");
+    let changed = run(
+        BIN,
+        fx.dir.path(),
+        &["train", "--resume", "runs/r", "--lr", "0.5"],
+    );
+    assert_eq!(changed.code, Some(1));
+    assert!(
+        changed.stderr.contains("optimizer.lr would change"),
+        "{}",
+        changed.stderr
+    );
+    // The data may move, but it must be the same dataset.
+    mocca_tests::write_image_folder(&fx.path("other"), 4, 50, 4, 16);
+    let other = run(
+        BIN,
+        fx.dir.path(),
+        &["train", "--resume", "runs/r", "--data", "other"],
+    );
+    assert_eq!(other.code, Some(1));
+    assert!(
+        other.stderr.contains("was taken on 512 training images")
+            && other.stderr.contains("has 200"),
+        "{}",
+        other.stderr
+    );
+    // Run settings may change: stop after two more steps.
+    let more = run(
+        BIN,
+        fx.dir.path(),
+        &[
+            "train",
+            "--resume",
+            "runs/r",
+            "--stop-after-steps",
+            "5",
+            "--knn-every",
+            "0",
+        ],
+    );
+    assert!(more.success(), "{more:?}");
+    assert_eq!(checkpoint_step(&fx.path("runs/r")), 5);
+    // A stop is not part of the run: resuming without one runs to the end.
+    let rest = run(BIN, fx.dir.path(), &["train", "--resume", "runs/r"]);
+    assert!(rest.success(), "{rest:?}");
+    assert_eq!(checkpoint_step(&fx.path("runs/r")), TOTAL);
+}

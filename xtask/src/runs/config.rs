@@ -1,0 +1,813 @@
+//! The training configuration: one TOML document, resolved in layers.
+//!
+//! Layers, later ones winning: an embedded preset (`presets/*.toml`, chosen by
+//! method and recipe) → a user file (`--config file.toml`, any subset of the
+//! keys) → `--set section.key=value` and the dedicated flags (`--epochs`, ...).
+//! The result is validated once, before anything is loaded, and written to the
+//! run folder as `config.toml` so a run can be reproduced or resumed from it.
+//!
+//! Every struct denies unknown fields: a misspelt key is an error that names
+//! it, never a silently ignored setting.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Which training method: the MoCo variants share the driver and differ in
+/// head and augmentation defaults.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MethodName {
+    Moco,
+    Mocov2,
+    Simclr,
+}
+
+impl MethodName {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "moco" => Ok(Self::Moco),
+            "mocov2" => Ok(Self::Mocov2),
+            "simclr" => Ok(Self::Simclr),
+            other => bail!("unknown method `{other}`: expected moco, mocov2 or simclr"),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Moco => "moco",
+            Self::Mocov2 => "mocov2",
+            Self::Simclr => "simclr",
+        }
+    }
+    pub fn is_moco(self) -> bool {
+        matches!(self, Self::Moco | Self::Mocov2)
+    }
+}
+
+/// Which embedded preset a method starts from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recipe {
+    /// 32 px CIFAR-10 recipes (MoCo colab, lightly's CIFAR SimCLR).
+    Cifar,
+    /// The papers' ImageNet settings.
+    Paper,
+}
+
+impl Recipe {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "cifar" => Ok(Self::Cifar),
+            "paper" => Ok(Self::Paper),
+            other => bail!("unknown recipe `{other}`: expected cifar or paper"),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cifar => "cifar",
+            Self::Paper => "paper",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub method: MethodName,
+    pub recipe: Recipe,
+    pub seed: u64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    /// MoCo only: negatives, key encoder, shuffle-BN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moco: Option<MocoConfig>,
+    pub loss: LossConfig,
+    pub optimizer: OptimizerConfig,
+    pub schedule: ScheduleConfig,
+    pub augmentation: AugmentationConfig,
+    pub eval: EvalConfig,
+    pub run: RunConfig,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Dataset folder; absent = discover (`$MOCCA_DATA`, `./data`, `../shared/data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Side of the square crops the encoder sees.
+    pub image_size: usize,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    Resnet18,
+    Resnet34,
+    Resnet50,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stem {
+    /// 3x3 stride-1 conv, no max-pool (32 px inputs).
+    Cifar,
+    /// 7x7 stride-2 conv + 3x3 stride-2 max-pool.
+    Imagenet,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadKind {
+    /// MoCo v1: one linear layer.
+    Linear,
+    /// MoCo v2: Linear → ReLU → Linear, hidden = feature width.
+    Mlp,
+    /// SimCLR (lightly's SimCLRProjectionHead): Linear → BN → ReLU → Linear.
+    Simclr,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub stem: Stem,
+    /// Channel-width multiplier (1.0 = the standard ResNet).
+    pub width: f64,
+    pub head: HeadKind,
+    pub out_dim: usize,
+    pub zero_init_residual: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Negatives {
+    /// MoCo paper mechanism (c): a FIFO queue of momentum-encoder keys.
+    Queue,
+    /// Mechanism (b): a memory bank with one row per training sample (InstDisc).
+    Bank,
+    /// Mechanism (a): in-batch keys from the query encoder, gradients through both.
+    EndToEnd,
+}
+
+impl Negatives {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "queue" => Ok(Self::Queue),
+            "bank" => Ok(Self::Bank),
+            "end-to-end" => Ok(Self::EndToEnd),
+            other => bail!("unknown negatives `{other}`: expected queue, bank or end-to-end"),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MomentumSchedule {
+    Constant,
+    /// BYOL's m = 1 − (1 − m0)(cos(πk/K) + 1)/2.
+    Cosine,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MocoConfig {
+    pub negatives: Negatives,
+    /// K: queue length, or negatives drawn from the bank per step.
+    pub queue_size: usize,
+    /// Key-encoder EMA momentum m.
+    pub momentum: f64,
+    pub momentum_schedule: MomentumSchedule,
+    /// BatchNorm statistics per group of this many splits (1 = plain BN).
+    pub split_bn: usize,
+    /// Both views as queries, losses averaged.
+    pub symmetric: bool,
+    /// Memory-bank row update momentum (InstDisc uses 0.5).
+    pub bank_momentum: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LossConfig {
+    pub temperature: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerName {
+    Sgd,
+    Lars,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    pub name: OptimizerName,
+    pub lr: f64,
+    /// Linear scaling rule: when non-zero the lr used is `lr * batch_size / lr_scale_batch`.
+    pub lr_scale_batch: usize,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    /// Exclude BN parameters and biases from weight decay (and LARS adaptation).
+    pub exclude_bn_bias: bool,
+    /// LARS trust coefficient η (You et al. 2017).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_coefficient: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    Constant,
+    Cosine,
+    Step,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub kind: ScheduleKind,
+    /// Linear warmup from 0, in epochs (fractions allowed).
+    pub warmup_epochs: f64,
+    /// `step` only: epochs at which the lr is multiplied by `gamma`.
+    pub milestones: Vec<usize>,
+    pub gamma: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentationConfig {
+    /// A mocca-aug preset: moco, mocov2, simclr, moco-cifar, mocov2-cifar, simclr-cifar.
+    pub preset: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncoderChoice {
+    /// The trained encoder (SimCLR's only one; MoCo's encoder_q).
+    Query,
+    /// MoCo's momentum encoder (encoder_k).
+    Key,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerChoice {
+    /// Pooled backbone features (the representation the papers evaluate).
+    Backbone,
+    /// Projection-head output.
+    Head,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// kNN accuracy on the test split every this many epochs (0 = only at the end).
+    pub knn_every: usize,
+    /// Also evaluate the random initialisation before the first step.
+    pub knn_at_start: bool,
+    pub knn_k: usize,
+    pub knn_t: f64,
+    pub encoder: EncoderChoice,
+    pub layer: LayerChoice,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+impl DeviceKind {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda),
+            other => bail!("unknown device `{other}`: expected cpu or cuda"),
+        }
+    }
+}
+
+/// How the run is executed; nothing here changes the trained weights, so these
+/// may differ between a run and its resumption.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub device: DeviceKind,
+    /// Write a `step` record to metrics.jsonl every this many steps.
+    pub log_every: u64,
+    /// Checkpoint every this many epochs (and always at the end and on Ctrl-C).
+    pub checkpoint_every: usize,
+    /// Also checkpoint every this many steps (0 = off).
+    #[serde(default)]
+    pub checkpoint_every_steps: u64,
+    /// Stop (with a checkpoint) after this global step; the schedule still
+    /// spans `epochs`, so a later `--resume` continues the same run. Applies
+    /// to one invocation: it is not written to the run's saved config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_after_steps: Option<u64>,
+    /// Examples per forward pass when extracting features for kNN / linear eval.
+    #[serde(default = "default_eval_batch")]
+    pub eval_batch_size: usize,
+    /// kNN monitoring during training on an evenly spaced subset of this
+    /// many training images (the neighbours) and test images (0 = all), to
+    /// keep it cheap; `cargo xtask eval knn` always uses everything.
+    #[serde(default)]
+    pub knn_train_limit: usize,
+    #[serde(default)]
+    pub knn_test_limit: usize,
+}
+
+fn default_eval_batch() -> usize {
+    256
+}
+
+const PRESETS: &[(&str, &str)] = &[
+    ("moco-cifar", include_str!("presets/moco-cifar.toml")),
+    ("moco-paper", include_str!("presets/moco-paper.toml")),
+    ("mocov2-cifar", include_str!("presets/mocov2-cifar.toml")),
+    ("mocov2-paper", include_str!("presets/mocov2-paper.toml")),
+    ("simclr-cifar", include_str!("presets/simclr-cifar.toml")),
+    ("simclr-paper", include_str!("presets/simclr-paper.toml")),
+];
+
+/// The embedded preset's TOML text (with its source comments).
+pub fn preset_text(method: MethodName, recipe: Recipe) -> &'static str {
+    let name = format!("{}-{}", method.as_str(), recipe.as_str());
+    PRESETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .expect("every method x recipe has a preset")
+}
+
+/// Builds configs from the layers described in the module docs.
+pub struct ConfigBuilder {
+    doc: toml::Table,
+}
+
+impl ConfigBuilder {
+    pub fn from_preset(method: MethodName, recipe: Recipe) -> Self {
+        let doc: toml::Table =
+            toml::from_str(preset_text(method, recipe)).expect("embedded presets parse");
+        Self { doc }
+    }
+
+    /// Starts from a complete document (e.g. a run's saved `config.toml`).
+    pub fn from_text(text: &str, origin: &str) -> Result<Self> {
+        let doc: toml::Table =
+            toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+        Ok(Self { doc })
+    }
+
+    /// Merges a (partial) TOML document over the current one.
+    pub fn merge_text(&mut self, text: &str, origin: &str) -> Result<()> {
+        let overlay: toml::Table =
+            toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+        merge(&mut self.doc, overlay);
+        Ok(())
+    }
+
+    pub fn merge_file(&mut self, path: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        self.merge_text(&text, &path.display().to_string())
+    }
+
+    /// `key.path=value`; the value is TOML (`0.1`, `true`, `"queue"`), and a
+    /// bare word that is not valid TOML is taken as a string (`negatives=bank`).
+    pub fn set(&mut self, assignment: &str) -> Result<()> {
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--set expects key=value, got `{assignment}`"))?;
+        let key = key.trim();
+        let value = value.trim();
+        let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+            Ok(mut t) => t.remove("v").expect("just parsed"),
+            Err(_) => toml::Value::String(value.to_string()),
+        };
+        self.set_value(key, parsed)
+    }
+
+    pub fn set_value(&mut self, key: &str, value: toml::Value) -> Result<()> {
+        let parts: Vec<&str> = key.split('.').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            bail!("bad config key `{key}`");
+        }
+        let mut table = &mut self.doc;
+        for part in &parts[..parts.len() - 1] {
+            let entry = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry
+                .as_table_mut()
+                .ok_or_else(|| anyhow!("config key `{key}`: `{part}` is not a section"))?;
+        }
+        table.insert(parts[parts.len() - 1].to_string(), value);
+        Ok(())
+    }
+
+    /// The method named in the document so far (after merging a user file).
+    pub fn method(&self) -> Option<&str> {
+        self.doc.get("method").and_then(|v| v.as_str())
+    }
+
+    /// A top-level string value of the document, if present.
+    pub fn get_str(&self, key: &str) -> Option<String> {
+        self.doc
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    }
+
+    pub fn build(&self) -> Result<TrainConfig> {
+        let text = toml::to_string(&self.doc).expect("a toml table serialises");
+        let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| key_path_at(&text, s.start))
+                .unwrap_or_default();
+            let msg = e.message().trim_end();
+            if at.is_empty() {
+                anyhow!("invalid configuration: {msg}")
+            } else {
+                anyhow!("invalid configuration at `{at}`: {msg}")
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// The dotted key at byte `pos` of a serialised document: toml's own message
+/// points at a line of the merged document, which the user never wrote.
+fn key_path_at(text: &str, pos: usize) -> String {
+    let before = &text[..pos.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+        .map(|s| s.trim().to_string());
+    let trimmed = line.trim();
+    if trimmed.starts_with('[') {
+        return trimmed.trim_matches(|c| c == '[' || c == ']').to_string();
+    }
+    let key = trimmed.split('=').next().unwrap_or("").trim().to_string();
+    match section {
+        Some(s) if !key.is_empty() => format!("{s}.{key}"),
+        Some(s) => s,
+        None => key,
+    }
+}
+
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (k, v) in overlay {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The lr actually used, after the linear scaling rule.
+    pub fn effective_lr(&self) -> f64 {
+        if self.optimizer.lr_scale_batch == 0 {
+            self.optimizer.lr
+        } else {
+            self.optimizer.lr * self.batch_size as f64 / self.optimizer.lr_scale_batch as f64
+        }
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serialises")
+    }
+
+    /// Checks the settings that need no data; dataset-dependent checks
+    /// (batch larger than the dataset, bank size) happen when data is loaded.
+    pub fn validate(&self) -> Result<()> {
+        let pos = |name: &str, v: f64| -> Result<()> {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("{name} must be a positive number, got {v}");
+            }
+            Ok(())
+        };
+        if self.epochs == 0 {
+            bail!("epochs must be at least 1");
+        }
+        if self.batch_size < 2 {
+            bail!(
+                "batch_size must be at least 2 (contrastive losses need negatives), got {}",
+                self.batch_size
+            );
+        }
+        if self.data.image_size < 8 {
+            bail!(
+                "data.image_size must be at least 8, got {}",
+                self.data.image_size
+            );
+        }
+        pos("model.width", self.model.width)?;
+        if self.model.out_dim == 0 {
+            bail!("model.out_dim must be at least 1");
+        }
+        pos("loss.temperature", self.loss.temperature)?;
+        if !(self.optimizer.lr.is_finite() && self.optimizer.lr >= 0.0) {
+            bail!(
+                "optimizer.lr must be a non-negative number, got {}",
+                self.optimizer.lr
+            );
+        }
+        if !(0.0..1.0).contains(&self.optimizer.momentum) {
+            bail!(
+                "optimizer.momentum must be in [0, 1), got {}",
+                self.optimizer.momentum
+            );
+        }
+        if !(self.optimizer.weight_decay.is_finite() && self.optimizer.weight_decay >= 0.0) {
+            bail!(
+                "optimizer.weight_decay must be >= 0, got {}",
+                self.optimizer.weight_decay
+            );
+        }
+        if self.optimizer.nesterov && self.optimizer.momentum == 0.0 {
+            bail!("optimizer.nesterov needs a non-zero optimizer.momentum (as torch.optim.SGD)");
+        }
+        match (self.optimizer.name, self.optimizer.trust_coefficient) {
+            (OptimizerName::Lars, Some(t)) => pos("optimizer.trust_coefficient", t)?,
+            (OptimizerName::Sgd, Some(_)) => {
+                bail!(
+                    "optimizer.trust_coefficient applies to LARS only (optimizer.name = \"lars\")"
+                )
+            }
+            _ => {}
+        }
+        if !(self.schedule.warmup_epochs.is_finite() && self.schedule.warmup_epochs >= 0.0) {
+            bail!("schedule.warmup_epochs must be >= 0");
+        }
+        if self.schedule.warmup_epochs >= self.epochs as f64 {
+            bail!(
+                "schedule.warmup_epochs ({}) must be shorter than the run ({} epochs)",
+                self.schedule.warmup_epochs,
+                self.epochs
+            );
+        }
+        if self.schedule.kind == ScheduleKind::Step {
+            if !self.schedule.milestones.windows(2).all(|w| w[0] < w[1]) {
+                bail!(
+                    "schedule.milestones must be increasing, got {:?}",
+                    self.schedule.milestones
+                );
+            }
+            pos("schedule.gamma", self.schedule.gamma)?;
+        }
+        if self.schedule.kind != ScheduleKind::Cosine && self.schedule.warmup_epochs > 0.0 {
+            bail!("schedule.warmup_epochs is supported with schedule.kind = \"cosine\" only");
+        }
+        if let Err(e) = self.augmentation.preset.parse::<mocca_aug::Preset>() {
+            bail!("augmentation.preset: {e}");
+        }
+        if self.eval.knn_k == 0 {
+            bail!("eval.knn_k must be at least 1");
+        }
+        pos("eval.knn_t", self.eval.knn_t)?;
+        if self.run.log_every == 0 {
+            bail!("run.log_every must be at least 1");
+        }
+        if self.run.eval_batch_size == 0 {
+            bail!("run.eval_batch_size must be at least 1");
+        }
+        match (self.method.is_moco(), &self.moco) {
+            (true, None) => bail!("method {} needs a [moco] section", self.method.as_str()),
+            (false, Some(_)) => bail!(
+                "the [moco] section applies to moco and mocov2 only, not {}",
+                self.method.as_str()
+            ),
+            (false, None) => {
+                if self.eval.encoder == EncoderChoice::Key {
+                    bail!("eval.encoder = \"key\": SimCLR has no key encoder");
+                }
+            }
+            (true, Some(m)) => {
+                if !(0.0..=1.0).contains(&m.momentum) {
+                    bail!("moco.momentum must be in [0, 1], got {}", m.momentum);
+                }
+                if !(0.0..=1.0).contains(&m.bank_momentum) {
+                    bail!(
+                        "moco.bank_momentum must be in [0, 1], got {}",
+                        m.bank_momentum
+                    );
+                }
+                if m.split_bn == 0 || self.batch_size % m.split_bn != 0 {
+                    bail!(
+                        "moco.split_bn ({}) must divide batch_size ({}): each BN group needs the same size",
+                        m.split_bn,
+                        self.batch_size
+                    );
+                }
+                if m.split_bn > 1 && self.batch_size / m.split_bn < 2 {
+                    bail!(
+                        "moco.split_bn ({}) leaves {} sample(s) per BN group; BatchNorm needs at least 2",
+                        m.split_bn,
+                        self.batch_size / m.split_bn
+                    );
+                }
+                if m.negatives == Negatives::Queue && m.queue_size < self.batch_size {
+                    bail!(
+                        "moco.queue_size ({}) is smaller than batch_size ({}): one step would overwrite \
+                         its own keys; use a queue of at least one batch",
+                        m.queue_size,
+                        self.batch_size
+                    );
+                }
+                if m.negatives != Negatives::EndToEnd && m.queue_size == 0 {
+                    bail!("moco.queue_size must be at least 1");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The settings that decide the trained weights (everything but `[run]`,
+/// `[eval]` and `data.path`) on which `a` and `b` differ, as dotted keys. A
+/// resumed run must agree with its checkpoint on all of them.
+pub fn trajectory_diff(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
+    let table = |c: &TrainConfig| {
+        let mut t: toml::Table = toml::from_str(&c.to_toml()).expect("config round-trips");
+        t.remove("run");
+        t.remove("eval");
+        if let Some(toml::Value::Table(d)) = t.get_mut("data") {
+            d.remove("path");
+        }
+        t
+    };
+    let mut out = Vec::new();
+    diff_tables("", &table(a), &table(b), &mut out);
+    out
+}
+
+fn diff_tables(prefix: &str, a: &toml::Table, b: &toml::Table, out: &mut Vec<String>) {
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match (a.get(k), b.get(k)) {
+            (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                diff_tables(&path, x, y, out)
+            }
+            (x, y) if x != y => out.push(path),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_parses_and_validates() {
+        for method in [MethodName::Moco, MethodName::Mocov2, MethodName::Simclr] {
+            for recipe in [Recipe::Cifar, Recipe::Paper] {
+                let cfg = ConfigBuilder::from_preset(method, recipe).build().unwrap();
+                assert_eq!(cfg.method, method);
+                assert_eq!(cfg.recipe, recipe);
+            }
+        }
+    }
+
+    #[test]
+    fn moco_cifar_preset_is_the_colab_recipe() {
+        let cfg = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar)
+            .build()
+            .unwrap();
+        let m = cfg.moco.as_ref().unwrap();
+        assert_eq!(
+            (cfg.model.arch, cfg.model.stem),
+            (Arch::Resnet18, Stem::Cifar)
+        );
+        assert_eq!(cfg.batch_size, 512);
+        assert_eq!((m.queue_size, m.momentum, m.split_bn), (4096, 0.99, 8));
+        assert_eq!(cfg.loss.temperature, 0.1);
+        assert_eq!(cfg.effective_lr(), 0.06);
+        assert_eq!(cfg.optimizer.weight_decay, 5e-4);
+        assert_eq!(cfg.optimizer.momentum, 0.9);
+        assert_eq!(cfg.schedule.kind, ScheduleKind::Cosine);
+    }
+
+    #[test]
+    fn simclr_paper_lr_follows_the_linear_scaling_rule() {
+        let cfg = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Paper)
+            .build()
+            .unwrap();
+        assert_eq!(cfg.effective_lr(), 0.3 * 4096.0 / 256.0);
+        assert_eq!(cfg.optimizer.name, OptimizerName::Lars);
+    }
+
+    #[test]
+    fn unknown_key_in_a_file_is_an_error_naming_it() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        b.merge_text("[optimizer]\nlearning_rate = 0.1\n", "my.toml")
+            .unwrap();
+        let err = b.build().unwrap_err().to_string();
+        assert!(err.contains("learning_rate"), "{err}");
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_an_error_naming_it() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar);
+        b.merge_text("epochz = 3\n", "my.toml").unwrap();
+        let err = b.build().unwrap_err().to_string();
+        assert!(err.contains("epochz"), "{err}");
+    }
+
+    #[test]
+    fn file_and_set_override_the_preset_in_order() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar);
+        b.merge_text("epochs = 7\n[moco]\nqueue_size = 1024\n", "f")
+            .unwrap();
+        b.set("epochs=9").unwrap();
+        b.set("moco.negatives=bank").unwrap();
+        let cfg = b.build().unwrap();
+        assert_eq!(cfg.epochs, 9);
+        let m = cfg.moco.unwrap();
+        assert_eq!(m.queue_size, 1024);
+        assert_eq!(m.negatives, Negatives::Bank);
+        assert_eq!(m.momentum, 0.99, "untouched keys keep the preset's value");
+    }
+
+    #[test]
+    fn resolved_config_round_trips_through_toml() {
+        let cfg = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Paper)
+            .build()
+            .unwrap();
+        let again = ConfigBuilder::from_text(&cfg.to_toml(), "saved")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(cfg, again);
+    }
+
+    #[test]
+    fn split_bn_must_divide_the_batch() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        b.set("batch_size=100").unwrap();
+        let err = b.build().unwrap_err().to_string();
+        assert!(err.contains("split_bn") && err.contains("100"), "{err}");
+    }
+
+    #[test]
+    fn queue_smaller_than_a_batch_is_rejected() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        b.set("moco.queue_size=256").unwrap();
+        let err = b.build().unwrap_err().to_string();
+        assert!(
+            err.contains("queue_size (256)") && err.contains("batch_size (512)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn moco_section_on_simclr_is_rejected() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar);
+        b.set("moco.queue_size=256").unwrap();
+        assert!(b.build().is_err());
+    }
+
+    #[test]
+    fn wrong_value_type_names_the_key() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar);
+        b.set("loss.temperature=\"hot\"").unwrap();
+        let err = b.build().unwrap_err().to_string();
+        assert!(err.contains("temperature"), "{err}");
+    }
+
+    #[test]
+    fn run_settings_do_not_change_the_trajectory() {
+        let a = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar)
+            .build()
+            .unwrap();
+        let mut b = a.clone();
+        b.run.device = DeviceKind::Cuda;
+        b.eval.knn_every = 1;
+        b.data.path = Some("elsewhere".into());
+        assert!(trajectory_diff(&a, &b).is_empty());
+        b.seed = 1;
+        b.moco.as_mut().unwrap().queue_size = 8192;
+        assert_eq!(trajectory_diff(&a, &b), vec!["moco.queue_size", "seed"]);
+    }
+}

@@ -1,0 +1,204 @@
+//! `metrics.jsonl`: one JSON object per line, appended as training goes.
+//!
+//! Every record carries `step` (optimizer steps done so far) and `epoch`
+//! (fractional: `step / steps_per_epoch`), so plots and a resumed run agree on
+//! where each record belongs. A resumed run first drops the records written
+//! after its checkpoint, since it will produce them again.
+
+use super::files::write_atomic;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    /// Training statistics of one step (every `run.log_every` steps).
+    Step {
+        step: u64,
+        epoch: f64,
+        loss: f64,
+        lr: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        momentum: Option<f64>,
+        /// Top-1 accuracy of the positive among the logits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pos_acc: Option<f64>,
+        /// Source images per second over the steps since the last record.
+        images_per_s: f64,
+        elapsed_s: f64,
+    },
+    /// Weighted kNN accuracy on the test split.
+    Knn {
+        step: u64,
+        epoch: f64,
+        top1: f64,
+        k: usize,
+        t: f64,
+        encoder: String,
+        layer: String,
+        n_train: usize,
+        n_test: usize,
+    },
+    /// One finished epoch.
+    Epoch {
+        step: u64,
+        epoch: f64,
+        loss_mean: f64,
+        seconds: f64,
+    },
+}
+
+impl Record {
+    pub fn step(&self) -> u64 {
+        match self {
+            Record::Step { step, .. } | Record::Knn { step, .. } | Record::Epoch { step, .. } => {
+                *step
+            }
+        }
+    }
+}
+
+/// Appends records to `metrics.jsonl`, one flushed line each.
+pub struct MetricsWriter {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl MetricsWriter {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn write(&mut self, record: &Record) -> Result<()> {
+        let mut line = serde_json::to_string(record)?;
+        line.push('\n');
+        // One write call per line: a crash leaves at most a partial last line,
+        // which `read_records` skips.
+        self.file
+            .write_all(line.as_bytes())
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.file.flush()?;
+        Ok(())
+    }
+}
+
+/// All complete records of a metrics file (a torn last line is skipped).
+pub fn read_records(path: &Path) -> Result<Vec<Record>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Record>(line) {
+            Ok(r) => out.push(r),
+            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
+            Err(e) => anyhow::bail!("{} line {}: {e}", path.display(), i + 1),
+        }
+    }
+    Ok(out)
+}
+
+/// Keeps only records up to `step` (a resumed run rewrites the rest).
+pub fn truncate_after(path: &Path, step: u64) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let kept = read_records(path)?.into_iter().filter(|r| r.step() <= step);
+    let mut text = String::new();
+    for r in kept {
+        text.push_str(&serde_json::to_string(&r)?);
+        text.push('\n');
+    }
+    write_atomic(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(s: u64) -> Record {
+        Record::Step {
+            step: s,
+            epoch: s as f64 / 4.0,
+            loss: 5.0 - s as f64 * 0.1,
+            lr: 0.06,
+            momentum: Some(0.99),
+            pos_acc: None,
+            images_per_s: 100.0,
+            elapsed_s: s as f64,
+        }
+    }
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mocca-metrics-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn records_round_trip_with_their_kind_tag() {
+        let p = dir("rt").join("metrics.jsonl");
+        let mut w = MetricsWriter::open(&p).unwrap();
+        let knn = Record::Knn {
+            step: 4,
+            epoch: 1.0,
+            top1: 31.5,
+            k: 200,
+            t: 0.1,
+            encoder: "query".into(),
+            layer: "backbone".into(),
+            n_train: 50,
+            n_test: 20,
+        };
+        w.write(&step(1)).unwrap();
+        w.write(&knn).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("{\"kind\":\"knn\""),
+            "{text}"
+        );
+        assert_eq!(read_records(&p).unwrap(), vec![step(1), knn]);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped() {
+        let p = dir("torn").join("metrics.jsonl");
+        let mut w = MetricsWriter::open(&p).unwrap();
+        w.write(&step(1)).unwrap();
+        drop(w);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"kind\":\"step\",\"st").unwrap();
+        assert_eq!(read_records(&p).unwrap(), vec![step(1)]);
+    }
+
+    #[test]
+    fn truncate_keeps_records_up_to_the_checkpoint_step() {
+        let p = dir("trunc").join("metrics.jsonl");
+        let mut w = MetricsWriter::open(&p).unwrap();
+        for s in 1..=6 {
+            w.write(&step(s)).unwrap();
+        }
+        truncate_after(&p, 4).unwrap();
+        assert_eq!(
+            read_records(&p).unwrap(),
+            (1..=4).map(step).collect::<Vec<_>>()
+        );
+    }
+}

@@ -1,0 +1,407 @@
+//! From a [`TrainConfig`] to the objects that train and evaluate: encoders,
+//! the method, augmentation pipelines, and feature extraction for kNN / linear
+//! evaluation. Shared by `train`, `eval` and `export` so the three agree on
+//! what a config means.
+
+use super::config::{
+    Arch, EncoderChoice, HeadKind, LayerChoice, Negatives, OptimizerName, ScheduleKind, Stem,
+    TrainConfig,
+};
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{Device, Tensor};
+use mocca_aug::{Compose, ImageU8, MultiView, Preset, RandomResizedCrop, Transform};
+use mocca_backbones::{
+    MoCoProjectionHead, ProjectionHeadConfig, ResNetConfig, SimCLRProjectionHead,
+    Stem as BackboneStem,
+};
+use mocca_data::{ImageDataset, Split};
+use mocca_methods::eval::{knn_evaluate, KnnConfig, KnnResult};
+use mocca_methods::optim::{OptimizerConfig, OptimizerKind};
+use mocca_methods::schedule::LrSchedule;
+use mocca_methods::{
+    EncoderRole, FeatureLayer, FeatureSource, Features, Method, MoCo, MoCoConfig, NegativeSource,
+    ResNetEncoder, SimCLR, SimCLRConfig,
+};
+use std::path::{Path, PathBuf};
+
+pub fn resnet_config(cfg: &TrainConfig) -> ResNetConfig {
+    let base = match cfg.model.arch {
+        Arch::Resnet18 => ResNetConfig::resnet18(),
+        Arch::Resnet34 => ResNetConfig::resnet34(),
+        Arch::Resnet50 => ResNetConfig::resnet50(),
+    };
+    ResNetConfig {
+        stem: match cfg.model.stem {
+            Stem::Cifar => BackboneStem::Cifar,
+            Stem::Imagenet => BackboneStem::ImageNet,
+        },
+        width: cfg.model.width,
+        zero_init_residual: cfg.model.zero_init_residual,
+        bn_splits: cfg.moco.as_ref().map_or(1, |m| m.split_bn),
+        ..base
+    }
+}
+
+pub fn head_config(cfg: &TrainConfig, feature_dim: usize) -> ProjectionHeadConfig {
+    let out = cfg.model.out_dim;
+    match cfg.model.head {
+        HeadKind::Linear => MoCoProjectionHead {
+            output_dim: out,
+            ..MoCoProjectionHead::v1(feature_dim)
+        }
+        .into(),
+        HeadKind::Mlp => MoCoProjectionHead {
+            output_dim: out,
+            ..MoCoProjectionHead::v2(feature_dim)
+        }
+        .into(),
+        HeadKind::Simclr => SimCLRProjectionHead {
+            output_dim: out,
+            ..SimCLRProjectionHead::new(feature_dim)
+        }
+        .into(),
+    }
+}
+
+/// A freshly initialised encoder (weights drawn from `cfg.seed`).
+pub fn build_encoder(cfg: &TrainConfig, device: &Device) -> Result<ResNetEncoder> {
+    let r = resnet_config(cfg);
+    let head = head_config(cfg, r.feature_dim());
+    Ok(ResNetEncoder::new(&r, head, cfg.seed, device)?)
+}
+
+fn lr_schedule(cfg: &TrainConfig, steps_per_epoch: u64) -> Result<LrSchedule> {
+    let lr = cfg.effective_lr();
+    let total = steps_per_epoch * cfg.epochs as u64;
+    let warmup = (cfg.schedule.warmup_epochs * steps_per_epoch as f64).round() as u64;
+    Ok(match cfg.schedule.kind {
+        ScheduleKind::Constant if warmup == 0 => LrSchedule::Constant { lr },
+        ScheduleKind::Constant | ScheduleKind::Step if warmup > 0 => {
+            bail!("schedule.warmup_epochs is supported with schedule.kind = \"cosine\" only")
+        }
+        ScheduleKind::Cosine => LrSchedule::WarmupCosine {
+            base_lr: lr,
+            warmup_steps: warmup,
+            total_steps: total,
+            warmup_start_lr: 0.0,
+            final_lr: 0.0,
+        },
+        _ => LrSchedule::MultiStep {
+            base_lr: lr,
+            milestones: cfg
+                .schedule
+                .milestones
+                .iter()
+                .map(|&e| e as u64 * steps_per_epoch)
+                .collect(),
+            gamma: cfg.schedule.gamma,
+        },
+    })
+}
+
+fn optimizer_config(cfg: &TrainConfig) -> OptimizerConfig {
+    let o = &cfg.optimizer;
+    OptimizerConfig {
+        kind: match o.name {
+            OptimizerName::Sgd => OptimizerKind::Sgd,
+            OptimizerName::Lars => OptimizerKind::Lars {
+                trust_coefficient: o.trust_coefficient.unwrap_or(1e-3),
+                eps: 1e-8,
+            },
+        },
+        lr: cfg.effective_lr(),
+        momentum: o.momentum,
+        dampening: 0.0,
+        weight_decay: o.weight_decay,
+        nesterov: o.nesterov,
+        exclude_bias_and_norm: o.exclude_bn_bias,
+    }
+}
+
+/// The training method of `cfg`, freshly initialised. `num_samples` sizes the
+/// memory bank (one row per training image).
+pub fn build_method(
+    cfg: &TrainConfig,
+    steps_per_epoch: u64,
+    num_samples: usize,
+    device: &Device,
+) -> Result<Box<dyn Method>> {
+    let optimizer = optimizer_config(cfg);
+    let lr_schedule = lr_schedule(cfg, steps_per_epoch)?;
+    match &cfg.moco {
+        Some(m) => {
+            let negatives = match m.negatives {
+                Negatives::Queue => NegativeSource::queue(m.queue_size),
+                Negatives::Bank => {
+                    if m.queue_size > num_samples {
+                        bail!(
+                            "moco.queue_size ({}) negatives per step cannot be drawn from a memory bank of \
+                             {num_samples} images",
+                            m.queue_size
+                        );
+                    }
+                    NegativeSource::MemoryBank {
+                        num_samples,
+                        num_negatives: m.queue_size,
+                        momentum: m.bank_momentum,
+                    }
+                }
+                Negatives::EndToEnd => NegativeSource::EndToEnd,
+            };
+            let mc = MoCoConfig {
+                negatives,
+                temperature: cfg.loss.temperature,
+                symmetric: m.symmetric,
+                momentum: m.momentum,
+                cosine_momentum: m.momentum_schedule == super::config::MomentumSchedule::Cosine,
+                shuffle_bn: m.split_bn > 1,
+                optimizer,
+                lr_schedule,
+                total_steps: steps_per_epoch * cfg.epochs as u64,
+                seed: cfg.seed,
+            };
+            let build = || build_encoder(cfg, device).map_err(to_method_err);
+            Ok(Box::new(MoCo::new(mc, build, device)?))
+        }
+        None => {
+            let sc = SimCLRConfig {
+                temperature: cfg.loss.temperature,
+                optimizer,
+                lr_schedule,
+            };
+            Ok(Box::new(SimCLR::new(
+                sc,
+                build_encoder(cfg, device)?,
+                device,
+            )?))
+        }
+    }
+}
+
+fn to_method_err(e: anyhow::Error) -> mocca_methods::MethodError {
+    match e.downcast::<mocca_methods::MethodError>() {
+        Ok(m) => m,
+        Err(e) => mocca_methods::MethodError::InvalidConfig(format!("{e:#}")),
+    }
+}
+
+/// Which encoder and layer `choice` means for this method.
+pub fn feature_source(
+    cfg: &TrainConfig,
+    encoder: EncoderChoice,
+    layer: LayerChoice,
+) -> Result<FeatureSource> {
+    let role = match (cfg.method.is_moco(), encoder) {
+        (false, EncoderChoice::Query) => EncoderRole::Shared,
+        (false, EncoderChoice::Key) => {
+            bail!("SimCLR has one encoder; there is no key encoder to evaluate")
+        }
+        (true, EncoderChoice::Query) => EncoderRole::Query,
+        (true, EncoderChoice::Key) => {
+            if cfg
+                .moco
+                .as_ref()
+                .is_some_and(|m| m.negatives == Negatives::EndToEnd)
+            {
+                bail!("end-to-end MoCo has no key encoder (its keys come from the query encoder)");
+            }
+            EncoderRole::Key
+        }
+    };
+    let layer = match layer {
+        LayerChoice::Backbone => FeatureLayer::Backbone,
+        LayerChoice::Head => FeatureLayer::Head,
+    };
+    Ok(FeatureSource::new(role, layer))
+}
+
+/// Checkpoint prefix of an encoder's state (see `mocca_methods::Method::state`).
+pub fn state_prefix(role: EncoderRole) -> &'static str {
+    match role {
+        EncoderRole::Query => "encoder_q",
+        EncoderRole::Key => "encoder_k",
+        EncoderRole::Shared => "encoder",
+    }
+}
+
+pub fn aug_preset(cfg: &TrainConfig) -> Result<Preset> {
+    cfg.augmentation
+        .preset
+        .parse::<Preset>()
+        .map_err(|e| anyhow!("augmentation.preset: {e}"))
+}
+
+/// The two training views (query / key, or SimCLR's pair).
+pub fn train_views(cfg: &TrainConfig) -> Result<MultiView> {
+    Ok(aug_preset(cfg)?.two_views(cfg.data.image_size)?)
+}
+
+/// Evaluation preprocessing: the training recipe's normalisation, after a
+/// centre square crop resized to `image_size` when the images are not
+/// already that size (a `RandomResizedCrop` with scale and ratio fixed at 1
+/// always takes torchvision's central-crop fallback, so it is deterministic).
+pub fn eval_pipeline(cfg: &TrainConfig, data: &ImageDataset) -> Result<Compose> {
+    let s = cfg.data.image_size;
+    let recipe = aug_preset(cfg)?.compose(s)?;
+    let normalize = recipe
+        .transforms()
+        .iter()
+        .rev()
+        .find(|t| matches!(t, Transform::Normalize(_)))
+        .cloned();
+    let mut steps = Vec::new();
+    let exact = data
+        .uniform_shape()
+        .is_some_and(|sh| sh.height == s && sh.width == s);
+    if !exact {
+        steps.push(RandomResizedCrop::new([s, s], (1.0, 1.0), (1.0, 1.0), true)?.into());
+    }
+    steps.extend(normalize);
+    Ok(Compose::new(steps)?)
+}
+
+pub fn image_u8(data: &ImageDataset, i: usize) -> Result<ImageU8<'_>> {
+    let v = data.image(i);
+    ImageU8::new(v.pixels, v.height, v.width, v.channels).with_context(|| format!("image {i}"))
+}
+
+/// `limit` evenly spaced indices of `0..len` (all when `limit` is 0 or ≥ len):
+/// image folders are sorted by class, so a prefix would hold few classes.
+pub fn spread_subset(len: usize, limit: usize) -> Vec<usize> {
+    if limit == 0 || limit >= len {
+        return (0..len).collect();
+    }
+    (0..limit).map(|i| i * len / limit).collect()
+}
+
+/// Features of `indices` of `data` from `encoder` (evaluation mode), tagged
+/// with `source`, computed `batch` images at a time.
+pub fn embed(
+    encoder: &dyn mocca_methods::Encoder,
+    source: FeatureSource,
+    data: &ImageDataset,
+    indices: &[usize],
+    pipeline: &Compose,
+    batch: usize,
+    device: &Device,
+) -> Result<Features> {
+    let mut parts = Vec::new();
+    for chunk in indices.chunks(batch.max(1)) {
+        let images = chunk
+            .iter()
+            .map(|&i| image_u8(data, i))
+            .collect::<Result<Vec<_>>>()?;
+        let ids: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
+        let x = pipeline
+            .apply_batch(&images, &ids, 0, 0, 0)?
+            .into_tensor(device)?;
+        let f = encoder.embed(&x, source.layer, false)?.detach();
+        parts.push(Features::new(f, source)?);
+    }
+    Ok(Features::concat(&parts)?)
+}
+
+/// Labels of `indices`, and the number of classes, or why there are none.
+pub fn labels_of(data: &ImageDataset, indices: &[usize], what: &str) -> Result<(Vec<u32>, usize)> {
+    let all = data.labels().ok_or_else(|| {
+        anyhow!("the {what} set has no labels: kNN / linear evaluation needs them")
+    })?;
+    let labels: Vec<u32> = indices.iter().map(|&i| all[i]).collect();
+    let classes = data
+        .class_names()
+        .len()
+        .max(all.iter().map(|&l| l as usize + 1).max().unwrap_or(0));
+    Ok((labels, classes))
+}
+
+/// The kNN protocol of `cfg.eval` on (subsets of) the train and test sets.
+#[allow(clippy::too_many_arguments)]
+pub fn knn(
+    cfg: &TrainConfig,
+    encoder: &dyn mocca_methods::Encoder,
+    source: FeatureSource,
+    train: &ImageDataset,
+    test: &ImageDataset,
+    train_limit: usize,
+    test_limit: usize,
+    device: &Device,
+) -> Result<KnnResult> {
+    let tr_idx = spread_subset(train.len(), train_limit);
+    let te_idx = spread_subset(test.len(), test_limit);
+    let (tr_labels, c1) = labels_of(train, &tr_idx, "training")?;
+    let (te_labels, c2) = labels_of(test, &te_idx, "test")?;
+    let b = cfg.run.eval_batch_size;
+    let tr = embed(
+        encoder,
+        source,
+        train,
+        &tr_idx,
+        &eval_pipeline(cfg, train)?,
+        b,
+        device,
+    )?;
+    let te = embed(
+        encoder,
+        source,
+        test,
+        &te_idx,
+        &eval_pipeline(cfg, test)?,
+        b,
+        device,
+    )?;
+    let kc = KnnConfig {
+        k: cfg.eval.knn_k,
+        temperature: cfg.eval.knn_t,
+        ..KnnConfig::new(c1.max(c2))
+    };
+    Ok(knn_evaluate(&tr, &tr_labels, &te, &te_labels, &kc)?)
+}
+
+/// The dataset folder for `cfg` (explicit, or found in the usual places).
+pub fn locate_data(cfg: &TrainConfig) -> Result<PathBuf> {
+    Ok(mocca_data::locate(cfg.data.path.as_deref().map(Path::new))?)
+}
+
+/// The training split, and the test split when the dataset has one.
+pub fn open_splits(dir: &Path) -> Result<(ImageDataset, Option<ImageDataset>)> {
+    let train = mocca_data::open(dir, Split::Train)?;
+    let test = match mocca_data::open(dir, Split::Test) {
+        Ok(t) => Some(t),
+        Err(mocca_data::DataError::NoSuchSplit { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok((train, test))
+}
+
+/// Loads an encoder's part of a checkpoint into a fresh encoder.
+pub fn encoder_from_state(
+    cfg: &TrainConfig,
+    role: EncoderRole,
+    state: &std::collections::HashMap<String, Tensor>,
+    device: &Device,
+) -> Result<ResNetEncoder> {
+    use mocca_methods::Encoder;
+    let enc = build_encoder(cfg, device)?;
+    let prefix = format!("{}.", state_prefix(role));
+    let sub: std::collections::HashMap<String, Tensor> = state
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|s| (s.to_string(), v.clone())))
+        .collect();
+    if sub.is_empty() {
+        bail!("the checkpoint holds no `{}` encoder", state_prefix(role));
+    }
+    enc.load_state_dict(&sub)?;
+    Ok(enc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_subset_covers_the_whole_range() {
+        assert_eq!(spread_subset(10, 0), (0..10).collect::<Vec<_>>());
+        assert_eq!(spread_subset(10, 5), vec![0, 2, 4, 6, 8]);
+        assert_eq!(spread_subset(3, 7), vec![0, 1, 2]);
+    }
+}
