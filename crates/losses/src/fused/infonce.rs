@@ -1,0 +1,208 @@
+//! Fused CPU InfoNCE with an explicit set of negatives (MoCo's queue).
+//!
+//! The `[N, K]` logit matrix is never materialised: the negatives are
+//! streamed in column blocks that stay in cache, with an online (running-max)
+//! log-sum-exp per query, the way flash attention streams keys. When
+//! gradients are needed the same pass accumulates `Σ_j exp(l_ij − m_i) Q_j`,
+//! so the backward costs one more GEMM of the forward's size and no second
+//! read of the logits, and the queue is not read again after the forward.
+
+use rayon::prelude::*;
+
+use super::kernels::{
+    dot_f64, exp_sum, matmul, normalize_backward, normalize_rows, row_max, Operand,
+};
+use super::FusedResult;
+
+/// Bytes of the per-task logit block (`N × block` f32): about an L2 cache.
+const BLOCK_BYTES: usize = 512 * 1024;
+
+/// Running softmax statistics of every query over the negatives seen so far.
+struct Partial {
+    /// Running max of the raw similarities `q̂·Q_j` (not divided by τ).
+    max: Vec<f32>,
+    /// `Σ_j exp((s_ij − max_i) / τ)`.
+    sum: Vec<f64>,
+    /// `Σ_j exp((s_ij − max_i) / τ) Q_j`, `[N, D]`, only when gradients are needed.
+    weighted: Vec<f32>,
+    /// No NaN or infinity in any similarity seen.
+    finite: bool,
+    /// Scratch for one block of similarities.
+    block: Vec<f32>,
+    inv_tau: f64,
+}
+
+impl Partial {
+    fn new(n: usize, d: usize, block: usize, inv_tau: f32, need_grad: bool) -> Self {
+        Self {
+            inv_tau: inv_tau as f64,
+            max: vec![f32::NEG_INFINITY; n],
+            sum: vec![0.0; n],
+            weighted: if need_grad {
+                vec![0.0; n * d]
+            } else {
+                Vec::new()
+            },
+            finite: true,
+            block: vec![0.0; n * block],
+        }
+    }
+
+    /// Folds the negatives `negs` (`[kb, D]`) into the statistics of the
+    /// normalised queries `qh` (`[n, D]`).
+    fn absorb(&mut self, qh: &[f32], negs: &[f32], n: usize, d: usize) {
+        let need_grad = !self.weighted.is_empty();
+        let inv_tau = self.inv_tau as f32;
+        let kb = negs.len() / d;
+        let s = &mut self.block[..n * kb];
+        matmul(
+            n,
+            kb,
+            d,
+            s,
+            kb,
+            false,
+            Operand::rows(qh, d),
+            Operand::transposed(negs, d),
+            1.0,
+            false,
+        );
+        for (i, row) in s.chunks_exact_mut(kb).enumerate() {
+            let (block_max, finite) = row_max(row);
+            self.finite &= finite;
+            let new_max = if block_max > self.max[i] {
+                block_max
+            } else {
+                self.max[i]
+            };
+            let rescale = ((self.max[i] - new_max) as f64 * inv_tau as f64).exp();
+            let block_sum = exp_sum(row, new_max, inv_tau);
+            self.sum[i] = self.sum[i] * rescale + block_sum as f64;
+            if need_grad && rescale != 1.0 {
+                for v in &mut self.weighted[i * d..(i + 1) * d] {
+                    *v *= rescale as f32;
+                }
+            }
+            self.max[i] = new_max;
+        }
+        if need_grad {
+            let s = &self.block[..n * kb];
+            let (lhs, rhs) = (Operand::rows(s, kb), Operand::rows(negs, d));
+            matmul(n, d, kb, &mut self.weighted, d, true, lhs, rhs, 1.0, false);
+        }
+    }
+
+    /// Combines two disjoint sets of negatives.
+    fn merge(mut self, other: Self, d: usize) -> Self {
+        self.finite &= other.finite;
+        let need_grad = !self.weighted.is_empty();
+        for i in 0..self.max.len() {
+            let (ma, mb) = (self.max[i], other.max[i]);
+            if mb == f32::NEG_INFINITY {
+                continue;
+            }
+            let m = ma.max(mb);
+            let (ra, rb) = (self.scale_of(ma, m), self.scale_of(mb, m));
+            self.sum[i] = self.sum[i] * ra + other.sum[i] * rb;
+            if need_grad {
+                let wa = &mut self.weighted[i * d..(i + 1) * d];
+                let wb = &other.weighted[i * d..(i + 1) * d];
+                for (a, &b) in wa.iter_mut().zip(wb) {
+                    *a = (*a as f64 * ra + b as f64 * rb) as f32;
+                }
+            }
+            self.max[i] = m;
+        }
+        self
+    }
+
+    fn scale_of(&self, from: f32, to: f32) -> f64 {
+        if from == f32::NEG_INFINITY {
+            0.0
+        } else {
+            ((from - to) as f64 * self.inv_tau).exp()
+        }
+    }
+}
+
+/// InfoNCE of raw queries `q` and positive keys `k` (`[n, d]`) against the
+/// negatives `negatives` (`[kneg, d]`, used as given), mean over the queries.
+pub(crate) fn infonce_loss(
+    q: &[f32],
+    k: &[f32],
+    negatives: &[f32],
+    n: usize,
+    d: usize,
+    inv_tau: f32,
+    need_grad: bool,
+) -> FusedResult {
+    let kneg = negatives.len() / d;
+    let mut qh = vec![0.0f32; n * d];
+    let mut kh = vec![0.0f32; n * d];
+    let q_inv = normalize_rows(q, d, &mut qh);
+    let k_inv = normalize_rows(k, d, &mut kh);
+    let pos: Vec<f32> = qh
+        .chunks_exact(d)
+        .zip(kh.chunks_exact(d))
+        .map(|(a, b)| dot_f64(a, b) as f32)
+        .collect();
+
+    // Blocks of at least 64 negatives keep the GEMMs efficient; more blocks
+    // than threads lets rayon balance them.
+    let block = (BLOCK_BYTES / 4 / n.max(1))
+        .clamp(64, 4096)
+        .min(kneg.max(1));
+    let stats = negatives
+        .par_chunks(block * d)
+        .fold(
+            || Partial::new(n, d, block, inv_tau, need_grad),
+            |mut acc, negs| {
+                acc.absorb(&qh, negs, n, d);
+                acc
+            },
+        )
+        .reduce_with(|a, b| a.merge(b, d))
+        .unwrap_or_else(|| Partial::new(n, d, 0, inv_tau, need_grad));
+
+    let inv_tau64 = inv_tau as f64;
+    let mut loss = 0.0f64;
+    let mut correct = 0usize;
+    // Per query: weight of the positive (p⁺ − 1) and of the streamed sum.
+    let mut coef = Vec::with_capacity(n);
+    for ((&p, &neg_max), &neg_sum) in pos.iter().zip(&stats.max).zip(&stats.sum) {
+        let m = if neg_max > p { neg_max } else { p };
+        let e_pos = ((p - m) as f64 * inv_tau64).exp();
+        let e_neg = if neg_max == f32::NEG_INFINITY {
+            0.0
+        } else {
+            ((neg_max - m) as f64 * inv_tau64).exp()
+        };
+        let total = e_pos + neg_sum * e_neg;
+        loss += (m - p) as f64 * inv_tau64 + total.ln();
+        correct += usize::from(p >= neg_max);
+        coef.push((e_pos / total - 1.0, e_neg / total));
+    }
+    let mut result = FusedResult::new(loss, correct, n);
+    result.finite = stats.finite;
+    if need_grad {
+        let g = inv_tau64 / n as f64;
+        let mut gq = vec![0.0f32; n * d];
+        let mut gk = vec![0.0f32; n * d];
+        for (i, &(c_pos, c_neg)) in coef.iter().enumerate() {
+            let r = i * d..(i + 1) * d;
+            for (((dq, dk), (&qv, &kv)), &w) in gq[r.clone()]
+                .iter_mut()
+                .zip(&mut gk[r.clone()])
+                .zip(qh[r.clone()].iter().zip(&kh[r.clone()]))
+                .zip(&stats.weighted[r])
+            {
+                *dq = ((c_pos * kv as f64 + c_neg * w as f64) * g) as f32;
+                *dk = (c_pos * qv as f64 * g) as f32;
+            }
+        }
+        normalize_backward(&qh, &q_inv, d, &mut gq);
+        normalize_backward(&kh, &k_inv, d, &mut gk);
+        result.grads = Some((gq, gk));
+    }
+    result
+}

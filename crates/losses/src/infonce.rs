@@ -1,0 +1,138 @@
+use candle_core::Tensor;
+
+use crate::{run, validate, ContrastiveOutput, Implementation, LossError};
+
+/// Configuration of [`InfoNCELoss`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InfoNCEConfig {
+    /// Temperature τ dividing the cosine similarities: 0.07 in MoCo v1, 0.2
+    /// in MoCo v2.
+    pub temperature: f64,
+    /// Which code path computes the loss (the choice never changes the result).
+    pub implementation: Implementation,
+}
+
+impl Default for InfoNCEConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 0.07,
+            implementation: Implementation::Auto,
+        }
+    }
+}
+
+/// MoCo's InfoNCE loss (He et al., "Momentum Contrast for Unsupervised
+/// Visual Representation Learning", 2020; van den Oord et al.,
+/// "Representation Learning with Contrastive Predictive Coding", 2018).
+///
+/// Each query `q_i` is classified among its positive key `k_i` and a set of
+/// negatives: the logits are `[q̂·k̂₊, q̂·n₁, …, q̂·n_K] / τ` with label 0, and
+/// the loss is the mean cross-entropy over the queries. Queries and keys are
+/// raw embeddings, L2-normalised inside with the gradient flowing through
+/// the normalisation; the negatives (MoCo's queue, or rows drawn from a
+/// memory bank) are used as given (unit rows) and get no gradient. MoCo
+/// detaches the keys (they come from the momentum encoder); a key that
+/// tracks gradients receives the gradient through the positive logit.
+///
+/// Three forms share the loss: [`forward`](Self::forward) with explicit
+/// negatives, [`forward_symmetric`](Self::forward_symmetric) (both views as
+/// queries, as in MoCo v3 and lightly's examples) and
+/// [`forward_end_to_end`](Self::forward_end_to_end) (the batch's own keys as
+/// the dictionary, the MoCo paper's mechanism (a)).
+#[derive(Clone, Debug)]
+pub struct InfoNCELoss {
+    config: InfoNCEConfig,
+}
+
+impl InfoNCELoss {
+    /// Errors with [`LossError::InvalidTemperature`] unless τ is finite and > 0.
+    pub fn new(config: InfoNCEConfig) -> Result<Self, LossError> {
+        validate::temperature(config.temperature)?;
+        Ok(Self { config })
+    }
+
+    pub fn config(&self) -> &InfoNCEConfig {
+        &self.config
+    }
+
+    /// InfoNCE of queries `q` and positive keys `k` (`[N, D]`) against
+    /// `negatives` (`[K, D]`, e.g. `MomentumQueue::negatives()` of
+    /// `mocca-queue`, passed without a copy). Accuracy: the fraction of
+    /// queries whose positive has the largest logit (MoCo's top-1).
+    ///
+    /// With the fused CPU path the backward does not read `negatives`; with
+    /// the composed path (other devices) it does, so a queue must not be
+    /// updated in place between this call and the backward pass.
+    pub fn forward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        negatives: &Tensor,
+    ) -> Result<ContrastiveOutput, LossError> {
+        let (_, d) = validate::batch("q", q)?;
+        validate::like("k", k, "q", q)?;
+        check_negatives(negatives, d, q)?;
+        let inputs = run::prepare(self.config.implementation, &[("q", q), ("k", k)])?;
+        run::infonce(&inputs, negatives, self.config.temperature)
+    }
+
+    /// The symmetric MoCo loss `½ (InfoNCE(q1, k2) + InfoNCE(q2, k1))`:
+    /// each view's query against the other view's key, both against the same
+    /// negatives. Computed as one InfoNCE over the 2N queries (the same value:
+    /// the mean over 2N rows is the mean of the two halves' means).
+    pub fn forward_symmetric(
+        &self,
+        q1: &Tensor,
+        q2: &Tensor,
+        k1: &Tensor,
+        k2: &Tensor,
+        negatives: &Tensor,
+    ) -> Result<ContrastiveOutput, LossError> {
+        let (_, d) = validate::batch("q1", q1)?;
+        validate::like("q2", q2, "q1", q1)?;
+        validate::like("k1", k1, "q1", q1)?;
+        validate::like("k2", k2, "q1", q1)?;
+        check_negatives(negatives, d, q1)?;
+        let inputs = run::prepare(
+            self.config.implementation,
+            &[("q1", q1), ("q2", q2), ("k2", k2), ("k1", k1)],
+        )?;
+        let q = Tensor::cat(&[&inputs.tensors[0], &inputs.tensors[1]], 0)?;
+        let k = Tensor::cat(&[&inputs.tensors[2], &inputs.tensors[3]], 0)?;
+        run::infonce(&inputs.with(vec![q, k]), negatives, self.config.temperature)
+    }
+
+    /// The MoCo paper's end-to-end mechanism (a): the batch's own keys are
+    /// the dictionary. Logits `q̂ k̂ᵀ / τ` (`[N, N]`), query i's positive is
+    /// key i, the other N − 1 keys are its negatives; gradients flow into both
+    /// `q` and `k` (one encoder produces both in this mechanism).
+    pub fn forward_end_to_end(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+    ) -> Result<ContrastiveOutput, LossError> {
+        validate::batch("q", q)?;
+        validate::like("k", k, "q", q)?;
+        let inputs = run::prepare(self.config.implementation, &[("q", q), ("k", k)])?;
+        run::dense(
+            crate::fused::DenseKind::EndToEnd,
+            &inputs,
+            self.config.temperature,
+        )
+    }
+}
+
+fn check_negatives(negatives: &Tensor, d: usize, q: &Tensor) -> Result<(), LossError> {
+    let (kneg, dn) = validate::matrix("negatives", negatives)?;
+    if dn != d {
+        return Err(LossError::ShapeMismatch {
+            name: "negatives",
+            got: negatives.dims().to_vec(),
+            expected: format!("[K, {d}] (the embedding width of the queries)"),
+        });
+    }
+    if kneg == 0 {
+        return Err(LossError::NoNegatives { name: "negatives" });
+    }
+    validate::same_device("negatives", negatives, "q", q)
+}

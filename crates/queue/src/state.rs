@@ -1,0 +1,94 @@
+//! safetensors state files: written atomically, read back with clear errors.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::QueueError;
+
+pub(crate) type StateDict = HashMap<String, Tensor>;
+
+/// Writes `tensors` to `path` through a temporary file in the same folder
+/// and a rename, so a crash never leaves a half-written state.
+pub(crate) fn save(tensors: &StateDict, path: &Path) -> Result<(), QueueError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    if let Err(e) = candle_core::safetensors::save(tensors, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    std::fs::rename(&tmp, path).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        QueueError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+pub(crate) fn load(path: &Path, device: &Device) -> Result<StateDict, QueueError> {
+    let bytes = std::fs::read(path).map_err(|source| QueueError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(candle_core::safetensors::load_buffer(&bytes, device)?)
+}
+
+pub(crate) fn get<'a>(state: &'a StateDict, name: &str) -> Result<&'a Tensor, QueueError> {
+    state
+        .get(name)
+        .ok_or_else(|| QueueError::MissingStateTensor {
+            name: name.to_string(),
+        })
+}
+
+/// A `u64` stored bit-for-bit as an I64 scalar (safetensors has no u64 in candle).
+pub(crate) fn u64_tensor(v: u64) -> Result<Tensor, QueueError> {
+    Ok(Tensor::new(v as i64, &Device::Cpu)?)
+}
+
+pub(crate) fn read_u64(state: &StateDict, name: &str) -> Result<u64, QueueError> {
+    let t = get(state, name)?;
+    if t.dtype() != DType::I64 || t.elem_count() != 1 {
+        return Err(QueueError::InvalidState(format!(
+            "`{name}` must be one i64, got {:?} of shape {:?}",
+            t.dtype(),
+            t.dims()
+        )));
+    }
+    Ok(t.flatten_all()?.to_vec1::<i64>()?[0] as u64)
+}
+
+pub(crate) fn f64_tensor(v: f64) -> Result<Tensor, QueueError> {
+    Ok(Tensor::new(v, &Device::Cpu)?)
+}
+
+pub(crate) fn read_f64(state: &StateDict, name: &str) -> Result<f64, QueueError> {
+    let t = get(state, name)?;
+    if t.dtype() != DType::F64 || t.elem_count() != 1 {
+        return Err(QueueError::InvalidState(format!(
+            "`{name}` must be one f64, got {:?} of shape {:?}",
+            t.dtype(),
+            t.dims()
+        )));
+    }
+    Ok(t.flatten_all()?.to_vec1::<f64>()?[0])
+}
+
+/// A `[rows, dim]` f32 matrix; returns its dims.
+pub(crate) fn read_matrix<'a>(
+    state: &'a StateDict,
+    name: &str,
+) -> Result<(&'a Tensor, usize, usize), QueueError> {
+    let t = get(state, name)?;
+    match (t.dtype(), t.dims()) {
+        (DType::F32, &[rows, dim]) if rows > 0 && dim > 0 => Ok((t, rows, dim)),
+        (dtype, dims) => Err(QueueError::InvalidState(format!(
+            "`{name}` must be a non-empty f32 matrix, got {dtype:?} of shape {dims:?}"
+        ))),
+    }
+}
