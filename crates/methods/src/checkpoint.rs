@@ -1,0 +1,93 @@
+//! Whole-state files: named tensors in safetensors, written atomically.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{MethodError, Result};
+
+/// Writes `tensors` to `path` through a temporary file in the same folder and
+/// a rename, so a crash never leaves a half-written file under `path`.
+pub fn save_tensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
+    let io = |source| MethodError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_name = path.file_name().ok_or_else(|| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file path",
+        ))
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    // safetensors wants contiguous host data; candle's `save` handles device
+    // and layout, but the map type must be a HashMap.
+    let map: HashMap<&str, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    if let Err(e) = candle_core::safetensors::save(&map, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(match e {
+            candle_core::Error::Io(source) => io(source),
+            other => MethodError::Candle(other),
+        });
+    }
+    std::fs::rename(&tmp, path).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        io(source)
+    })
+}
+
+/// Reads a file written by [`save_tensors`] onto `device`.
+pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path).map_err(|source| MethodError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
+        MethodError::StateMismatch(format!("{}: not a valid state file: {e}", path.display()))
+    })
+}
+
+/// Stores a `u64` exactly (as the bits of an I64 scalar).
+pub(crate) fn u64_tensor(v: u64) -> Result<Tensor> {
+    Ok(Tensor::new(v as i64, &Device::Cpu)?)
+}
+
+pub(crate) fn get_u64(state: &HashMap<String, Tensor>, key: &str) -> Result<u64> {
+    let t = get(state, key)?;
+    Ok(t.to_device(&Device::Cpu)?.to_scalar::<i64>()? as u64)
+}
+
+pub(crate) fn get<'a>(state: &'a HashMap<String, Tensor>, key: &str) -> Result<&'a Tensor> {
+    state
+        .get(key)
+        .ok_or_else(|| MethodError::StateMismatch(format!("state has no `{key}`")))
+}
+
+/// The entries of `state` under `prefix.`, with the prefix removed.
+pub(crate) fn sub_state(state: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String, Tensor> {
+    let p = format!("{prefix}.");
+    state
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(&p).map(|s| (s.to_string(), v.clone())))
+        .collect()
+}
+
+/// Adds copies of `entries` to `out` under `prefix.` (copies, because
+/// parameters and buffers are updated in place by later steps).
+pub(crate) fn put_prefixed(
+    out: &mut BTreeMap<String, Tensor>,
+    prefix: &str,
+    entries: impl IntoIterator<Item = (String, Tensor)>,
+) -> Result<()> {
+    for (k, v) in entries {
+        out.insert(format!("{prefix}.{k}"), v.copy()?);
+    }
+    Ok(())
+}

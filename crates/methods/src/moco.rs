@@ -1,0 +1,659 @@
+//! MoCo (He et al. 2020, "Momentum Contrast for Unsupervised Visual
+//! Representation Learning"; Chen et al. 2020, "Improved Baselines with
+//! Momentum Contrastive Learning") with the paper's three sources of
+//! negatives.
+//!
+//! # One step
+//!
+//! With views `x_q = views[0]`, `x_k = views[1]`:
+//!
+//! 1. `q = g_q(f_q(x_q))` in training mode.
+//! 2. Keys, by [`NegativeSource`]:
+//!    - `Queue`: `k = g_k(f_k(x_k))` from the key encoder in training mode,
+//!      with shuffle-BN when enabled (the batch is permuted before the key
+//!      encoder and the keys un-permuted after, so the split-BN groups of the
+//!      key encoder see other samples than the query encoder's: the
+//!      single-device form of MoCo's shuffle-BN, as in the MoCo CIFAR-10
+//!      colab); detached; negatives are the queue.
+//!    - `MemoryBank`: the positive is the bank's row of each sample (InstDisc),
+//!      negatives are `num_negatives` rows drawn from the bank; `x_k` is not
+//!      used.
+//!    - `EndToEnd`: `k = g_q(f_q(x_k))` from the query encoder with gradients;
+//!      negatives are the other keys of the batch.
+//! 3. InfoNCE (or its symmetric form: both views as queries, loss averaged,
+//!    both views' keys enqueued) with `mocca-losses`.
+//! 4. A non-finite loss stops here with [`MethodError::NonFiniteLoss`]:
+//!    parameters, optimizer state, queue / bank contents and the step counter
+//!    are untouched. Not rolled back: the BatchNorm running statistics of
+//!    this step's forward passes, the shuffle-BN generator and the bank's
+//!    negative-sampling generator (a run that hits this stops or reloads its
+//!    last checkpoint).
+//! 5. Backward, optimizer update of the query encoder.
+//! 6. Momentum update of the key encoder, `θ_k ← m·θ_k + (1−m)·θ_q`, over
+//!    parameters only: BatchNorm running statistics of the key encoder are its
+//!    own, from its forward passes, as in MoCo's code (`mocca-queue`'s EMA).
+//! 7. Enqueue the keys / update the bank rows with the queries (after the
+//!    backward pass: the loss may still read the negatives until then).
+//!
+//! MoCo's code applies the momentum update at the start of a step, before the
+//! keys are computed; doing it at the end of the previous step, as here,
+//! gives the same key encoder for every key computation (it uses the same
+//! query weights), and keeps a failed step free of side effects. The key
+//! encoder starts as a copy of the query encoder.
+
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::{Device, Tensor};
+use mocca_losses::{InfoNCEConfig, InfoNCELoss};
+use mocca_queue::{
+    cosine_momentum, MemoryBank, MemoryBankConfig, MomentumQueue, MomentumQueueConfig,
+    MomentumUpdate, QueueMode,
+};
+
+use crate::checkpoint::{self, u64_tensor};
+use crate::encoder::{copy_state, Encoder};
+use crate::error::{config_err, input_err, MethodError, Result};
+use crate::eval::{l2_normalize, EncoderRole, FeatureLayer, FeatureSource};
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::rng::SplitMix64;
+use crate::schedule::LrSchedule;
+use crate::simclr::{check_views, finite_loss, loss_result};
+use crate::{Method, StepStats};
+
+/// Where the negatives come from: the MoCo paper's Figure 2.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NegativeSource {
+    /// (c) MoCo: a FIFO queue of the last `size` keys of the momentum encoder.
+    Queue {
+        size: usize,
+        /// Ring buffer (MoCo) or lightly's drop-the-remainder wrap.
+        mode: QueueMode,
+    },
+    /// (b) Memory bank (Wu et al. 2018): one row per training sample, updated
+    /// with momentum by sample index; `num_negatives` rows drawn per step.
+    /// Needs the dataset indices of each batch.
+    MemoryBank {
+        num_samples: usize,
+        num_negatives: usize,
+        /// Row-update momentum (0.5 in InstDisc and the MoCo paper).
+        momentum: f64,
+    },
+    /// (a) End-to-end: keys from the query encoder, the batch's other keys as
+    /// negatives, gradients through both.
+    EndToEnd,
+}
+
+impl NegativeSource {
+    /// A ring-buffer queue of `size` keys.
+    pub fn queue(size: usize) -> Self {
+        Self::Queue {
+            size,
+            mode: QueueMode::Ring,
+        }
+    }
+}
+
+/// MoCo's hyper-parameters. Architecture choices (linear head for v1, MLP
+/// head for v2, split-BN groups) belong to the encoder; augmentations to the
+/// data pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoCoConfig {
+    pub negatives: NegativeSource,
+    /// InfoNCE temperature τ.
+    pub temperature: f64,
+    /// Symmetric loss (both views as queries) instead of MoCo's asymmetric one.
+    pub symmetric: bool,
+    /// Key-encoder momentum `m` (the start value `m0` with a cosine schedule).
+    pub momentum: f64,
+    /// Raise the momentum from `m0` to 1 along a half cosine over
+    /// `total_steps` (BYOL's schedule) instead of keeping it constant.
+    pub cosine_momentum: bool,
+    /// Permute the key batch before the key encoder (shuffle-BN).
+    pub shuffle_bn: bool,
+    pub optimizer: OptimizerConfig,
+    pub lr_schedule: LrSchedule,
+    /// Length of the run in steps (for the momentum schedule).
+    pub total_steps: u64,
+    /// Seed of the queue / bank initialisation and of the shuffle-BN permutations.
+    pub seed: u64,
+}
+
+impl MoCoConfig {
+    /// MoCo v1 (ImageNet): K = 65536, τ = 0.07, m = 0.999, SGD lr 0.03 ×
+    /// batch / 256, momentum 0.9, weight decay 1e-4, lr × 0.1 at 60 % and 80 %
+    /// of the run (epochs 120 and 160 of 200), shuffle-BN.
+    pub fn v1(batch_size: usize, steps_per_epoch: u64, epochs: u64) -> Self {
+        let total = steps_per_epoch * epochs;
+        let lr = 0.03 * batch_size as f64 / 256.0;
+        Self {
+            negatives: NegativeSource::queue(65536),
+            temperature: 0.07,
+            symmetric: false,
+            momentum: 0.999,
+            cosine_momentum: false,
+            shuffle_bn: true,
+            optimizer: OptimizerConfig::sgd(lr, 0.9, 1e-4),
+            lr_schedule: LrSchedule::MultiStep {
+                base_lr: lr,
+                milestones: vec![total * 3 / 5, total * 4 / 5],
+                gamma: 0.1,
+            },
+            total_steps: total,
+            seed: 0,
+        }
+    }
+
+    /// MoCo v2: v1 with τ = 0.2 and a cosine learning rate (the MLP head and
+    /// the stronger augmentation are the encoder's and data's part).
+    pub fn v2(batch_size: usize, steps_per_epoch: u64, epochs: u64) -> Self {
+        let mut c = Self::v1(batch_size, steps_per_epoch, epochs);
+        c.temperature = 0.2;
+        c.lr_schedule = LrSchedule::cosine(c.optimizer.lr, c.total_steps);
+        c
+    }
+
+    /// The MoCo CIFAR-10 colab: K = 4096, m = 0.99, τ = 0.1, SGD lr 0.06 ×
+    /// batch / 512, momentum 0.9, weight decay 5e-4, cosine, shuffle-BN (with
+    /// 8 split-BN groups in the encoder), asymmetric loss.
+    pub fn cifar10_colab(batch_size: usize, steps_per_epoch: u64, epochs: u64) -> Self {
+        let total = steps_per_epoch * epochs;
+        let lr = 0.06 * batch_size as f64 / 512.0;
+        Self {
+            negatives: NegativeSource::queue(4096),
+            temperature: 0.1,
+            symmetric: false,
+            momentum: 0.99,
+            cosine_momentum: false,
+            shuffle_bn: true,
+            optimizer: OptimizerConfig::sgd(lr, 0.9, 5e-4),
+            lr_schedule: LrSchedule::cosine(lr, total),
+            total_steps: total,
+            seed: 0,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.lr_schedule.validate()?;
+        if !(0.0..=1.0).contains(&self.momentum) {
+            return Err(config_err(format!(
+                "key-encoder momentum must be in [0, 1], got {}",
+                self.momentum
+            )));
+        }
+        if self.cosine_momentum && self.total_steps == 0 {
+            return Err(config_err(
+                "the cosine momentum schedule needs total_steps > 0",
+            ));
+        }
+        match &self.negatives {
+            NegativeSource::Queue { size, .. } if *size == 0 => {
+                Err(config_err("the queue needs size >= 1"))
+            }
+            NegativeSource::MemoryBank {
+                num_samples,
+                num_negatives,
+                momentum,
+            } => {
+                if *num_samples == 0 || *num_negatives == 0 {
+                    return Err(config_err(
+                        "the memory bank needs num_samples >= 1 and num_negatives >= 1",
+                    ));
+                }
+                if !(0.0..=1.0).contains(momentum) {
+                    return Err(config_err(format!(
+                        "memory-bank momentum must be in [0, 1], got {momentum}"
+                    )));
+                }
+                if self.symmetric {
+                    return Err(config_err(
+                        "the symmetric loss is not defined for the memory bank (one query view per sample)",
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Queue,
+    Bank(usize),
+    EndToEnd,
+}
+
+enum Dictionary {
+    Queue(MomentumQueue),
+    Bank {
+        bank: MemoryBank,
+        num_negatives: usize,
+    },
+    EndToEnd,
+}
+
+/// MoCo over encoders of type `E`.
+pub struct MoCo<E: Encoder> {
+    encoder_q: E,
+    /// `None` in end-to-end mode, which has no key encoder.
+    encoder_k: Option<E>,
+    momentum_update: Option<MomentumUpdate>,
+    dictionary: Dictionary,
+    loss: InfoNCELoss,
+    optimizer: Optimizer,
+    config: MoCoConfig,
+    rng: SplitMix64,
+    step: u64,
+    device: Device,
+}
+
+impl<E: Encoder> MoCo<E> {
+    /// Builds the query encoder with `build`, and (except end-to-end) the key
+    /// encoder with a second call, then copies the query encoder's state into
+    /// it. `device` is where the encoders live.
+    pub fn new(config: MoCoConfig, build: impl Fn() -> Result<E>, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let encoder_q = build()?;
+        let dim = encoder_q.output_dim();
+        let (encoder_k, momentum_update) = match config.negatives {
+            NegativeSource::EndToEnd => (None, None),
+            _ => {
+                let k = build()?;
+                copy_state(&encoder_q, &k)?;
+                let update =
+                    MomentumUpdate::new(&k.named_parameters(), &encoder_q.named_parameters())?;
+                (Some(k), Some(update))
+            }
+        };
+        let dictionary = match &config.negatives {
+            NegativeSource::Queue { size, mode } => Dictionary::Queue(MomentumQueue::new(
+                MomentumQueueConfig {
+                    size: *size,
+                    dim,
+                    seed: config.seed,
+                    mode: *mode,
+                },
+                device,
+            )?),
+            NegativeSource::MemoryBank {
+                num_samples,
+                num_negatives,
+                momentum,
+            } => Dictionary::Bank {
+                bank: MemoryBank::new(
+                    MemoryBankConfig {
+                        num_samples: *num_samples,
+                        dim,
+                        momentum: *momentum,
+                        seed: config.seed,
+                    },
+                    device,
+                )?,
+                num_negatives: *num_negatives,
+            },
+            NegativeSource::EndToEnd => Dictionary::EndToEnd,
+        };
+        let loss = InfoNCELoss::new(InfoNCEConfig {
+            temperature: config.temperature,
+            ..Default::default()
+        })?;
+        let optimizer = Optimizer::new(encoder_q.named_parameters(), config.optimizer.clone())?;
+        // A stream apart from the queue's, which is seeded with `seed` itself.
+        let rng = SplitMix64::new(config.seed ^ 0x5348_5546_464C_4542);
+        Ok(Self {
+            encoder_q,
+            encoder_k,
+            momentum_update,
+            dictionary,
+            loss,
+            optimizer,
+            config,
+            rng,
+            step: 0,
+            device: device.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &MoCoConfig {
+        &self.config
+    }
+
+    pub fn query_encoder(&self) -> &E {
+        &self.encoder_q
+    }
+
+    /// The momentum encoder (`None` in end-to-end mode).
+    pub fn key_encoder(&self) -> Option<&E> {
+        self.encoder_k.as_ref()
+    }
+
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.optimizer
+    }
+
+    /// The queue's `[K, D]` keys, the bank's `[num_samples, D]` rows, or `None`
+    /// in end-to-end mode.
+    pub fn dictionary(&self) -> Option<&Tensor> {
+        match &self.dictionary {
+            Dictionary::Queue(q) => Some(q.negatives()),
+            Dictionary::Bank { bank, .. } => Some(bank.bank()),
+            Dictionary::EndToEnd => None,
+        }
+    }
+
+    /// The queue's write pointer (`None` without a queue).
+    pub fn queue_ptr(&self) -> Option<usize> {
+        match &self.dictionary {
+            Dictionary::Queue(q) => Some(q.ptr()),
+            _ => None,
+        }
+    }
+
+    /// Key-encoder momentum of update `step` (0-based).
+    pub fn momentum_at(&self, step: u64) -> f64 {
+        if self.config.cosine_momentum {
+            cosine_momentum(
+                self.config.momentum,
+                step as usize,
+                self.config.total_steps as usize,
+            )
+        } else {
+            self.config.momentum
+        }
+    }
+
+    fn queue_negatives(&self) -> &Tensor {
+        match &self.dictionary {
+            Dictionary::Queue(q) => q.negatives(),
+            _ => unreachable!("only called in queue mode"),
+        }
+    }
+
+    /// Unit-norm keys of `x` from the key encoder, with shuffle-BN.
+    fn keys(&mut self, x: &Tensor) -> Result<Tensor> {
+        let encoder_k = self.encoder_k.as_ref().ok_or_else(|| {
+            input_err("keys from the key encoder are only computed in queue mode")
+        })?;
+        let k = if self.config.shuffle_bn {
+            let n = x.dim(0)?;
+            let perm = self.rng.permutation(n);
+            let mut inverse = vec![0u32; n];
+            for (pos, &i) in perm.iter().enumerate() {
+                inverse[i as usize] = pos as u32;
+            }
+            let perm = Tensor::new(perm.as_slice(), x.device())?;
+            let inverse = Tensor::new(inverse.as_slice(), x.device())?;
+            let k = encoder_k.forward(&x.index_select(&perm, 0)?, true)?;
+            k.detach().index_select(&inverse, 0)?
+        } else {
+            encoder_k.forward(x, true)?.detach()
+        };
+        l2_normalize(&k)
+    }
+}
+
+impl<E: Encoder> MoCo<E> {
+    fn restore(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        // Read everything fallible first, then commit.
+        let step = checkpoint::get_u64(state, "step")?;
+        let rng = checkpoint::get_u64(state, "rng_state")?;
+        let dict = checkpoint::sub_state(state, "dictionary");
+        let dim = self.encoder_q.output_dim();
+        let mismatch = |what: &str, saved: String, configured: String| {
+            MethodError::StateMismatch(format!(
+                "the checkpoint's {what} is {saved}, the configuration's {configured}"
+            ))
+        };
+        let dictionary = match (&self.dictionary, &self.config.negatives) {
+            (Dictionary::Queue(_), NegativeSource::Queue { size, mode }) => {
+                let queue = MomentumQueue::from_state_dict(&dict, &self.device)?;
+                if (queue.size(), queue.dim(), queue.mode()) != (*size, dim, *mode) {
+                    return Err(mismatch(
+                        "queue (size, width, mode)",
+                        format!("{:?}", (queue.size(), queue.dim(), queue.mode())),
+                        format!("{:?}", (size, dim, mode)),
+                    ));
+                }
+                Dictionary::Queue(queue)
+            }
+            (
+                Dictionary::Bank { num_negatives, .. },
+                NegativeSource::MemoryBank {
+                    num_samples,
+                    momentum,
+                    ..
+                },
+            ) => {
+                let bank = MemoryBank::from_state_dict(&dict, &self.device)?;
+                if (bank.num_samples(), bank.dim()) != (*num_samples, dim)
+                    || bank.momentum() != *momentum
+                {
+                    return Err(mismatch(
+                        "memory bank (rows, width, momentum)",
+                        format!(
+                            "({}, {}, {})",
+                            bank.num_samples(),
+                            bank.dim(),
+                            bank.momentum()
+                        ),
+                        format!("({num_samples}, {dim}, {momentum})"),
+                    ));
+                }
+                Dictionary::Bank {
+                    bank,
+                    num_negatives: *num_negatives,
+                }
+            }
+            (Dictionary::EndToEnd, _) => {
+                if !dict.is_empty() {
+                    return Err(MethodError::StateMismatch(
+                        "the checkpoint has a queue or memory bank, the configuration is end-to-end".into(),
+                    ));
+                }
+                Dictionary::EndToEnd
+            }
+            _ => unreachable!("the dictionary is built from the configuration"),
+        };
+        self.encoder_q
+            .load_state_dict(&checkpoint::sub_state(state, "encoder_q"))?;
+        if let Some(k) = &self.encoder_k {
+            k.load_state_dict(&checkpoint::sub_state(state, "encoder_k"))?;
+        }
+        self.optimizer
+            .load_state_tensors(&checkpoint::sub_state(state, "optimizer"))?;
+        self.dictionary = dictionary;
+        self.step = step;
+        self.rng = SplitMix64::new(rng);
+        Ok(())
+    }
+}
+
+impl<E: Encoder> Method for MoCo<E> {
+    fn name(&self) -> &'static str {
+        "moco"
+    }
+
+    fn step(&mut self, views: &[Tensor], indices: &[usize]) -> Result<StepStats> {
+        let n = check_views(views, 2)?;
+        // Everything that could fail after the update is checked here, so a
+        // step either completes or changes nothing.
+        if let Dictionary::Queue(queue) = &self.dictionary {
+            let keys = if self.config.symmetric { 2 * n } else { n };
+            if keys > queue.size() {
+                return Err(input_err(format!(
+                    "a step enqueues {keys} keys but the queue holds only {}: use a queue of at least {keys}",
+                    queue.size()
+                )));
+            }
+        }
+        if let Dictionary::Bank { bank, .. } = &self.dictionary {
+            if indices.len() != n {
+                return Err(input_err(format!(
+                    "the memory bank needs the dataset index of each of the {n} samples, got {}",
+                    indices.len()
+                )));
+            }
+            if let Some(&bad) = indices.iter().find(|&&i| i >= bank.num_samples()) {
+                return Err(input_err(format!(
+                    "sample index {bad} is out of range for a memory bank of {} rows",
+                    bank.num_samples()
+                )));
+            }
+            let mut seen = std::collections::HashSet::with_capacity(n);
+            if let Some(&dup) = indices.iter().find(|&&i| !seen.insert(i)) {
+                return Err(input_err(format!(
+                    "sample index {dup} appears twice in one batch: the memory bank needs distinct samples"
+                )));
+            }
+        }
+        let step = self.step;
+        let lr = self.config.lr_schedule.lr_at(step);
+        let (x_q, x_k) = (&views[0], &views[1]);
+        let symmetric = self.config.symmetric;
+
+        // Forward and loss. `pending` keys go into the queue and `queries`
+        // into the bank after the update.
+        let mode = match &self.dictionary {
+            Dictionary::Queue(_) => Mode::Queue,
+            Dictionary::Bank { num_negatives, .. } => Mode::Bank(*num_negatives),
+            Dictionary::EndToEnd => Mode::EndToEnd,
+        };
+        let (out, pending, queries) = match mode {
+            Mode::Queue => {
+                if symmetric {
+                    let q1 = self.encoder_q.forward(x_q, true)?;
+                    let q2 = self.encoder_q.forward(x_k, true)?;
+                    let k1 = self.keys(x_q)?;
+                    let k2 = self.keys(x_k)?;
+                    let out =
+                        self.loss
+                            .forward_symmetric(&q1, &q2, &k1, &k2, self.queue_negatives());
+                    (
+                        loss_result(out, step)?,
+                        Some(Tensor::cat(&[&k1, &k2], 0)?),
+                        None,
+                    )
+                } else {
+                    let q = self.encoder_q.forward(x_q, true)?;
+                    let k = self.keys(x_k)?;
+                    let out = self.loss.forward(&q, &k, self.queue_negatives());
+                    (loss_result(out, step)?, Some(k), None)
+                }
+            }
+            Mode::Bank(num_negatives) => {
+                let q = self.encoder_q.forward(x_q, true)?;
+                let Dictionary::Bank { bank, .. } = &mut self.dictionary else {
+                    unreachable!("mode follows the dictionary")
+                };
+                let positives = bank.rows(indices)?;
+                let negatives = bank.sample_negatives(num_negatives)?;
+                let out = self.loss.forward(&q, &positives, &negatives);
+                (loss_result(out, step)?, None, Some(q.detach()))
+            }
+            Mode::EndToEnd => {
+                let q = self.encoder_q.forward(x_q, true)?;
+                let k = self.encoder_q.forward(x_k, true)?;
+                let out = if symmetric {
+                    let a = loss_result(self.loss.forward_end_to_end(&q, &k), step)?;
+                    let b = loss_result(self.loss.forward_end_to_end(&k, &q), step)?;
+                    mocca_losses::ContrastiveOutput {
+                        loss: ((a.loss + b.loss)? * 0.5)?,
+                        accuracy: ((a.accuracy + b.accuracy)? * 0.5)?,
+                    }
+                } else {
+                    loss_result(self.loss.forward_end_to_end(&q, &k), step)?
+                };
+                (out, None, None)
+            }
+        };
+        let loss = finite_loss(&out.loss, step)?;
+        let accuracy = out
+            .accuracy
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
+
+        let grads = out.loss.backward()?;
+        self.optimizer.set_lr(lr);
+        self.optimizer.step(&grads)?;
+        drop(grads);
+
+        let momentum = match &self.momentum_update {
+            Some(update) => {
+                let m = self.momentum_at(step);
+                update.update(m)?;
+                Some(m)
+            }
+            None => None,
+        };
+        match &mut self.dictionary {
+            Dictionary::Queue(queue) => {
+                queue.enqueue(pending.as_ref().expect("queue mode has keys"))?;
+            }
+            Dictionary::Bank { bank, .. } => {
+                bank.update(indices, queries.as_ref().expect("bank mode has queries"))?;
+            }
+            Dictionary::EndToEnd => {}
+        }
+        self.step += 1;
+        Ok(StepStats {
+            step: self.step,
+            loss,
+            accuracy,
+            lr,
+            momentum,
+            batch_size: n,
+        })
+    }
+
+    fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    fn encoder(&self, role: EncoderRole) -> Result<&dyn Encoder> {
+        match (role, &self.encoder_k) {
+            (EncoderRole::Query, _) => Ok(&self.encoder_q),
+            (EncoderRole::Key, Some(k)) => Ok(k),
+            (EncoderRole::Key, None) => Err(input_err(
+                "end-to-end MoCo has no key encoder: its keys come from the query encoder",
+            )),
+            (EncoderRole::Shared, _) => Err(input_err(
+                "MoCo has a query and a key encoder; ask for EncoderRole::Query or EncoderRole::Key",
+            )),
+        }
+    }
+
+    fn default_eval_source(&self) -> FeatureSource {
+        FeatureSource::new(EncoderRole::Query, FeatureLayer::Backbone)
+    }
+
+    fn state(&self) -> Result<BTreeMap<String, Tensor>> {
+        let mut out = BTreeMap::new();
+        checkpoint::put_prefixed(&mut out, "encoder_q", self.encoder_q.state_dict()?)?;
+        if let Some(k) = &self.encoder_k {
+            checkpoint::put_prefixed(&mut out, "encoder_k", k.state_dict()?)?;
+        }
+        checkpoint::put_prefixed(&mut out, "optimizer", self.optimizer.state_tensors()?)?;
+        let dict = match &self.dictionary {
+            Dictionary::Queue(q) => q.state_dict()?,
+            Dictionary::Bank { bank, .. } => bank.state_dict()?,
+            Dictionary::EndToEnd => HashMap::new(),
+        };
+        checkpoint::put_prefixed(&mut out, "dictionary", dict)?;
+        out.insert("step".into(), u64_tensor(self.step)?);
+        out.insert("rng_state".into(), u64_tensor(self.rng.state())?);
+        Ok(out)
+    }
+
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        // Parts are checked one by one; on an error, put back what was
+        // already replaced so a failed load changes nothing.
+        let backup: HashMap<String, Tensor> = self.state()?.into_iter().collect();
+        self.restore(state).inspect_err(|_| {
+            let _ = self.restore(&backup);
+        })
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}

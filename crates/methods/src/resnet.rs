@@ -1,0 +1,142 @@
+//! [`Encoder`] over `mocca-backbones`' ResNet and projection head.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, ModuleT, Tensor, Var};
+use candle_nn::VarMap;
+use mocca_backbones::{ProjectionHead, ProjectionHeadConfig, ResNet, ResNetConfig, StateDict};
+
+use crate::encoder::Encoder;
+use crate::error::{MethodError, Result};
+use crate::init::seeded_var_builder;
+
+/// A ResNet backbone followed by a projection head, with seeded weights.
+///
+/// State names are the backbone's torchvision keys under `backbone.` and the
+/// head's under `head.` (`backbone.conv1.weight`, `head.layers.0.weight`).
+/// Split BatchNorm (MoCo's single-device shuffle-BN) is configured through
+/// `ResNetConfig::bn_splits` / `ProjectionHeadConfig::bn_splits`.
+pub struct ResNetEncoder {
+    backbone: ResNet,
+    head: ProjectionHead,
+    varmap: VarMap,
+}
+
+impl ResNetEncoder {
+    /// Builds both parts with weights drawn from `seed` (the same seed gives
+    /// the same weights; see [`crate::init`]).
+    pub fn new(
+        backbone: &ResNetConfig,
+        head: ProjectionHeadConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        if head.input_dim() != backbone.feature_dim() {
+            return Err(MethodError::InvalidConfig(format!(
+                "the projection head takes {} inputs but the backbone gives {} features",
+                head.input_dim(),
+                backbone.feature_dim()
+            )));
+        }
+        let varmap = VarMap::new();
+        let vb = seeded_var_builder(&varmap, seed, DType::F32, device);
+        let backbone = ResNet::new(backbone, vb.pp("backbone"))?;
+        let head = ProjectionHead::new(head, vb.pp("head"))?;
+        Ok(Self {
+            backbone,
+            head,
+            varmap,
+        })
+    }
+
+    /// The backbone, e.g. to export it with torchvision's key names
+    /// (`encoder.backbone().save_safetensors(path)`).
+    pub fn backbone(&self) -> &ResNet {
+        &self.backbone
+    }
+
+    pub fn head(&self) -> &ProjectionHead {
+        &self.head
+    }
+
+    /// The `VarMap` holding the trainable parameters.
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+}
+
+fn prefixed<T>(
+    prefix: &'static str,
+    entries: Vec<(String, T)>,
+) -> impl Iterator<Item = (String, T)> {
+    entries
+        .into_iter()
+        .map(move |(n, t)| (format!("{prefix}.{n}"), t))
+}
+
+fn check_entries(
+    part: &dyn StateDictKeys,
+    prefix: &str,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<HashMap<String, Tensor>> {
+    let mut sub = HashMap::new();
+    for (name, shape) in part.keys() {
+        let full = format!("{prefix}.{name}");
+        let t = tensors
+            .get(&full)
+            .ok_or_else(|| MethodError::StateMismatch(format!("state has no `{full}`")))?;
+        if t.dims() != shape.as_slice() {
+            return Err(MethodError::StateMismatch(format!(
+                "`{full}` has shape {:?}, the model expects {shape:?}",
+                t.dims()
+            )));
+        }
+        sub.insert(name, t.clone());
+    }
+    Ok(sub)
+}
+
+trait StateDictKeys {
+    fn keys(&self) -> Vec<(String, Vec<usize>)>;
+}
+
+impl<T: StateDict> StateDictKeys for T {
+    fn keys(&self) -> Vec<(String, Vec<usize>)> {
+        self.model_state().keys()
+    }
+}
+
+impl Encoder for ResNetEncoder {
+    fn features(&self, images: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.backbone.forward_t(images, train)?)
+    }
+
+    fn project(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(self.head.forward_t(features, train)?)
+    }
+
+    fn output_dim(&self) -> usize {
+        self.head.config().output_dim()
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Var)> {
+        prefixed("backbone", self.backbone.named_parameters())
+            .chain(prefixed("head", self.head.named_parameters()))
+            .collect()
+    }
+
+    fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(prefixed("backbone", self.backbone.state_dict()?)
+            .chain(prefixed("head", self.head.state_dict()?))
+            .collect())
+    }
+
+    fn load_state_dict(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        // Check both parts before touching either, so an error changes nothing.
+        let backbone = check_entries(&self.backbone, "backbone", tensors)?;
+        let head = check_entries(&self.head, "head", tensors)?;
+        self.backbone.load_state_dict(&backbone)?;
+        self.head.load_state_dict(&head)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,276 @@
+//! Learning-rate schedules, evaluated per optimizer step.
+//!
+//! `step` is the 0-based index of the update about to be applied: the value
+//! for `step = 0` is the learning rate of the very first update. Schedules
+//! given in epochs convert with `epoch * steps_per_epoch`.
+//!
+//! The momentum schedule of the key encoder (cosine from m0 to 1) belongs to
+//! the EMA and lives in `mocca-queue`.
+
+use crate::error::{config_err, Result};
+
+/// A learning rate as a function of the step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LrSchedule {
+    /// The same rate at every step.
+    Constant { lr: f64 },
+    /// Linear warmup, then half-cosine decay, per step (SimCLR, MoCo v2 with
+    /// `warmup_steps = 0`):
+    /// ```text
+    /// s < W:   lr = start + (base − start)·(s + 1)/W
+    /// s ≥ W:   lr = final + (base − final)·½·(1 + cos(π·(s − W)/(T − W)))
+    /// ```
+    /// The warmup uses `s + 1` (as lightly's `cosine_warmup_schedule`) so the
+    /// first update is not wasted at `start = 0`, and reaches `base` on the
+    /// last warmup step. The cosine part is `torch.optim.lr_scheduler.
+    /// CosineAnnealingLR` with `T_max = T − W`, stepped per iteration; steps
+    /// past `T` stay at `final`.
+    WarmupCosine {
+        base_lr: f64,
+        warmup_steps: u64,
+        total_steps: u64,
+        warmup_start_lr: f64,
+        final_lr: f64,
+    },
+    /// `torch.optim.lr_scheduler.StepLR`: `base·γ^⌊s / step_size⌋`.
+    Step {
+        base_lr: f64,
+        step_size: u64,
+        gamma: f64,
+    },
+    /// `torch.optim.lr_scheduler.MultiStepLR`: `base·γ^(number of milestones ≤ s)`
+    /// (MoCo v1: milestones at epochs 120 and 160, γ = 0.1). Milestones are
+    /// non-decreasing; a repeated one applies γ twice, as in PyTorch.
+    MultiStep {
+        base_lr: f64,
+        milestones: Vec<u64>,
+        gamma: f64,
+    },
+}
+
+impl LrSchedule {
+    /// Cosine decay from `base_lr` to 0 over `total_steps`, no warmup (the MoCo
+    /// v2 / MoCo CIFAR-10 recipe, per step instead of per epoch).
+    pub fn cosine(base_lr: f64, total_steps: u64) -> Self {
+        Self::WarmupCosine {
+            base_lr,
+            warmup_steps: 0,
+            total_steps,
+            warmup_start_lr: 0.0,
+            final_lr: 0.0,
+        }
+    }
+
+    /// Rejects negative or non-finite rates, a warmup longer than the run,
+    /// zero step sizes and unsorted milestones.
+    pub fn validate(&self) -> Result<()> {
+        let rate = |name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(config_err(format!(
+                    "{name} must be finite and >= 0, got {v}"
+                )))
+            }
+        };
+        match self {
+            Self::Constant { lr } => rate("lr", *lr),
+            Self::WarmupCosine {
+                base_lr,
+                warmup_steps,
+                total_steps,
+                warmup_start_lr,
+                final_lr,
+            } => {
+                rate("base lr", *base_lr)?;
+                rate("warmup start lr", *warmup_start_lr)?;
+                rate("final lr", *final_lr)?;
+                if *total_steps == 0 {
+                    return Err(config_err("cosine schedule needs total_steps > 0"));
+                }
+                if warmup_steps > total_steps {
+                    return Err(config_err(format!(
+                        "warmup ({warmup_steps} steps) is longer than the run ({total_steps} steps)"
+                    )));
+                }
+                Ok(())
+            }
+            Self::Step {
+                base_lr,
+                step_size,
+                gamma,
+            } => {
+                rate("base lr", *base_lr)?;
+                rate("gamma", *gamma)?;
+                if *step_size == 0 {
+                    return Err(config_err("step schedule needs step_size > 0"));
+                }
+                Ok(())
+            }
+            Self::MultiStep {
+                base_lr,
+                milestones,
+                gamma,
+            } => {
+                rate("base lr", *base_lr)?;
+                rate("gamma", *gamma)?;
+                // Repeats are allowed and apply γ once per repeat, as the
+                // `Counter` in PyTorch's MultiStepLR does.
+                if milestones.windows(2).any(|w| w[0] > w[1]) {
+                    return Err(config_err(format!(
+                        "milestones must be in increasing order, got {milestones:?}"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The learning rate of update `step` (0-based).
+    pub fn lr_at(&self, step: u64) -> f64 {
+        match self {
+            Self::Constant { lr } => *lr,
+            Self::WarmupCosine {
+                base_lr,
+                warmup_steps,
+                total_steps,
+                warmup_start_lr,
+                final_lr,
+            } => {
+                if step < *warmup_steps {
+                    warmup_start_lr
+                        + (base_lr - warmup_start_lr) * (step + 1) as f64 / *warmup_steps as f64
+                } else {
+                    let span = total_steps.saturating_sub(*warmup_steps);
+                    let t = step - warmup_steps;
+                    if span == 0 || t >= span {
+                        return *final_lr;
+                    }
+                    let cos = (std::f64::consts::PI * t as f64 / span as f64).cos();
+                    final_lr + (base_lr - final_lr) * 0.5 * (1.0 + cos)
+                }
+            }
+            Self::Step {
+                base_lr,
+                step_size,
+                gamma,
+            } => base_lr * gamma.powi((step / step_size) as i32),
+            Self::MultiStep {
+                base_lr,
+                milestones,
+                gamma,
+            } => {
+                let passed = milestones.iter().filter(|&&m| m <= step).count();
+                base_lr * gamma.powi(passed as i32)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-12, "{a} != {b}");
+    }
+
+    #[test]
+    fn warmup_rises_linearly_and_reaches_base_on_its_last_step() {
+        let s = LrSchedule::WarmupCosine {
+            base_lr: 0.4,
+            warmup_steps: 4,
+            total_steps: 14,
+            warmup_start_lr: 0.0,
+            final_lr: 0.0,
+        };
+        close(s.lr_at(0), 0.1);
+        close(s.lr_at(1), 0.2);
+        close(s.lr_at(3), 0.4);
+    }
+
+    #[test]
+    fn cosine_after_warmup_follows_the_half_cosine() {
+        let s = LrSchedule::WarmupCosine {
+            base_lr: 0.4,
+            warmup_steps: 4,
+            total_steps: 14,
+            warmup_start_lr: 0.0,
+            final_lr: 0.01,
+        };
+        close(s.lr_at(4), 0.4);
+        // Halfway through the 10 cosine steps: the mean of base and final.
+        close(s.lr_at(9), 0.205);
+        close(
+            s.lr_at(6),
+            0.01 + 0.39 * 0.5 * (1.0 + (std::f64::consts::PI * 0.2).cos()),
+        );
+        close(s.lr_at(14), 0.01);
+        close(s.lr_at(1000), 0.01);
+    }
+
+    #[test]
+    fn plain_cosine_starts_at_base() {
+        let s = LrSchedule::cosine(0.06, 100);
+        close(s.lr_at(0), 0.06);
+        close(s.lr_at(50), 0.03);
+    }
+
+    #[test]
+    fn step_schedule_decays_every_step_size() {
+        let s = LrSchedule::Step {
+            base_lr: 1.0,
+            step_size: 10,
+            gamma: 0.5,
+        };
+        close(s.lr_at(9), 1.0);
+        close(s.lr_at(10), 0.5);
+        close(s.lr_at(25), 0.25);
+    }
+
+    #[test]
+    fn multistep_counts_passed_milestones() {
+        let s = LrSchedule::MultiStep {
+            base_lr: 0.03,
+            milestones: vec![120, 160],
+            gamma: 0.1,
+        };
+        close(s.lr_at(119), 0.03);
+        close(s.lr_at(120), 0.003);
+        close(s.lr_at(160), 0.0003);
+    }
+
+    #[test]
+    fn warmup_longer_than_run_is_rejected() {
+        let s = LrSchedule::WarmupCosine {
+            base_lr: 0.1,
+            warmup_steps: 11,
+            total_steps: 10,
+            warmup_start_lr: 0.0,
+            final_lr: 0.0,
+        };
+        assert!(s.validate().unwrap_err().to_string().contains("warmup"));
+    }
+
+    #[test]
+    fn repeated_milestones_apply_gamma_per_repeat() {
+        let s = LrSchedule::MultiStep {
+            base_lr: 1.0,
+            milestones: vec![2, 2],
+            gamma: 0.5,
+        };
+        assert!(s.validate().is_ok());
+        close(s.lr_at(1), 1.0);
+        close(s.lr_at(2), 0.25);
+    }
+
+    #[test]
+    fn unsorted_milestones_are_rejected() {
+        let s = LrSchedule::MultiStep {
+            base_lr: 0.1,
+            milestones: vec![5, 3],
+            gamma: 0.1,
+        };
+        assert!(s.validate().is_err());
+    }
+}
