@@ -1,1 +1,66 @@
-//! placeholder
+//! Trainable backbones and heads for contrastive learning: ResNet-18/34/50 with torchvision's
+//! parameter names, the projection / prediction heads of MoCo, SimCLR, BYOL and SimSiam, and the
+//! fast convolution and BatchNorm training ops ([`ops`]) they run on.
+//!
+//! # Models
+//! [`ResNet`] (He et al. 2016) maps NCHW images to pooled features `[N, feature_dim]`; it has
+//! no classifier (`fc`). [`ProjectionHead`] is one table-driven MLP (`Linear` [+ BatchNorm]
+//! [+ ReLU] blocks) with lightly's presets ([`MoCoProjectionHead`], [`SimCLRProjectionHead`],
+//! [`BYOLPredictionHead`], [`SimSiamPredictionHead`]). Both follow candle-nn's idiom: built
+//! from a `*Config` and a `VarBuilder`, run through `ModuleT::forward_t(xs, train)`.
+//!
+//! # Parameters, buffers and state dicts
+//! Trainable parameters come from the `VarBuilder` (with a `VarMap` behind it they are its
+//! variables, so candle-nn optimizers and `VarMap::save` see them). BatchNorm running
+//! statistics and `num_batches_tracked` are *buffers*: each model keeps them in its own store
+//! and never asks the `VarBuilder` to create them, so the `VarMap` holds exactly the trainable
+//! parameters and an EMA over them (MoCo's momentum encoder) is unambiguous. Buffers are read
+//! from the builder only when it already holds them (a safetensors checkpoint).
+//! [`StateDict`] lists both under PyTorch's names in PyTorch's order
+//! ([`StateDict::named_parameters`], [`StateDict::named_buffers`], [`StateDict::state_dict`])
+//! and saves / loads safetensors that torchvision reads and writes (`num_batches_tracked` as
+//! I64).
+//!
+//! # Backends
+//! [`Backend::Fast`] runs [`ops`] on NHWC activations (the model transposes its NCHW input once
+//! at the stem); [`Backend::Native`] runs Candle's own NCHW ops and is the reference for tests
+//! and benchmarks. Parameters and results agree between them up to float rounding.
+//!
+//! # Example
+//! ```
+//! use candle_core::{DType, Device, ModuleT, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! use mocca_backbones::{MoCoProjectionHead, ProjectionHead, ResNet, ResNetConfig, StateDict, Stem};
+//!
+//! let varmap = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let cfg = ResNetConfig { stem: Stem::Cifar, width: 0.125, ..ResNetConfig::resnet18() };
+//! let backbone = ResNet::new(&cfg, vb.pp("backbone"))?;
+//! let head = ProjectionHead::new(MoCoProjectionHead::v2(backbone.feature_dim()), vb.pp("head"))?;
+//!
+//! let images = Tensor::rand(0f32, 1., (4, 3, 32, 32), &Device::Cpu)?;
+//! let z = head.forward_t(&backbone.forward_t(&images, true)?, true)?;
+//! assert_eq!(z.dims(), &[4, 128]);
+//! assert_eq!(backbone.named_parameters()[0].0, "conv1.weight");
+//! // The VarMap holds the parameters only (no running statistics).
+//! assert_eq!(varmap.all_vars().len(), backbone.named_parameters().len() + 4);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod heads;
+mod layers;
+mod norm;
+pub mod ops;
+mod resnet;
+mod state;
+
+pub use error::{Error, Result};
+pub use heads::{
+    BYOLPredictionHead, HeadBlock, HeadNorm, MoCoProjectionHead, ProjectionHead,
+    ProjectionHeadConfig, SimCLRProjectionHead, SimSiamPredictionHead,
+};
+pub use layers::Backend;
+pub use norm::{BatchNorm, BatchNormConfig};
+pub use resnet::{BlockKind, ResNet, ResNetConfig, Stem};
+pub use state::{ModelState, StateDict};

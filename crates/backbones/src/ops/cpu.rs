@@ -1,0 +1,67 @@
+//! Plumbing shared by the CPU kernels: typed access to contiguous f32 storage, per-thread
+//! scratch buffers, and work sizes.
+
+use std::cell::RefCell;
+
+use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
+
+use super::OpError;
+
+/// The contiguous f32 data behind a CPU storage and its layout.
+pub(crate) fn f32_slice<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &'static str,
+) -> Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => Err(OpError::Unsupported {
+            op,
+            msg: "the CPU kernel needs contiguous inputs".into(),
+        }
+        .into()),
+    }
+}
+
+/// Runs `f` on the contiguous f32 data of a CPU tensor (holding its storage lock meanwhile).
+pub(crate) fn with_f32<R>(
+    t: &Tensor,
+    op: &'static str,
+    f: impl FnOnce(&[f32]) -> Result<R>,
+) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(f32_slice(cpu, layout, op)?),
+        _ => Err(OpError::Unsupported {
+            op,
+            msg: "the CPU kernel got a tensor on another device".into(),
+        }
+        .into()),
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a scratch buffer of `len` floats (contents unspecified) that each thread reuses
+/// across calls, so the im2col tiles are not re-faulted in from the OS on every chunk.
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        // Only when Rayon runs a second kernel on this thread while the first waits inside a
+        // parallel GEMM: give that one its own buffer.
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
+/// Number of Rayon worker threads the kernels split their work over.
+pub(crate) fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}

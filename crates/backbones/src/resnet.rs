@@ -1,0 +1,347 @@
+//! ResNet-18/34/50 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016) in
+//! torchvision's parameter layout, as feature extractors (no `fc`).
+
+use candle_core::{ModuleT, Tensor};
+use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
+use candle_nn::{Init, VarBuilder};
+
+use crate::error::{Error, Result};
+use crate::layers::Backend;
+use crate::norm::{BatchNorm, BatchNormConfig};
+use crate::state::{ModelState, StateDict};
+
+/// The first layers, before the four residual stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stem {
+    /// 3x3 convolution, stride 1, no max-pool: the usual stem for 32x32 CIFAR images
+    /// (SimCLR's and MoCo's CIFAR experiments).
+    Cifar,
+    /// torchvision's 7x7 stride-2 convolution followed by a 3x3 stride-2 max-pool (padding 1).
+    ImageNet,
+}
+
+/// The residual block of every stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Two 3x3 convolutions (ResNet-18/34); output width = `planes`.
+    Basic,
+    /// 1x1 → 3x3 (carrying the stride, as torchvision's "ResNet v1.5") → 1x1 with 4x
+    /// expansion (ResNet-50).
+    Bottleneck,
+}
+
+impl BlockKind {
+    fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+/// Architecture and training behaviour of a [`ResNet`].
+///
+/// Start from a preset and adjust fields:
+/// `ResNetConfig { stem: Stem::Cifar, width: 0.25, ..ResNetConfig::resnet18() }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResNetConfig {
+    /// Block type of all four stages.
+    pub block: BlockKind,
+    /// Blocks per stage.
+    pub layers: [usize; 4],
+    /// Input stem.
+    pub stem: Stem,
+    /// Width multiplier: stage `k` has `floor(64 · width · 2^k)` planes (and the stem
+    /// `floor(64 · width)` channels); 1.0 is the standard network.
+    pub width: f64,
+    /// Initialise the last BatchNorm weight of every residual block to zero, so each block
+    /// starts as the identity (Goyal et al. 2017; torchvision's `zero_init_residual`).
+    pub zero_init_residual: bool,
+    /// Split BatchNorm groups for training-mode statistics (see [`BatchNormConfig::splits`]).
+    pub bn_splits: usize,
+    /// Compute path; does not change parameters or results beyond rounding.
+    pub backend: Backend,
+}
+
+impl ResNetConfig {
+    fn preset(block: BlockKind, layers: [usize; 4]) -> Self {
+        Self {
+            block,
+            layers,
+            stem: Stem::ImageNet,
+            width: 1.0,
+            zero_init_residual: false,
+            bn_splits: 1,
+            backend: Backend::default(),
+        }
+    }
+
+    /// ResNet-18: basic blocks [2, 2, 2, 2], ImageNet stem.
+    pub fn resnet18() -> Self {
+        Self::preset(BlockKind::Basic, [2, 2, 2, 2])
+    }
+
+    /// ResNet-34: basic blocks [3, 4, 6, 3], ImageNet stem.
+    pub fn resnet34() -> Self {
+        Self::preset(BlockKind::Basic, [3, 4, 6, 3])
+    }
+
+    /// ResNet-50: bottleneck blocks [3, 4, 6, 3], ImageNet stem.
+    pub fn resnet50() -> Self {
+        Self::preset(BlockKind::Bottleneck, [3, 4, 6, 3])
+    }
+
+    /// Planes of stage `k` (0-based), as `int(64 * width * 2**k)` in Python.
+    fn planes(&self, k: usize) -> usize {
+        (64.0 * self.width * (1usize << k) as f64).floor() as usize
+    }
+
+    /// Width of the pooled features: `planes(3) · expansion` (512 for ResNet-18, 2048 for 50).
+    pub fn feature_dim(&self) -> usize {
+        self.planes(3) * self.block.expansion()
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(self.width.is_finite() && self.width > 0.0) || self.planes(0) == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "width multiplier {} leaves the stem without channels (needs 64 · width ≥ 1)",
+                self.width
+            )));
+        }
+        if self.layers.contains(&0) {
+            return Err(Error::InvalidConfig(format!(
+                "every stage needs at least one block, got layers {:?}",
+                self.layers
+            )));
+        }
+        if self.bn_splits == 0 {
+            return Err(Error::InvalidConfig("bn_splits must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Kaiming-normal with fan-out, torchvision's convolution init.
+const CONV_INIT: Init = Init::Kaiming {
+    dist: NormalOrUniform::Normal,
+    fan: FanInOut::FanOut,
+    non_linearity: NonLinearity::ReLU,
+};
+
+#[derive(Debug, Clone)]
+struct Conv {
+    weight: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+/// Builds the pieces of one model while recording its state-dict entries in torchvision's order.
+struct Builder<'a> {
+    state: ModelState,
+    bn_cfg: BatchNormConfig,
+    vb: VarBuilder<'a>,
+}
+
+impl Builder<'_> {
+    fn conv(
+        &mut self,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+    ) -> Result<Conv> {
+        let w = self
+            .vb
+            .pp(name)
+            .get_with_hints((cout, cin, k, k), "weight", CONV_INIT)?;
+        let weight = self.state.parameter(format!("{name}.weight"), w)?;
+        Ok(Conv {
+            weight,
+            stride,
+            padding: k / 2,
+        })
+    }
+
+    fn bn(&mut self, name: &str, channels: usize, gamma: f64) -> Result<BatchNorm> {
+        let bn = BatchNorm::with_weight_init(channels, self.bn_cfg, gamma, self.vb.pp(name))?;
+        self.state.extend_prefixed(name, bn.model_state());
+        Ok(bn)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    convs: Vec<Conv>,
+    bns: Vec<BatchNorm>,
+    downsample: Option<(Conv, BatchNorm)>,
+}
+
+impl Block {
+    fn forward(&self, x: &Tensor, train: bool, backend: Backend) -> Result<Tensor> {
+        let identity = match &self.downsample {
+            Some((conv, bn)) => {
+                let h = backend.conv2d(x, &conv.weight, conv.stride, conv.padding)?;
+                bn.forward_fused(&h, train, false)?
+            }
+            None => x.clone(),
+        };
+        let last = self.convs.len() - 1;
+        let mut h = x.clone();
+        for (i, (conv, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
+            h = backend.conv2d(&h, &conv.weight, conv.stride, conv.padding)?;
+            h = bn.forward_fused(&h, train, i != last)?;
+        }
+        Ok(backend.add_relu(&h, &identity)?)
+    }
+}
+
+/// A ResNet returning pooled features `[N, feature_dim]` for NCHW images `[N, 3, H, W]`.
+///
+/// Parameters and buffers carry torchvision's state-dict names (`conv1.weight`,
+/// `layer1.0.bn1.running_mean`, `layer2.0.downsample.0.weight`, ...) in torchvision's order;
+/// torchvision's `fc.weight` / `fc.bias` are not part of the model, so loading a torchvision
+/// checkpoint reports exactly those two as unused. Train or evaluate through
+/// [`ModuleT::forward_t`]; training mode uses batch statistics and updates the running ones.
+///
+/// `clone()` gives another handle to the *same* parameters and buffers. For an independent
+/// copy (MoCo's key encoder) build a second model from its own `VarMap` and
+/// [`StateDict::load_state_dict`] the first one's [`StateDict::state_dict`] into it.
+#[derive(Debug, Clone)]
+pub struct ResNet {
+    cfg: ResNetConfig,
+    conv1: Conv,
+    bn1: BatchNorm,
+    blocks: Vec<Block>,
+    state: ModelState,
+}
+
+impl ResNet {
+    /// Builds the model from `vb`: a `VarMap`-backed builder creates fresh trainable weights
+    /// (torchvision's init: Kaiming-normal fan-out convolutions, BatchNorm weight 1 and bias 0);
+    /// a safetensors-backed one loads a torchvision checkpoint, running statistics included.
+    pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let bn_cfg = BatchNormConfig {
+            splits: cfg.bn_splits,
+            backend: cfg.backend,
+            ..Default::default()
+        };
+        let mut b = Builder {
+            state: ModelState::new(),
+            bn_cfg,
+            vb,
+        };
+        let stem_channels = cfg.planes(0);
+        let conv1 = match cfg.stem {
+            Stem::Cifar => b.conv("conv1", 3, stem_channels, 3, 1)?,
+            Stem::ImageNet => b.conv("conv1", 3, stem_channels, 7, 2)?,
+        };
+        let bn1 = b.bn("bn1", stem_channels, 1.0)?;
+        let expansion = cfg.block.expansion();
+        let last_gamma = if cfg.zero_init_residual { 0.0 } else { 1.0 };
+        let mut inplanes = stem_channels;
+        let mut blocks = Vec::new();
+        for (k, &n_blocks) in cfg.layers.iter().enumerate() {
+            let planes = cfg.planes(k);
+            for j in 0..n_blocks {
+                let stride = if k > 0 && j == 0 { 2 } else { 1 };
+                let p = format!("layer{}.{j}", k + 1);
+                let (convs, bns) = match cfg.block {
+                    BlockKind::Basic => {
+                        let c1 = b.conv(&format!("{p}.conv1"), inplanes, planes, 3, stride)?;
+                        let n1 = b.bn(&format!("{p}.bn1"), planes, 1.0)?;
+                        let c2 = b.conv(&format!("{p}.conv2"), planes, planes, 3, 1)?;
+                        let n2 = b.bn(&format!("{p}.bn2"), planes, last_gamma)?;
+                        (vec![c1, c2], vec![n1, n2])
+                    }
+                    BlockKind::Bottleneck => {
+                        let c1 = b.conv(&format!("{p}.conv1"), inplanes, planes, 1, 1)?;
+                        let n1 = b.bn(&format!("{p}.bn1"), planes, 1.0)?;
+                        let c2 = b.conv(&format!("{p}.conv2"), planes, planes, 3, stride)?;
+                        let n2 = b.bn(&format!("{p}.bn2"), planes, 1.0)?;
+                        let c3 = b.conv(&format!("{p}.conv3"), planes, planes * 4, 1, 1)?;
+                        let n3 = b.bn(&format!("{p}.bn3"), planes * 4, last_gamma)?;
+                        (vec![c1, c2, c3], vec![n1, n2, n3])
+                    }
+                };
+                let out = planes * expansion;
+                let downsample = if stride != 1 || inplanes != out {
+                    let c = b.conv(&format!("{p}.downsample.0"), inplanes, out, 1, stride)?;
+                    let n = b.bn(&format!("{p}.downsample.1"), out, 1.0)?;
+                    Some((c, n))
+                } else {
+                    None
+                };
+                blocks.push(Block {
+                    convs,
+                    bns,
+                    downsample,
+                });
+                inplanes = out;
+            }
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            conv1,
+            bn1,
+            blocks,
+            state: b.state,
+        })
+    }
+
+    /// The configuration the model was built from.
+    pub fn config(&self) -> &ResNetConfig {
+        &self.cfg
+    }
+
+    /// Width of the output features.
+    pub fn feature_dim(&self) -> usize {
+        self.cfg.feature_dim()
+    }
+
+    fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let dims = x.dims();
+        if dims.len() != 4 || dims[1] != 3 {
+            return Err(Error::InvalidInput(format!(
+                "ResNet expects NCHW images [N, 3, H, W], got {dims:?}"
+            )));
+        }
+        let min = match self.cfg.stem {
+            Stem::Cifar => 1,
+            Stem::ImageNet => 4,
+        };
+        if dims[2] < min || dims[3] < min {
+            return Err(Error::InvalidInput(format!(
+                "images of {}x{} are too small for the {:?} stem",
+                dims[2], dims[3], self.cfg.stem
+            )));
+        }
+        let backend = self.cfg.backend;
+        let x = backend.to_layout(x)?;
+        let c = &self.conv1;
+        let h = backend.conv2d(&x, &c.weight, c.stride, c.padding)?;
+        let mut h = self.bn1.forward_fused(&h, train, true)?;
+        if self.cfg.stem == Stem::ImageNet {
+            h = backend.max_pool2d(&h, 3, 2, 1)?;
+        }
+        for block in &self.blocks {
+            h = block.forward(&h, train, backend)?;
+        }
+        Ok(backend.global_avg_pool(&h)?)
+    }
+}
+
+impl ModuleT for ResNet {
+    /// Pooled features `[N, feature_dim]`; `train` selects batch statistics (and updates the
+    /// running ones) or running statistics.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        Ok(self.forward_features(xs, train)?)
+    }
+}
+
+impl StateDict for ResNet {
+    fn model_state(&self) -> &ModelState {
+        &self.state
+    }
+}
