@@ -17,7 +17,7 @@ probe training) and test splits, without augmentation.
   --data DIR                 dataset folder (default: the run's, else discovery)
   --encoder query|key        MoCo's query (default) or momentum encoder
   --layer backbone|head      pooled backbone features (default) or head output
-  --device cpu|cuda
+  --device auto|cpu|cuda     default: the run's (auto: CUDA if usable, else CPU)
   --batch-size N             images per forward pass (default: the run's)
   --train-limit N --test-limit N   evenly spaced subsets (default: all)
 knn:

@@ -41,7 +41,8 @@ resolved config is saved as RUN/config.toml.
   --print-config             print the resolved config and exit
   --data DIR                 dataset folder (default: $MOCCA_DATA, ./data,
                              ../shared/data); CIFAR-10 binary, MNIST, image folder
-  --device cpu|cuda
+  --device auto|cpu|cuda     default auto: CUDA GPU 0 if this build has CUDA
+                             and the GPU opens, else the CPU (said on stderr)
   --out DIR                  run folder (default runs/<method>-<recipe>)
   --epochs N  --batch-size N  --seed N  --lr X  --width X  --temperature X
   --negatives queue|bank|end-to-end   --queue-size K   (MoCo)
@@ -433,10 +434,10 @@ impl Trainer {
             c.loss.temperature,
         );
         eprintln!(
-            "{} epochs x {} steps on {:?}; run folder {}",
+            "{} epochs x {} steps on {}; run folder {}",
             c.epochs,
             self.steps_per_epoch,
-            c.run.device,
+            runs::device_label(&self.device),
             self.out.display()
         );
     }

@@ -278,6 +278,8 @@ pub struct EvalConfig {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceKind {
+    /// CUDA GPU 0 when this build has CUDA and a GPU is usable, else the CPU.
+    Auto,
     Cpu,
     Cuda,
 }
@@ -285,9 +287,10 @@ pub enum DeviceKind {
 impl DeviceKind {
     pub fn parse(s: &str) -> Result<Self> {
         match s {
+            "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),
             "cuda" => Ok(Self::Cuda),
-            other => bail!("unknown device `{other}`: expected cpu or cuda"),
+            other => bail!("unknown device `{other}`: expected auto, cpu or cuda"),
         }
     }
 }
