@@ -8,6 +8,7 @@ mod bench;
 mod cuda;
 mod eval;
 mod export;
+mod gpu_selftest;
 mod plot;
 mod runs;
 mod train;
@@ -22,6 +23,7 @@ commands:
   aug-preview                PNG grid of augmented views
   bench aug|losses|step      throughput benchmarks
   cuda-build                 build the CUDA trainer binary
+  gpu-selftest               custom ops, losses, queue on the GPU vs the CPU
   help                       this text";
 
 /// Runs one command line (without the program name).
@@ -38,6 +40,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         "aug-preview" => aug_preview::run(rest),
         "bench" => bench::run(rest),
         "cuda-build" => cuda::run(rest),
+        "gpu-selftest" => gpu_selftest::run(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
@@ -52,6 +55,9 @@ pub fn cli_main(args: Vec<String>) -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if e.downcast_ref::<gpu_selftest::NoGpu>().is_some() {
+                return std::process::ExitCode::from(gpu_selftest::NO_GPU_EXIT_CODE);
+            }
             std::process::ExitCode::FAILURE
         }
     }

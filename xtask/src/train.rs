@@ -12,7 +12,9 @@
 
 mod progress;
 
-use crate::runs::config::{ConfigBuilder, DeviceKind, MethodName, Negatives, Recipe, TrainConfig};
+use crate::runs::config::{
+    ConfigBuilder, DeviceKind, MethodName, Negatives, Precision, Recipe, TrainConfig,
+};
 use crate::runs::metrics::{read_records, truncate_after, MetricsWriter, Record};
 use crate::runs::{
     self, files, load_checkpoint, save_checkpoint, setup, CheckpointMeta, CHECKPOINT_FILE,
@@ -45,6 +47,8 @@ resolved config is saved as RUN/config.toml.
                              and the GPU opens, else the CPU (said on stderr)
   --out DIR                  run folder (default runs/<method>-<recipe>)
   --epochs N  --batch-size N  --seed N  --lr X  --width X  --temperature X
+  --precision f32|bf16       bf16: mixed precision (f32 master weights and
+                             optimiser state, bf16 activations; for CUDA)
   --negatives queue|bank|end-to-end   --queue-size K   (MoCo)
   --knn-every N              kNN accuracy every N epochs (0: only at the end)
   --knn-train-limit N  --knn-test-limit N   kNN monitoring on N images
@@ -94,6 +98,7 @@ const FLAG_KEYS: &[(&str, &str)] = &[
     ("--seed", "seed"),
     ("--lr", "optimizer.lr"),
     ("--width", "model.width"),
+    ("--precision", "model.precision"),
     ("--temperature", "loss.temperature"),
     ("--negatives", "moco.negatives"),
     ("--queue-size", "moco.queue_size"),
@@ -145,9 +150,11 @@ fn parse_args(args: &[String]) -> Result<Option<Args>> {
                 match arg {
                     "--device" => drop(DeviceKind::parse(&v)?),
                     "--negatives" => drop(Negatives::parse(&v)?),
+                    "--precision" => drop(Precision::parse(&v)?),
                     _ => {}
                 }
-                let quoted = if matches!(arg, "--data" | "--device" | "--negatives") {
+                let quoted = if matches!(arg, "--data" | "--device" | "--negatives" | "--precision")
+                {
                     toml::Value::String(v).to_string()
                 } else {
                     v
@@ -433,8 +440,12 @@ impl Trainer {
             c.schedule.kind,
             c.loss.temperature,
         );
+        let precision = match c.model.precision {
+            Precision::F32 => "",
+            Precision::Bf16 => " in bf16 mixed precision",
+        };
         eprintln!(
-            "{} epochs x {} steps on {}; run folder {}",
+            "{} epochs x {} steps on {}{precision}; run folder {}",
             c.epochs,
             self.steps_per_epoch,
             runs::device_label(&self.device),

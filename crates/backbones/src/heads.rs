@@ -5,7 +5,7 @@ use candle_core::{ModuleT, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::error::{Error, Result};
-use crate::layers::Backend;
+use crate::layers::{autocast, Backend};
 use crate::norm::{BatchNorm, BatchNormConfig};
 use crate::state::{ModelState, StateDict};
 
@@ -370,9 +370,9 @@ impl ProjectionHead {
         }
         let mut h = x.clone();
         for layer in &self.layers {
-            h = h.matmul(&layer.weight.t()?)?;
+            h = h.matmul(&autocast(&layer.weight, &h)?.t()?)?;
             if let Some(b) = &layer.bias {
-                h = h.broadcast_add(b)?;
+                h = h.broadcast_add(&autocast(b, &h)?)?;
             }
             h = match &layer.bn {
                 Some(bn) => bn.forward_fused(&h, train, layer.relu)?,

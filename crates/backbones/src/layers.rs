@@ -36,7 +36,8 @@ impl Backend {
         }
     }
 
-    /// Convolution without bias, weight in torchvision's `[Cout, Cin, kh, kw]`.
+    /// Convolution without bias, weight in torchvision's `[Cout, Cin, kh, kw]`. The weight is
+    /// cast to the activations' dtype first (see [`autocast`]).
     pub(crate) fn conv2d(
         self,
         x: &Tensor,
@@ -44,9 +45,10 @@ impl Backend {
         stride: usize,
         pad: usize,
     ) -> Result<Tensor> {
+        let w = autocast(w, x)?;
         match self {
-            Backend::Native => x.conv2d(w, pad, stride, 1, 1),
-            Backend::Fast => ops::conv2d_nhwc(x, w, stride, pad),
+            Backend::Native => ops::composed::conv2d_nchw(x, &w, pad, stride, 1),
+            Backend::Fast => ops::conv2d_nhwc(x, &w, stride, pad),
         }
     }
 
@@ -80,6 +82,13 @@ impl Backend {
             Backend::Fast => ops::global_avg_pool_nhwc(x),
         }
     }
+}
+
+/// `param` in the dtype of the activations `x`, as PyTorch's autocast feeds a layer: mixed
+/// precision keeps f32 master weights and runs the layer in the activations' bf16. The cast is
+/// part of the graph, so the weight's gradient comes back in the weight's own dtype (f32).
+pub(crate) fn autocast(param: &Tensor, x: &Tensor) -> Result<Tensor> {
+    param.to_dtype(x.dtype())
 }
 
 /// Candle's `max_pool2d` has no padding and its backward assumes kernel == stride, so this

@@ -26,6 +26,13 @@
 //! at the stem); [`Backend::Native`] runs Candle's own NCHW ops and is the reference for tests
 //! and benchmarks. Parameters and results agree between them up to float rounding.
 //!
+//! # Mixed precision
+//! A model computes in the dtype of its input. Fed bf16 images, an f32 model runs as PyTorch's
+//! autocast does: every convolution and linear layer casts its f32 weight to bf16 (the cast is
+//! part of the graph, so gradients reach the f32 parameters in f32), BatchNorm normalises and
+//! keeps its running statistics in f32 and returns bf16. Candle's CPU convolution has no bf16
+//! kernel, so on the CPU bf16 convolutions are widened to f32 and rounded back (slow; for tests).
+//!
 //! # Example
 //! ```
 //! use candle_core::{DType, Device, ModuleT, Tensor};

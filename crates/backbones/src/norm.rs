@@ -6,7 +6,7 @@ use candle_core::{DType, ModuleT, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::error::{Error, Result};
-use crate::layers::{batch_norm_train_native, Backend};
+use crate::layers::{autocast, batch_norm_train_native, Backend};
 use crate::ops;
 use crate::state::{lock, ModelState, RunningStats, SharedStats, StateDict};
 
@@ -240,8 +240,8 @@ impl BatchNorm {
                 let y = match (&self.weight, &self.bias) {
                     (Some(w), Some(b)) => {
                         let shape = self.channel_shape(x);
-                        xhat.broadcast_mul(&w.reshape(shape.as_slice())?)?
-                            .broadcast_add(&b.reshape(shape.as_slice())?)?
+                        xhat.broadcast_mul(&autocast(w, &xhat)?.reshape(shape.as_slice())?)?
+                            .broadcast_add(&autocast(b, &xhat)?.reshape(shape.as_slice())?)?
                     }
                     _ => xhat,
                 };
@@ -303,13 +303,19 @@ impl BatchNorm {
         };
         match self.cfg.backend {
             Backend::Native => {
-                // y = x·scale + shift, the form torch's CPU kernel evaluates.
-                let inv_std = (rv.to_dtype(x.dtype())? + self.cfg.eps)?.sqrt()?.recip()?;
-                let rm = rm.to_dtype(x.dtype())?;
+                // y = x·scale + shift, the form torch's CPU kernel evaluates. Scale and shift
+                // come from the statistics' dtype (f32 under bf16 activations), then take the
+                // activations' dtype.
+                let work = match x.dtype() {
+                    DType::F16 | DType::BF16 => rm.dtype(),
+                    other => other,
+                };
+                let inv_std = (rv.to_dtype(work)? + self.cfg.eps)?.sqrt()?.recip()?;
+                let rm = rm.to_dtype(work)?;
                 let (scale, shift) = match (&self.weight, &self.bias) {
                     (Some(w), Some(b)) => {
-                        let scale = (w * inv_std)?;
-                        let shift = (b - (&rm * &scale)?)?;
+                        let scale = (w.to_dtype(work)? * inv_std)?;
+                        let shift = (b.to_dtype(work)? - (&rm * &scale)?)?;
                         (scale, shift)
                     }
                     _ => {
@@ -319,14 +325,18 @@ impl BatchNorm {
                 };
                 let shape = self.channel_shape(x);
                 let y = x
-                    .broadcast_mul(&scale.reshape(shape.as_slice())?)?
-                    .broadcast_add(&shift.reshape(shape.as_slice())?)?;
+                    .broadcast_mul(&autocast(&scale, x)?.reshape(shape.as_slice())?)?
+                    .broadcast_add(&autocast(&shift, x)?.reshape(shape.as_slice())?)?;
                 Ok(if relu { y.relu()? } else { y })
             }
             Backend::Fast => {
                 let (w, b) = self.affine_params(x)?;
-                let rm = rm.to_dtype(x.dtype())?;
-                let rv = rv.to_dtype(x.dtype())?;
+                // Half-precision activations take the composed op, which reads the running
+                // statistics in f32: rounding them to bf16 first would only lose digits.
+                let (rm, rv) = match x.dtype() {
+                    DType::F16 | DType::BF16 => (rm, rv),
+                    other => (rm.to_dtype(other)?, rv.to_dtype(other)?),
+                };
                 Ok(ops::batch_norm_eval(
                     x,
                     &w,

@@ -14,6 +14,7 @@
 //! | [`MoCo`], [`MoCoConfig`], [`NegativeSource`] | MoCo v1/v2 with a queue, a memory bank or end-to-end negatives ([`moco`] documents the step) |
 //! | [`SimCLR`], [`SimCLRConfig`] | SimCLR with NT-Xent |
 //! | [`Encoder`], [`ResNetEncoder`] | what a method needs from a network; the ResNet + projection head of `mocca-backbones` |
+//! | [`Precision`] | f32, or bf16 mixed precision with f32 master weights ([`ResNetEncoder::with_precision`]) |
 //! | [`optim::Optimizer`] | PyTorch-exact momentum SGD (Nesterov, dampening, weight decay) and LARS, bias/BN excluded from decay on request, state save/load |
 //! | [`schedule::LrSchedule`] | warmup + cosine, step, multistep; evaluated per step |
 //! | [`eval`] | [`eval::knn_evaluate`] (k = 200, t = 0.1) and [`eval::linear_probe`] on [`Features`] tagged with their [`FeatureSource`] |
@@ -110,6 +111,7 @@ pub mod eval;
 pub mod init;
 pub mod moco;
 pub mod optim;
+mod precision;
 mod resnet;
 mod rng;
 pub mod schedule;
@@ -124,6 +126,7 @@ pub use encoder::{copy_state, Encoder};
 pub use error::{MethodError, Result};
 pub use eval::{EncoderRole, FeatureLayer, FeatureSource, Features};
 pub use moco::{MoCo, MoCoConfig, NegativeSource};
+pub use precision::Precision;
 pub use resnet::ResNetEncoder;
 pub use rng::SplitMix64;
 pub use simclr::{SimCLR, SimCLRConfig};

@@ -9,6 +9,7 @@ use mocca_backbones::{ProjectionHead, ProjectionHeadConfig, ResNet, ResNetConfig
 use crate::encoder::Encoder;
 use crate::error::{MethodError, Result};
 use crate::init::seeded_var_builder;
+use crate::precision::Precision;
 
 /// A ResNet backbone followed by a projection head, with seeded weights.
 ///
@@ -20,6 +21,7 @@ pub struct ResNetEncoder {
     backbone: ResNet,
     head: ProjectionHead,
     varmap: VarMap,
+    precision: Precision,
 }
 
 impl ResNetEncoder {
@@ -46,7 +48,20 @@ impl ResNetEncoder {
             backbone,
             head,
             varmap,
+            precision: Precision::F32,
         })
+    }
+
+    /// The same encoder computing in `precision` (f32 by default). The
+    /// parameters stay f32 either way; see [`Precision::Bf16`].
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// The arithmetic of [`Encoder::features`] and [`Encoder::project`].
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The backbone, e.g. to export it with torchvision's key names
@@ -107,12 +122,16 @@ impl<T: StateDict> StateDictKeys for T {
 }
 
 impl Encoder for ResNetEncoder {
+    // Both parts take their input in the compute dtype and hand back f32 (a
+    // no-op in f32), so callers never see bf16 tensors.
     fn features(&self, images: &Tensor, train: bool) -> Result<Tensor> {
-        Ok(self.backbone.forward_t(images, train)?)
+        let x = images.to_dtype(self.precision.compute_dtype())?;
+        Ok(self.backbone.forward_t(&x, train)?.to_dtype(DType::F32)?)
     }
 
     fn project(&self, features: &Tensor, train: bool) -> Result<Tensor> {
-        Ok(self.head.forward_t(features, train)?)
+        let h = features.to_dtype(self.precision.compute_dtype())?;
+        Ok(self.head.forward_t(&h, train)?.to_dtype(DType::F32)?)
     }
 
     fn output_dim(&self) -> usize {

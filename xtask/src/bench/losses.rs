@@ -28,13 +28,18 @@ struct Options {
 }
 
 fn parse(args: &[String]) -> Result<Options> {
-    let mut opts = Options { reps: 9, composed: false };
+    let mut opts = Options {
+        reps: 9,
+        composed: false,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--reps" => {
                 let v = it.next().context("--reps needs a value")?;
-                opts.reps = v.parse().with_context(|| format!("--reps: `{v}` is not a count"))?;
+                opts.reps = v
+                    .parse()
+                    .with_context(|| format!("--reps: `{v}` is not a count"))?;
                 if opts.reps == 0 {
                     bail!("--reps must be at least 1");
                 }
@@ -78,8 +83,16 @@ struct Row {
     target: bool,
 }
 
-fn ntxent_rows(opts: &Options, imp: Implementation, path: &'static str, dev: &Device) -> Result<Vec<Row>> {
-    let loss = NTXentLoss::new(NTXentConfig { temperature: 0.5, implementation: imp })?;
+fn ntxent_rows(
+    opts: &Options,
+    imp: Implementation,
+    path: &'static str,
+    dev: &Device,
+) -> Result<Vec<Row>> {
+    let loss = NTXentLoss::new(NTXentConfig {
+        temperature: 0.5,
+        implementation: imp,
+    })?;
     let mut rows = Vec::new();
     for n in [256usize, 512] {
         let fwd_flops = 2.0 * (2 * n) as f64 * (2 * n) as f64 * D as f64;
@@ -95,15 +108,39 @@ fn ntxent_rows(opts: &Options, imp: Implementation, path: &'static str, dev: &De
             Ok(())
         })?;
         let shape = format!("N={n} D={D}");
-        rows.push(Row { loss: "NT-Xent", shape: shape.clone(), path, pass: "fwd", flops: fwd_flops, secs: fwd, target: false });
-        rows.push(Row { loss: "NT-Xent", shape, path, pass: "fwd+bwd", flops: 2.0 * fwd_flops, secs: both, target: n == 512 });
+        rows.push(Row {
+            loss: "NT-Xent",
+            shape: shape.clone(),
+            path,
+            pass: "fwd",
+            flops: fwd_flops,
+            secs: fwd,
+            target: false,
+        });
+        rows.push(Row {
+            loss: "NT-Xent",
+            shape,
+            path,
+            pass: "fwd+bwd",
+            flops: 2.0 * fwd_flops,
+            secs: both,
+            target: n == 512,
+        });
     }
     Ok(rows)
 }
 
-fn infonce_rows(opts: &Options, imp: Implementation, path: &'static str, dev: &Device) -> Result<Vec<Row>> {
+fn infonce_rows(
+    opts: &Options,
+    imp: Implementation,
+    path: &'static str,
+    dev: &Device,
+) -> Result<Vec<Row>> {
     let n = 256usize;
-    let loss = InfoNCELoss::new(InfoNCEConfig { temperature: 0.2, implementation: imp })?;
+    let loss = InfoNCELoss::new(InfoNCEConfig {
+        temperature: 0.2,
+        implementation: imp,
+    })?;
     let mut rows = Vec::new();
     for k in [4096usize, 65536] {
         let fwd_flops = 2.0 * n as f64 * k as f64 * D as f64;
@@ -120,24 +157,51 @@ fn infonce_rows(opts: &Options, imp: Implementation, path: &'static str, dev: &D
             Ok(())
         })?;
         let shape = format!("N={n} D={D} K={k}");
-        rows.push(Row { loss: "InfoNCE", shape: shape.clone(), path, pass: "fwd", flops: fwd_flops, secs: fwd, target: false });
-        rows.push(Row { loss: "InfoNCE", shape, path, pass: "fwd+bwd", flops: 2.0 * fwd_flops, secs: both, target: k == 65536 });
+        rows.push(Row {
+            loss: "InfoNCE",
+            shape: shape.clone(),
+            path,
+            pass: "fwd",
+            flops: fwd_flops,
+            secs: fwd,
+            target: false,
+        });
+        rows.push(Row {
+            loss: "InfoNCE",
+            shape,
+            path,
+            pass: "fwd+bwd",
+            flops: 2.0 * fwd_flops,
+            secs: both,
+            target: k == 65536,
+        });
     }
     Ok(rows)
 }
 
 fn first_line_with(path: &str, key: &str) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
-    text.lines().find(|l| l.starts_with(key)).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string())
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
 }
 
 pub fn run(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
     let dev = Device::Cpu;
-    let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown CPU".into());
+    let cpu =
+        first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown CPU".into());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
-    println!("machine: {cpu}, {} threads; load average before: {load}", candle_core::utils::get_num_threads());
+    let load = load
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    println!(
+        "machine: {cpu}, {} threads; load average before: {load}",
+        candle_core::utils::get_num_threads()
+    );
 
     let a = Tensor::randn(0f32, 1.0, (GEMM_N, GEMM_N), &dev)?;
     let b = Tensor::randn(0f32, 1.0, (GEMM_N, GEMM_N), &dev)?;
@@ -146,7 +210,10 @@ pub fn run(args: &[String]) -> Result<()> {
         Ok(())
     })?;
     let rate = 2.0 * (GEMM_N as f64).powi(3) / gemm_secs;
-    println!("f32 GEMM rate (candle matmul {GEMM_N}³): {:.1} GFLOP/s\n", rate / 1e9);
+    println!(
+        "f32 GEMM rate (candle matmul {GEMM_N}³): {:.1} GFLOP/s\n",
+        rate / 1e9
+    );
 
     let mut rows = Vec::new();
     let mut paths = vec![(Implementation::Auto, "fused")];
@@ -183,6 +250,12 @@ pub fn run(args: &[String]) -> Result<()> {
         );
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("\nload average after: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "\nload average after: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     Ok(())
 }

@@ -6,6 +6,11 @@
 //! `Linear(f, f) → BN → ReLU → Linear(f, 128)`, τ = 0.5. Each configuration runs in a child
 //! process, so the peak RSS printed beside it (VmHWM) is that configuration's own. The f32 GEMM
 //! rate of this machine is measured in the same run, before and after the steps.
+//!
+//! `--method simclr|mocov2` times the trainer's own step instead (`mocca_methods`' SimCLR or
+//! MoCo v2 with the CIFAR-10 preset: queue, momentum update, split BN, SGD), on random images.
+//! `--device cuda` and `--precision bf16` (f32 master weights, bf16 activations) apply to both;
+//! on CUDA each step ends by reading the loss, which waits for the GPU, so the time is real.
 
 use std::process::Command;
 use std::time::Instant;
@@ -19,6 +24,9 @@ use mocca_backbones::{
 };
 use mocca_losses::{NTXentConfig, NTXentLoss};
 
+use crate::runs::config::{ConfigBuilder, DeviceKind, MethodName, Precision, Recipe};
+use crate::runs::{self, setup};
+
 const USAGE: &str = "usage: cargo xtask bench step [options]
 
 ResNet-18 (CIFAR stem) SimCLR training step, batch x 2 views:
@@ -27,7 +35,14 @@ forward, NT-Xent, backward, SGD. Compare with ../shared/peers/torch_peers.py --s
 options:
   --width W[,W...]       width multipliers (default 1,0.25)
   --backend B[,B...]     fast, native (default fast,native)
-  --batch N              images per view (default 128)
+  --batch N              images per view (default 128; --batch-size is the same)
+  --device cpu|cuda      where the steps run (default cpu)
+  --precision P[,P...]   f32, bf16 (default f32): bf16 = mixed precision, f32
+                         master weights, bf16 activations (Candle's CPU has no
+                         bf16 kernels: there bf16 is slow, for tests only)
+  --method simclr|mocov2 time the trainer's own step (mocca-methods, CIFAR-10
+                         preset: MoCo v2 = queue 4096, m 0.99, split BN 8)
+                         instead of the peer script's SimCLR step
   --warmup N             untimed steps first (default 1; 0 for the native backend at width 1,
                          whose single step takes minutes)
   --steps N              timed steps (default 3 at width 1, 10 below, like the peer script)
@@ -45,6 +60,9 @@ struct Options {
     steps: Option<usize>,
     native_steps: Option<usize>,
     in_process: bool,
+    device: DeviceKind,
+    precisions: Vec<Precision>,
+    method: Option<MethodName>,
 }
 
 impl Default for Options {
@@ -57,6 +75,9 @@ impl Default for Options {
             steps: None,
             native_steps: None,
             in_process: false,
+            device: DeviceKind::Cpu,
+            precisions: vec![Precision::F32],
+            method: None,
         }
     }
 }
@@ -86,8 +107,15 @@ fn parse_count(flag: &str, v: &str, min: usize) -> Result<usize> {
     Ok(n)
 }
 
-/// `--child width:backend:steps`.
-type ChildSpec = (f64, Backend, usize);
+/// `--child width:backend:steps:precision`.
+type ChildSpec = (f64, Backend, usize, Precision);
+
+fn precision_name(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "f32",
+        Precision::Bf16 => "bf16",
+    }
+}
 
 fn parse(args: &[String]) -> Result<(Options, Option<ChildSpec>)> {
     let mut o = Options::default();
@@ -120,7 +148,27 @@ fn parse(args: &[String]) -> Result<(Options, Option<ChildSpec>)> {
                     .map(parse_backend)
                     .collect::<Result<_>>()?
             }
-            "--batch" => o.batch = parse_count(flag, value()?, 2)?,
+            "--batch" | "--batch-size" => o.batch = parse_count(flag, value()?, 2)?,
+            "--device" => {
+                o.device = match value()? {
+                    "cpu" => DeviceKind::Cpu,
+                    "cuda" => DeviceKind::Cuda,
+                    other => bail!("--device: `{other}`: expected cpu or cuda"),
+                }
+            }
+            "--precision" => {
+                o.precisions = value()?
+                    .split(',')
+                    .map(Precision::parse)
+                    .collect::<Result<_>>()?
+            }
+            "--method" => {
+                o.method = match value()? {
+                    "simclr" => Some(MethodName::Simclr),
+                    "mocov2" => Some(MethodName::Mocov2),
+                    other => bail!("--method: `{other}`: expected simclr or mocov2"),
+                }
+            }
             "--warmup" => o.warmup = Some(parse_count(flag, value()?, 0)?),
             "--steps" => o.steps = Some(parse_count(flag, value()?, 1)?),
             "--native-steps" => o.native_steps = Some(parse_count(flag, value()?, 1)?),
@@ -129,10 +177,15 @@ fn parse(args: &[String]) -> Result<(Options, Option<ChildSpec>)> {
             "--child" => {
                 let spec = value()?;
                 let parts: Vec<&str> = spec.split(':').collect();
-                let [w, b, n] = parts.as_slice() else {
-                    bail!("--child takes width:backend:steps")
+                let [w, b, n, p] = parts.as_slice() else {
+                    bail!("--child takes width:backend:steps:precision")
                 };
-                child = Some((w.parse()?, parse_backend(b)?, n.parse()?));
+                child = Some((
+                    w.parse()?,
+                    parse_backend(b)?,
+                    n.parse()?,
+                    Precision::parse(p)?,
+                ));
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -166,11 +219,12 @@ fn steps_for(o: &Options, width: f64, backend: Backend) -> usize {
 
 pub fn run(args: &[String]) -> Result<()> {
     let (o, child) = parse(args)?;
-    if let Some((width, backend, steps)) = child {
+    if let Some((width, backend, steps, precision)) = child {
         let r = measure(
+            &o,
             width,
             backend,
-            o.batch,
+            precision,
             warmup_for(&o, width, backend),
             steps,
         )?;
@@ -178,29 +232,42 @@ pub fn run(args: &[String]) -> Result<()> {
         return Ok(());
     }
     println!("== machine load: {}", load_average());
-    let gemm0 = gemm_gflops()?;
-    println!("== f32 GEMM 2048^3 (candle, same run): {gemm0:.1} GFLOP/s");
-    println!(
-        "== ResNet-18 (CIFAR stem) SimCLR step, batch {} x 2 views, fwd + NT-Xent + bwd + SGD",
-        o.batch
-    );
+    let on_cpu = o.device == DeviceKind::Cpu;
+    let gemm0 = if on_cpu { gemm_gflops()? } else { f64::NAN };
+    if on_cpu {
+        println!("== f32 GEMM 2048^3 (candle, same run): {gemm0:.1} GFLOP/s");
+    }
+    match o.method {
+        None => println!(
+            "== ResNet-18 (CIFAR stem) SimCLR step, batch {} x 2 views, fwd + NT-Xent + bwd + SGD",
+            o.batch
+        ),
+        Some(m) => println!(
+            "== ResNet-18 (CIFAR stem) {} training step of mocca-methods (CIFAR-10 preset), batch {} x 2 views",
+            m.as_str(),
+            o.batch
+        ),
+    }
     let mut results: Vec<Measurement> = Vec::new();
     for &width in &o.widths {
         for &backend in &o.backends {
-            let steps = steps_for(&o, width, backend);
-            let r = if o.in_process {
-                measure(
-                    width,
-                    backend,
-                    o.batch,
-                    warmup_for(&o, width, backend),
-                    steps,
-                )?
-            } else {
-                run_child(width, backend, steps, &o)?
-            };
-            println!("  {}", r.describe(gemm0));
-            results.push(r);
+            for &precision in &o.precisions {
+                let steps = steps_for(&o, width, backend);
+                let r = if o.in_process {
+                    measure(
+                        &o,
+                        width,
+                        backend,
+                        precision,
+                        warmup_for(&o, width, backend),
+                        steps,
+                    )?
+                } else {
+                    run_child(width, backend, precision, steps, &o)?
+                };
+                println!("  {}", r.describe(gemm0));
+                results.push(r);
+            }
         }
         let fast = results
             .iter()
@@ -215,21 +282,45 @@ pub fn run(args: &[String]) -> Result<()> {
             );
         }
     }
-    let gemm1 = gemm_gflops()?;
-    println!(
-        "== f32 GEMM 2048^3 after the steps: {gemm1:.1} GFLOP/s; load: {}",
-        load_average()
-    );
+    if on_cpu {
+        let gemm1 = gemm_gflops()?;
+        println!(
+            "== f32 GEMM 2048^3 after the steps: {gemm1:.1} GFLOP/s; load: {}",
+            load_average()
+        );
+    }
     Ok(())
 }
 
-fn run_child(width: f64, backend: Backend, steps: usize, o: &Options) -> Result<Measurement> {
+fn run_child(
+    width: f64,
+    backend: Backend,
+    precision: Precision,
+    steps: usize,
+    o: &Options,
+) -> Result<Measurement> {
     let exe = std::env::current_exe().context("locating the xtask binary")?;
-    let spec = format!("{width}:{}:{steps}", backend_name(backend));
-    let out = Command::new(&exe)
-        .args(["bench", "step", "--child", &spec])
+    let spec = format!(
+        "{width}:{}:{steps}:{}",
+        backend_name(backend),
+        precision_name(precision)
+    );
+    let mut cmd = Command::new(&exe);
+    cmd.args(["bench", "step", "--child", &spec])
         .args(["--batch", &o.batch.to_string()])
         .args(["--warmup", &warmup_for(o, width, backend).to_string()])
+        .args([
+            "--device",
+            if o.device == DeviceKind::Cuda {
+                "cuda"
+            } else {
+                "cpu"
+            },
+        ]);
+    if let Some(m) = o.method {
+        cmd.args(["--method", m.as_str()]);
+    }
+    let out = cmd
         .output()
         .with_context(|| format!("running {}", exe.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -253,6 +344,10 @@ fn run_child(width: f64, backend: Backend, steps: usize, o: &Options) -> Result<
 struct Measurement {
     width: f64,
     backend: Backend,
+    precision: Precision,
+    /// `peer` (the peer script's step) or the method's name.
+    workload: String,
+    device: String,
     batch: usize,
     steps: usize,
     step_s: f64,
@@ -265,9 +360,12 @@ struct Measurement {
 impl Measurement {
     fn to_line(&self) -> String {
         format!(
-            "RESULT {} {} {} {} {:.6} {:.0} {} {}",
+            "RESULT {} {} {} {} {} {} {} {:.6} {:.0} {} {}",
             self.width,
             backend_name(self.backend),
+            precision_name(self.precision),
+            self.workload,
+            self.device,
             self.batch,
             self.steps,
             self.step_s,
@@ -279,12 +377,15 @@ impl Measurement {
 
     fn from_line(line: &str) -> Option<Self> {
         let f: Vec<&str> = line.strip_prefix("RESULT ")?.split(' ').collect();
-        let [w, b, batch, steps, t, flop, rss, loss] = f.as_slice() else {
+        let [w, b, p, workload, device, batch, steps, t, flop, rss, loss] = f.as_slice() else {
             return None;
         };
         Some(Self {
             width: w.parse().ok()?,
             backend: parse_backend(b).ok()?,
+            precision: Precision::parse(p).ok()?,
+            workload: workload.to_string(),
+            device: device.to_string(),
             batch: batch.parse().ok()?,
             steps: steps.parse().ok()?,
             step_s: t.parse().ok()?,
@@ -299,16 +400,23 @@ impl Measurement {
         let rss = self.peak_rss_bytes.map_or("peak RSS n/a".to_string(), |b| {
             format!("peak RSS {:.2} GiB", b as f64 / (1u64 << 30) as f64)
         });
+        let of_gemm = if gemm.is_finite() {
+            format!(" = {:.0}% of GEMM", 100.0 * gflops / gemm)
+        } else {
+            String::new()
+        };
         format!(
-            "width {} {}: {:.1} img/s ({:.2} s/step, {} steps), {rss}; {:.0} GFLOP/step at {:.0} GFLOP/s = {:.0}% of GEMM; loss {:.3}",
+            "{} {} width {} {} {}: {:.1} img/s ({:.3} s/step, {} steps), {rss}; {:.0} GFLOP/step at {:.0} GFLOP/s{of_gemm}; loss {:.3}",
+            self.workload,
+            self.device,
             self.width,
             backend_name(self.backend),
+            precision_name(self.precision),
             self.batch as f64 / self.step_s,
             self.step_s,
             self.steps,
             self.step_flop / 1e9,
             gflops,
-            100.0 * gflops / gemm,
             self.loss
         )
     }
@@ -316,13 +424,19 @@ impl Measurement {
 
 /// One timed configuration (in this process).
 fn measure(
+    o: &Options,
     width: f64,
     backend: Backend,
-    batch: usize,
+    precision: Precision,
     warmup: usize,
     steps: usize,
 ) -> Result<Measurement> {
-    let dev = Device::Cpu;
+    let dev = runs::select_device(o.device)?;
+    let batch = o.batch;
+    if let Some(method) = o.method {
+        return measure_method(o, method, width, backend, precision, &dev, warmup, steps);
+    }
+    let cdt = precision.to_method().compute_dtype();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     let cfg = ResNetConfig {
@@ -348,12 +462,17 @@ fn measure(
         ..Default::default()
     })?;
     let mut sgd = Sgd::new(varmap.all_vars(), 0.06, 0.9, 5e-4);
-    let x0 = Tensor::rand(0f32, 1.0, (batch, 3, 32, 32), &dev)?;
-    let x1 = Tensor::rand(0f32, 1.0, (batch, 3, 32, 32), &dev)?;
+    let x0 = Tensor::rand(0f32, 1.0, (batch, 3, 32, 32), &dev)?.to_dtype(cdt)?;
+    let x1 = Tensor::rand(0f32, 1.0, (batch, 3, 32, 32), &dev)?.to_dtype(cdt)?;
 
+    // Under bf16 the layers cast their f32 weights to bf16 (autocast); the loss takes f32.
     let mut step = || -> Result<f32> {
-        let z0 = head.forward_t(&backbone.forward_t(&x0, true)?, true)?;
-        let z1 = head.forward_t(&backbone.forward_t(&x1, true)?, true)?;
+        let z0 = head
+            .forward_t(&backbone.forward_t(&x0, true)?, true)?
+            .to_dtype(DType::F32)?;
+        let z1 = head
+            .forward_t(&backbone.forward_t(&x1, true)?, true)?
+            .to_dtype(DType::F32)?;
         let loss = loss_fn.forward(&z0, &z1)?.loss;
         let grads = loss.backward()?;
         sgd.step(&grads)?;
@@ -371,12 +490,80 @@ fn measure(
     Ok(Measurement {
         width,
         backend,
+        precision,
+        workload: "peer-simclr".into(),
+        device: runs::device_label(&dev),
         batch,
         steps,
         step_s,
         step_flop: step_flops(&cfg, 32, batch),
         peak_rss_bytes: peak_rss_bytes(),
         loss,
+    })
+}
+
+/// The trainer's own step (`Method::step`: forward, loss, backward, SGD, momentum update,
+/// enqueue) with the CIFAR-10 preset of `method` at this width, batch and precision, on random
+/// images (the data pipeline is timed by `train`'s epoch records).
+#[allow(clippy::too_many_arguments)]
+fn measure_method(
+    o: &Options,
+    method: MethodName,
+    width: f64,
+    backend: Backend,
+    precision: Precision,
+    dev: &Device,
+    warmup: usize,
+    steps: usize,
+) -> Result<Measurement> {
+    if backend != Backend::Fast {
+        bail!("--method times the trainer, which uses the fast backend: pass --backend fast");
+    }
+    let mut b = ConfigBuilder::from_preset(method, Recipe::Cifar);
+    b.set(&format!("batch_size={}", o.batch))?;
+    b.set(&format!("model.width={width}"))?;
+    b.set(&format!(
+        "model.precision=\"{}\"",
+        precision_name(precision)
+    ))?;
+    let cfg = b.build()?;
+    let steps_per_epoch = 100;
+    let mut m = setup::build_method(&cfg, steps_per_epoch, 50_000, dev)?;
+    let views = [
+        Tensor::rand(0f32, 1.0, (o.batch, 3, 32, 32), dev)?,
+        Tensor::rand(0f32, 1.0, (o.batch, 3, 32, 32), dev)?,
+    ];
+    let indices: Vec<usize> = (0..o.batch).collect();
+    for _ in 0..warmup {
+        m.step(&views, &indices)?;
+    }
+    let t0 = Instant::now();
+    let mut loss = f64::NAN;
+    for _ in 0..steps {
+        loss = m.step(&views, &indices)?.loss;
+    }
+    let step_s = t0.elapsed().as_secs_f64() / steps as f64;
+    let r = setup::resnet_config(&cfg);
+    // MoCo: one view through the query encoder (forward + backward), the other through the key
+    // encoder (forward only): 2/3 of SimCLR's two forward + backward passes.
+    let flop = step_flops(&r, 32, o.batch)
+        * if method == MethodName::Simclr {
+            1.0
+        } else {
+            2.0 / 3.0
+        };
+    Ok(Measurement {
+        width,
+        backend,
+        precision,
+        workload: method.as_str().into(),
+        device: runs::device_label(dev),
+        batch: o.batch,
+        steps,
+        step_s,
+        step_flop: flop,
+        peak_rss_bytes: peak_rss_bytes(),
+        loss: loss as f32,
     })
 }
 
@@ -498,6 +685,9 @@ mod tests {
         let m = Measurement {
             width: 0.25,
             backend: Backend::Native,
+            precision: Precision::Bf16,
+            workload: "mocov2".into(),
+            device: "cuda:0".into(),
             batch: 128,
             steps: 3,
             step_s: 1.25,
@@ -508,6 +698,38 @@ mod tests {
         let back = Measurement::from_line(&m.to_line()).unwrap();
         assert_eq!(back.to_line(), m.to_line());
         assert_eq!(back.peak_rss_bytes, Some(123_456_789));
+        assert_eq!(back.precision, Precision::Bf16);
+        assert_eq!(back.workload, "mocov2");
+    }
+
+    #[test]
+    fn a_tiny_mocov2_step_runs_in_both_precisions() {
+        let args: Vec<String> = [
+            "--method",
+            "mocov2",
+            "--width",
+            "0.0625",
+            "--batch-size",
+            "16",
+            "--backend",
+            "fast",
+            "--precision",
+            "f32,bf16",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (o, _) = parse(&args).unwrap();
+        assert_eq!(o.precisions, [Precision::F32, Precision::Bf16]);
+        for p in [Precision::F32, Precision::Bf16] {
+            let m = measure(&o, 0.0625, Backend::Fast, p, 0, 1).unwrap();
+            assert_eq!(m.workload, "mocov2");
+            assert!(m.loss.is_finite() && m.loss > 0.0, "{p:?}: loss {}", m.loss);
+        }
     }
 
     #[test]

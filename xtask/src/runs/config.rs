@@ -139,6 +139,41 @@ pub struct ModelConfig {
     pub head: HeadKind,
     pub out_dim: usize,
     pub zero_init_residual: bool,
+    /// `f32`, or `bf16` mixed precision (f32 master weights, bf16 activations;
+    /// see `mocca_methods::Precision`). Changes the trained weights' rounding,
+    /// so a resumed run keeps it.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+}
+
+/// The arithmetic of training (`model.precision`, `--precision`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            other => bail!("unknown precision `{other}`: expected f32 or bf16"),
+        }
+    }
+
+    pub fn is_f32(&self) -> bool {
+        *self == Self::F32
+    }
+
+    pub fn to_method(self) -> mocca_methods::Precision {
+        match self {
+            Self::F32 => mocca_methods::Precision::F32,
+            Self::Bf16 => mocca_methods::Precision::Bf16,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -812,5 +847,22 @@ mod tests {
         b.seed = 1;
         b.moco.as_mut().unwrap().queue_size = 8192;
         assert_eq!(trajectory_diff(&a, &b), vec!["moco.queue_size", "seed"]);
+    }
+
+    #[test]
+    fn bf16_precision_is_saved_and_is_part_of_the_trajectory() {
+        let a = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar)
+            .build()
+            .unwrap();
+        assert_eq!(a.model.precision, Precision::F32);
+        assert!(!a.to_toml().contains("precision"), "f32 is left out");
+        let mut builder = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar);
+        builder.set("model.precision=\"bf16\"").unwrap();
+        let b = builder.build().unwrap();
+        assert_eq!(b.model.precision, Precision::Bf16);
+        assert!(b.to_toml().contains("precision = \"bf16\""));
+        assert_eq!(trajectory_diff(&a, &b), vec!["model.precision"]);
+        let mut bad = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar);
+        assert!(bad.set("model.precision=\"fp16\"").is_err() || bad.build().is_err());
     }
 }

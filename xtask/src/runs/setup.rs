@@ -67,7 +67,8 @@ pub fn head_config(cfg: &TrainConfig, feature_dim: usize) -> ProjectionHeadConfi
 pub fn build_encoder(cfg: &TrainConfig, device: &Device) -> Result<ResNetEncoder> {
     let r = resnet_config(cfg);
     let head = head_config(cfg, r.feature_dim());
-    Ok(ResNetEncoder::new(&r, head, cfg.seed, device)?)
+    Ok(ResNetEncoder::new(&r, head, cfg.seed, device)?
+        .with_precision(cfg.model.precision.to_method()))
 }
 
 fn lr_schedule(cfg: &TrainConfig, steps_per_epoch: u64) -> Result<LrSchedule> {

@@ -31,11 +31,31 @@ pub fn conv2d_nhwc(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Res
 
 /// Forward convolution in NHWC through Candle's NCHW conv2d.
 fn conv_forward(x: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
-    x.permute((0, 3, 1, 2))?
-        .contiguous()?
-        .conv2d(&w.contiguous()?, g.pad_h, g.stride, 1, 1)?
+    let x = x.permute((0, 3, 1, 2))?.contiguous()?;
+    conv2d_nchw(&x, &w.contiguous()?, g.pad_h, g.stride, 1)?
         .permute((0, 2, 3, 1))?
         .contiguous()
+}
+
+/// Candle's NCHW `conv2d` for every device and float dtype. Candle's CPU convolution has no
+/// 16-bit kernel, so there half-precision operands are widened to f32 and the result rounded
+/// back: bf16 operands, f32 accumulation, a bf16 result, which is what cuDNN and cuBLAS compute
+/// in bf16 on the GPU. Differentiable (the casts are graph ops).
+pub(crate) fn conv2d_nchw(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    stride: usize,
+    dilation: usize,
+) -> Result<Tensor> {
+    let dt = x.dtype();
+    if x.device().is_cpu() && matches!(dt, DType::BF16 | DType::F16) {
+        x.to_dtype(DType::F32)?
+            .conv2d(&w.to_dtype(DType::F32)?, padding, stride, dilation, 1)?
+            .to_dtype(dt)
+    } else {
+        x.conv2d(w, padding, stride, dilation, 1)
+    }
 }
 
 /// Pads (positive) or crops (negative) `t` along `dim`.
@@ -87,7 +107,7 @@ fn conv_input_grad(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
         .contiguous()?
         .flip(&[2, 3])?
         .contiguous()?; // [cin, cout, kh, kw]
-    dy.conv2d(&wt, 0, 1, 1, 1)?
+    conv2d_nchw(&dy, &wt, 0, 1, 1)?
         .permute((0, 2, 3, 1))?
         .contiguous()
 }
@@ -97,7 +117,7 @@ fn conv_input_grad(dy: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
 fn conv_weight_grad(x: &Tensor, dy: &Tensor, g: &ConvGeom) -> Result<Tensor> {
     let xt = x.permute((3, 0, 1, 2))?.contiguous()?; // [cin, n, h, w]
     let dyt = dy.permute((3, 0, 1, 2))?.contiguous()?; // [cout, n, ho, wo]
-    xt.conv2d(&dyt, g.pad_h, 1, g.stride, 1)? // [cin, cout, kh + rem_h, kw + rem_w]
+    conv2d_nchw(&xt, &dyt, g.pad_h, 1, g.stride)? // [cin, cout, kh + rem_h, kw + rem_w]
         .narrow(2, 0, g.kh)?
         .narrow(3, 0, g.kw)?
         .transpose(0, 1)?
