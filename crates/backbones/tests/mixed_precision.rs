@@ -150,11 +150,13 @@ fn a_bf16_forward_and_backward_of_an_f32_model_lands_near_the_f32_one() {
             let g = g16.get(v).expect("every parameter gets a gradient");
             assert_eq!(g.dtype(), DType::F32, "the gradient arrives in f32");
         }
-        // Measured: 0.14-0.20 in all, 0.3-0.5 for the worst tensor (f16: 0.04-0.05 and
-        // 0.1-0.2). A missing, zero or wrong gradient is off by 1 or more.
+        // Candle's initialisers are unseeded, so every run checks a new random network, and
+        // the figure moves: over 12 runs 0.15-0.33 in all, 0.31-0.64 for the worst tensor
+        // (f16: 0.04-0.05 and 0.1-0.2). A missing or zero gradient is off by exactly 1 in its
+        // tensor, a wrong one by more.
         let (total, worst) = gradient_errors(&vars, &g16, &g32);
-        assert!(total < 0.3, "{backend:?}: gradients off by {total}");
-        assert!(worst < 0.75, "{backend:?}: a gradient off by {worst}");
+        assert!(total < 0.5, "{backend:?}: gradients off by {total}");
+        assert!(worst < 0.95, "{backend:?}: a gradient off by {worst}");
     }
 }
 
