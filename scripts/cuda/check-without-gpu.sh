@@ -16,7 +16,8 @@
 #      with a one-line message naming the driver error, trains, checkpoints,
 #      and `eval knn --device auto` reads the checkpoint back;
 #   4. `train --device cuda` is an error (exit 1) saying no CUDA GPU is usable,
-#      with no panic and no run folder left behind.
+#      with no panic and no run folder left behind;
+#   5. `gpu-selftest --device cuda` says there is no usable GPU and exits 3.
 # Prints one line per check and exits 1 if any fails. Never run it with the
 # stubs on a GPU machine's library path: there, use run-with-cuda-libs.sh.
 #
@@ -149,8 +150,14 @@ check "train --device cuda: exit 1, says no usable CUDA GPU, no panic, no run fo
     eval '[ "$(code "$work/cuda")" = 1 ] && has "$work/cuda.stderr" "error: --device cuda: no usable CUDA GPU" &&
           ! has "$work/cuda.stderr" "panicked" && [ ! -e "$work/runs/cuda" ]'
 
+# 5. the GPU self-test says there is no GPU, with its own exit code (3), not a failure (1)
+(cd "$work" && run_stubbed "$work/selftest" gpu-selftest --device cuda)
+check "gpu-selftest --device cuda: exit 3, says no usable GPU, no panic" \
+    eval '[ "$(code "$work/selftest")" = 3 ] && grep -q "no usable GPU" "$work/selftest.stdout" "$work/selftest.stderr" &&
+          ! has "$work/selftest.stderr" "panicked"'
+
 if [ "$failed" != 0 ]; then
-    for f in auto eval cuda; do
+    for f in auto eval cuda selftest; do
         [ -f "$work/$f.stderr" ] && { echo "--- $f stderr:"; tail -n 20 "$work/$f.stderr"; }
     done
     exit 1
