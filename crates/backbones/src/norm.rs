@@ -158,7 +158,11 @@ impl BatchNorm {
     // `usize::is_multiple_of` is newer than the workspace's rust-version (1.85).
     #[allow(clippy::manual_is_multiple_of)]
     fn check_input(&self, x: &Tensor, train: bool) -> Result<()> {
-        let dims = x.dims();
+        self.check_dims(x.dims(), train)
+    }
+
+    /// Checks an input of shape `dims` (rank, channels, and in training mode the split).
+    pub(crate) fn check_dims(&self, dims: &[usize], train: bool) -> Result<()> {
         let c_dim = match dims.len() {
             2 => 1,
             4 => self.cfg.backend.channel_dim(),
@@ -210,7 +214,7 @@ impl BatchNorm {
         Ok(y)
     }
 
-    fn affine_params(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn affine_params(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         match (&self.weight, &self.bias) {
             (Some(w), Some(b)) => Ok((w.clone(), b.clone())),
             _ => Ok((
@@ -254,8 +258,20 @@ impl BatchNorm {
                 (out.y, out.mean, out.var)
             }
         };
-        let dims = x.dims();
-        let c_dim = if x.rank() == 2 {
+        self.update_running_stats(x.dims(), &mean, &var)?;
+        Ok(y)
+    }
+
+    /// Folds one training batch's statistics (`mean`, biased `var`, `[groups, C]`) of an input
+    /// of shape `dims` into the running averages, as torch does (unbiased variance, momentum).
+    pub(crate) fn update_running_stats(
+        &self,
+        dims: &[usize],
+        mean: &Tensor,
+        var: &Tensor,
+    ) -> Result<()> {
+        let groups = self.cfg.splits;
+        let c_dim = if dims.len() == 2 {
             1
         } else {
             self.cfg.backend.channel_dim()
@@ -293,7 +309,7 @@ impl BatchNorm {
         st.mean = new_mean.to_dtype(dtype)?;
         st.var = new_var.to_dtype(dtype)?;
         st.num_batches_tracked += 1;
-        Ok(y)
+        Ok(())
     }
 
     fn forward_eval(&self, x: &Tensor, relu: bool) -> Result<Tensor> {

@@ -1,13 +1,14 @@
 //! ResNet-18/34/50 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016) in
 //! torchvision's parameter layout, as feature extractors (no `fc`).
 
-use candle_core::{ModuleT, Tensor};
+use candle_core::{DType, ModuleT, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{Init, VarBuilder};
 
 use crate::error::{Error, Result};
 use crate::layers::Backend;
 use crate::norm::{BatchNorm, BatchNormConfig};
+use crate::ops;
 use crate::state::{ModelState, StateDict};
 
 /// The first layers, before the four residual stages.
@@ -177,6 +178,122 @@ struct Block {
     downsample: Option<(Conv, BatchNorm)>,
 }
 
+impl Conv {
+    /// Output dims of this convolution over NHWC `dims`.
+    fn out_dims(&self, dims: &[usize]) -> Vec<usize> {
+        let (k, s, p) = (self.weight.dim(2).unwrap_or(1), self.stride, self.padding);
+        let out = |d: usize| (d + 2 * p).saturating_sub(k) / s + 1;
+        vec![
+            dims[0],
+            out(dims[1]),
+            out(dims[2]),
+            self.weight.dim(0).unwrap_or(0),
+        ]
+    }
+}
+
+/// Whether a training step takes the fused residual-unit op (the fast backend on f32 CPU data).
+fn fused(x: &Tensor, train: bool, backend: Backend) -> bool {
+    train && backend == Backend::Fast && x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// A conv + BatchNorm pair as one layer of a fused unit; `params` are the BatchNorm's affine
+/// parameters.
+fn conv_bn<'a>(conv: &'a Conv, params: &'a (Tensor, Tensor)) -> ops::ConvBn<'a> {
+    ops::ConvBn {
+        weight: &conv.weight,
+        stride: conv.stride,
+        padding: conv.padding,
+        gamma: &params.0,
+        beta: &params.1,
+    }
+}
+
+/// One residual unit (a block, or the stem without a shortcut) of the fused training path.
+struct FusedUnit<'a> {
+    layers: Vec<(&'a Conv, &'a BatchNorm)>,
+    downsample: Option<&'a (Conv, BatchNorm)>,
+    residual: bool,
+}
+
+/// Runs `units` as one fused training op and updates every BatchNorm's running statistics.
+fn forward_fused_units(x: &Tensor, units: &[FusedUnit]) -> Result<Tensor> {
+    // The layer-by-layer path's checks and messages, on the shapes each BatchNorm will see.
+    let mut dims = x.dims().to_vec();
+    let mut bn_dims = Vec::with_capacity(units.len());
+    for u in units {
+        let input = dims.clone();
+        let mut unit_dims = Vec::with_capacity(u.layers.len() + 1);
+        for (conv, bn) in &u.layers {
+            dims = conv.out_dims(&dims);
+            bn.check_dims(&dims, true)?;
+            unit_dims.push(dims.clone());
+        }
+        if let Some((conv, bn)) = u.downsample {
+            let d = conv.out_dims(&input);
+            bn.check_dims(&d, true)?;
+            unit_dims.push(d);
+        }
+        bn_dims.push(unit_dims);
+    }
+    let params: Vec<Vec<(Tensor, Tensor)>> = units
+        .iter()
+        .map(|u| u.bns().iter().map(|bn| bn.affine_params(x)).collect())
+        .collect::<Result<_>>()?;
+    let mains: Vec<Vec<ops::ConvBn>> = units
+        .iter()
+        .zip(&params)
+        .map(|(u, p)| {
+            u.layers
+                .iter()
+                .zip(p)
+                .map(|((c, _), p)| conv_bn(c, p))
+                .collect()
+        })
+        .collect();
+    let specs: Vec<ops::ResidualUnit> = units
+        .iter()
+        .zip(&mains)
+        .zip(&params)
+        .map(|((u, main), p)| ops::ResidualUnit {
+            main,
+            shortcut: match u.downsample {
+                Some((conv, _)) => ops::Shortcut::Projection(conv_bn(conv, &p[u.layers.len()])),
+                None if u.residual => ops::Shortcut::Identity,
+                None => ops::Shortcut::None,
+            },
+        })
+        .collect();
+    let first_bn = units[0].layers[0].1;
+    let cfg = first_bn.config();
+    let out = ops::residual_units_train(x, &specs, cfg.eps, cfg.splits)?;
+    for ((u, stats), dims) in units.iter().zip(&out.stats).zip(&bn_dims) {
+        for ((bn, (mean, var)), d) in u.bns().into_iter().zip(stats).zip(dims) {
+            bn.update_running_stats(d, mean, var)?;
+        }
+    }
+    Ok(out.y)
+}
+
+impl<'a> FusedUnit<'a> {
+    /// The unit's BatchNorms in the fused op's order: main path, then the projection's.
+    fn bns(&self) -> Vec<&'a BatchNorm> {
+        let mut v: Vec<&BatchNorm> = self.layers.iter().map(|(_, bn)| *bn).collect();
+        v.extend(self.downsample.map(|(_, bn)| bn));
+        v
+    }
+}
+
+impl Block {
+    fn fused_unit(&self) -> FusedUnit<'_> {
+        FusedUnit {
+            layers: self.convs.iter().zip(&self.bns).collect(),
+            downsample: self.downsample.as_ref(),
+            residual: true,
+        }
+    }
+}
+
 impl Block {
     fn forward(&self, x: &Tensor, train: bool, backend: Backend) -> Result<Tensor> {
         let identity = match &self.downsample {
@@ -320,14 +437,33 @@ impl ResNet {
         let backend = self.cfg.backend;
         let x = backend.to_layout(x)?;
         let c = &self.conv1;
-        let h = backend.conv2d(&x, &c.weight, c.stride, c.padding)?;
-        let mut h = self.bn1.forward_fused(&h, train, true)?;
-        if self.cfg.stem == Stem::ImageNet {
-            h = backend.max_pool2d(&h, 3, 2, 1)?;
-        }
-        for block in &self.blocks {
-            h = block.forward(&h, train, backend)?;
-        }
+        let h = if fused(&x, train, backend) {
+            // One fused op from the stem to the last block (the ImageNet stem's max-pool sits
+            // between two).
+            let stem = FusedUnit {
+                layers: vec![(c, &self.bn1)],
+                downsample: None,
+                residual: false,
+            };
+            let blocks = self.blocks.iter().map(Block::fused_unit);
+            if self.cfg.stem == Stem::ImageNet {
+                let h = forward_fused_units(&x, &[stem])?;
+                let h = backend.max_pool2d(&h, 3, 2, 1)?;
+                forward_fused_units(&h, &blocks.collect::<Vec<_>>())?
+            } else {
+                forward_fused_units(&x, &std::iter::once(stem).chain(blocks).collect::<Vec<_>>())?
+            }
+        } else {
+            let h = backend.conv2d(&x, &c.weight, c.stride, c.padding)?;
+            let mut h = self.bn1.forward_fused(&h, train, true)?;
+            if self.cfg.stem == Stem::ImageNet {
+                h = backend.max_pool2d(&h, 3, 2, 1)?;
+            }
+            for block in &self.blocks {
+                h = block.forward(&h, train, backend)?;
+            }
+            h
+        };
         Ok(backend.global_avg_pool(&h)?)
     }
 }

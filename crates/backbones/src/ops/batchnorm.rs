@@ -11,7 +11,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{f32_slice, with_f32};
+use super::cpu::{f32_slice, output_buffer, with_f32};
 use super::OpError;
 
 const NAME: &str = "batch_norm";
@@ -189,7 +189,7 @@ fn affine(
     m: usize,
     relu: bool,
 ) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = output_buffer(x.len());
     let step = task_rows(c) * c;
     y.par_chunks_mut(step)
         .zip(x.par_chunks(step))
@@ -272,7 +272,7 @@ fn input_grad(
     m: usize,
     relu: bool,
 ) -> Vec<f32> {
-    let mut dx = vec![0.0f32; x.len()];
+    let mut dx = output_buffer(x.len());
     let step = task_rows(c) * c;
     dx.par_chunks_mut(step).enumerate().for_each(|(t, dxc)| {
         let r0 = t * step / c;
@@ -370,30 +370,9 @@ impl CustomOp3 for BatchNormTrain {
     ) -> Result<(CpuStorage, Shape)> {
         let (m, c) = bn_geometry(l1.dims(), self.groups)?;
         let (x, gamma, beta) = (f32_of(s1, l1)?, f32_of(s2, l2)?, f32_of(s3, l3)?);
-        let (mean, var) = batch_stats(x, c, self.groups, m);
-        let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let n = mean.len();
-        let anchor: Vec<f32> = (0..n).map(|i| x[(i / c) * m * c + i % c]).collect();
-        let delta: Vec<f32> = (0..n)
-            .map(|i| (mean[i] - anchor[i] as f64) as f32)
-            .collect();
-        let scale: Vec<f32> = (0..n)
-            .map(|i| (gamma[i % c] as f64 * invstd[i]) as f32)
-            .collect();
-        let centre = Centre {
-            anchor: &anchor,
-            delta: &delta,
-        };
-        let y = affine(x, centre, &scale, beta, c, m, self.relu);
-        let to32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<_>>();
+        let (y, saved) = train_forward(x, gamma, beta, self.eps, c, self.groups, m, self.relu);
         // A second forward through the same op value cannot happen: each call builds a new op.
-        let _ = self.saved.set(Saved {
-            mean: to32(&mean),
-            var: to32(&var),
-            invstd: to32(&invstd),
-            anchor,
-            delta,
-        });
+        let _ = self.saved.set(saved);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -416,32 +395,21 @@ impl CustomOp3 for BatchNormTrain {
         with_f32(x, NAME, |xs| {
             with_f32(y, NAME, |ys| {
                 with_f32(&dy, NAME, |ds| {
-                    let centre = Centre {
-                        anchor: &saved.anchor,
-                        delta: &saved.delta,
+                    let grads = train_backward(
+                        xs,
+                        ys,
+                        ds,
+                        &gamma_v,
+                        saved,
+                        (c, groups, m),
+                        self.relu,
+                        x.track_op(),
+                    );
+                    let dx = match grads.dx {
+                        Some(dx) => Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+                        None => None,
                     };
-                    let (s_dy, s_dyx) = grad_sums(xs, ys, ds, centre, c, groups, m, self.relu);
-                    let mut dgamma = vec![0.0f64; c];
-                    let mut dbeta = vec![0.0f64; c];
-                    for i in 0..groups * c {
-                        dgamma[i % c] += s_dyx[i] * saved.invstd[i] as f64;
-                        dbeta[i % c] += s_dy[i];
-                    }
-                    let dx = if x.track_op() {
-                        let n = groups * c;
-                        let (mut a, mut b, mut k) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-                        for i in 0..n {
-                            let inv = saved.invstd[i] as f64;
-                            let ai = gamma_v[i % c] as f64 * inv;
-                            a[i] = ai as f32;
-                            b[i] = (-ai * inv * inv * s_dyx[i] / m as f64) as f32;
-                            k[i] = (-ai * s_dy[i] / m as f64) as f32;
-                        }
-                        let dx = input_grad(xs, ys, ds, centre, &a, &b, &k, c, m, self.relu);
-                        Some(Tensor::from_vec(dx, x.shape(), x.device())?)
-                    } else {
-                        None
-                    };
+                    let (dgamma, dbeta) = (grads.dgamma, grads.dbeta);
                     let to_t = |v: Vec<f64>, like: &Tensor| -> Result<Option<Tensor>> {
                         if !like.track_op() {
                             return Ok(None);
@@ -454,6 +422,92 @@ impl CustomOp3 for BatchNormTrain {
             })
         })
     }
+}
+
+/// Training-mode forward pass over `x` `[groups·m, c]`: the normalised (optionally ReLU'd)
+/// output and the statistics the backward pass needs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    c: usize,
+    groups: usize,
+    m: usize,
+    relu: bool,
+) -> (Vec<f32>, Saved) {
+    let (mean, var) = batch_stats(x, c, groups, m);
+    let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let n = mean.len();
+    let anchor: Vec<f32> = (0..n).map(|i| x[(i / c) * m * c + i % c]).collect();
+    let delta: Vec<f32> = (0..n)
+        .map(|i| (mean[i] - anchor[i] as f64) as f32)
+        .collect();
+    let scale: Vec<f32> = (0..n)
+        .map(|i| (gamma[i % c] as f64 * invstd[i]) as f32)
+        .collect();
+    let centre = Centre {
+        anchor: &anchor,
+        delta: &delta,
+    };
+    let y = affine(x, centre, &scale, beta, c, m, relu);
+    let to32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<_>>();
+    let saved = Saved {
+        mean: to32(&mean),
+        var: to32(&var),
+        invstd: to32(&invstd),
+        anchor,
+        delta,
+    };
+    (y, saved)
+}
+
+/// Gradients of a training-mode BatchNorm.
+pub(crate) struct TrainGrads {
+    pub dx: Option<Vec<f32>>,
+    pub dgamma: Vec<f64>,
+    pub dbeta: Vec<f64>,
+}
+
+/// Training-mode backward pass: `x` the input, `y` the output (read only under a fused ReLU),
+/// `dy` the output gradient, `shape` = `(c, groups, m)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_backward(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    saved: &Saved,
+    shape: (usize, usize, usize),
+    relu: bool,
+    need_dx: bool,
+) -> TrainGrads {
+    let (c, groups, m) = shape;
+    let centre = Centre {
+        anchor: &saved.anchor,
+        delta: &saved.delta,
+    };
+    let (s_dy, s_dyx) = grad_sums(x, y, dy, centre, c, groups, m, relu);
+    let mut dgamma = vec![0.0f64; c];
+    let mut dbeta = vec![0.0f64; c];
+    for i in 0..groups * c {
+        dgamma[i % c] += s_dyx[i] * saved.invstd[i] as f64;
+        dbeta[i % c] += s_dy[i];
+    }
+    let dx = need_dx.then(|| {
+        let n = groups * c;
+        let (mut a, mut b, mut k) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        for i in 0..n {
+            let inv = saved.invstd[i] as f64;
+            let ai = gamma[i % c] as f64 * inv;
+            a[i] = ai as f32;
+            b[i] = (-ai * inv * inv * s_dyx[i] / m as f64) as f32;
+            k[i] = (-ai * s_dy[i] / m as f64) as f32;
+        }
+        input_grad(x, y, dy, centre, &a, &b, &k, c, m, relu)
+    });
+    TrainGrads { dx, dgamma, dbeta }
 }
 
 /// Eval-mode BatchNorm `(x, gamma, beta)` with fixed statistics `mean` and `invstd` per channel.

@@ -9,7 +9,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{f32_slice, threads, with_scratch};
+use super::cpu::{f32_slice, output_buffer, threads, with_scratch};
+use super::direct;
 use super::gemm::{sgemm, MatRef};
 use super::OpError;
 
@@ -254,6 +255,62 @@ fn col2im_add(dcol: &[f32], g: &ConvGeom, r0: usize, rows: usize, dx_img: &mut [
     }
 }
 
+/// Which CPU kernel computes a convolution's products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// im2col tiles (none for 1x1 stride 1) multiplied by the `gemm` crate.
+    Gemm,
+    /// The AVX2 + FMA register-tile kernels of `direct.rs`, reading padded inputs in place.
+    Direct,
+}
+
+/// Which product of a convolution a kernel is chosen for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pass {
+    Forward,
+    InputGrad,
+    WeightGrad,
+}
+
+impl Kernel {
+    /// The faster kernel for this pass of this geometry on this CPU (measured on ResNet-18's
+    /// layers at widths 0.25 and 1, docs/benchmarks.md): the direct kernels win wherever the
+    /// channel counts are small; at 512 channels (K = 4608) gemm's packed panels win, and the
+    /// weight gradient, whose accumulator is the `[k, C_out]` matrix, prefers gemm beyond 64 input
+    /// channels. A 1x1 stride-1 convolution is already a plain GEMM over the NHWC rows.
+    /// `MOCCA_CONV_KERNEL=gemm` forces the GEMM kernels (for side-by-side benchmarks).
+    pub(crate) fn choose(g: &ConvGeom, pass: Pass) -> Kernel {
+        static FORCE_GEMM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let force_gemm = *FORCE_GEMM.get_or_init(|| {
+            std::env::var("MOCCA_CONV_KERNEL").is_ok_and(|v| v.eq_ignore_ascii_case("gemm"))
+        });
+        if force_gemm || g.is_pointwise() || !direct::available() {
+            return Kernel::Gemm;
+        }
+        let direct = match pass {
+            Pass::Forward => g.cin <= 256 && g.cout <= 256,
+            // Only the stride-1 input gradient is a (direct) forward convolution.
+            Pass::InputGrad => g
+                .dgrad_as_forward()
+                .is_some_and(|gd| Kernel::choose(&gd, Pass::Forward) == Kernel::Direct),
+            Pass::WeightGrad => g.cin <= 64,
+        };
+        if direct {
+            Kernel::Direct
+        } else {
+            Kernel::Gemm
+        }
+    }
+}
+
+/// `y[rows, cout] = conv(x) · wp`, with `wp` `[k, cout]` already packed.
+fn conv_forward_with(x: &[f32], wp: &[f32], g: &ConvGeom, y: &mut [f32], kernel: Kernel) {
+    match kernel {
+        Kernel::Direct => direct::forward(x, wp, g, y),
+        Kernel::Gemm => conv_gemm_forward(x, wp, g, y),
+    }
+}
+
 /// `y[rows, cout] = im2col(x) · wp`, with `wp` `[k, cout]` already packed.
 fn conv_gemm_forward(x: &[f32], wp: &[f32], g: &ConvGeom, y: &mut [f32]) {
     let (k, cout) = (g.k(), g.cout);
@@ -317,23 +374,25 @@ fn conv_gemm_forward(x: &[f32], wp: &[f32], g: &ConvGeom, y: &mut [f32]) {
 }
 
 /// Forward convolution: `x` `[n, h, w, cin]`, `w` `[cout, cin, kh, kw]` → `[n, ho, wo, cout]`.
-pub(crate) fn conv_forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
+pub(crate) fn conv_forward(x: &[f32], w: &[f32], g: &ConvGeom, kernel: Kernel) -> Vec<f32> {
     let wp = pack_forward(w, g);
-    let mut y = vec![0.0f32; g.rows() * g.cout];
-    conv_gemm_forward(x, &wp, g, &mut y);
+    let mut y = output_buffer(g.rows() * g.cout);
+    conv_forward_with(x, &wp, g, &mut y, kernel);
     y
 }
 
 /// Input gradient: `dy` `[n, ho, wo, cout]` → `dx` `[n, h, w, cin]`.
-pub(crate) fn conv_dgrad(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
-    let mut dx = vec![0.0f32; g.n * g.h * g.w * g.cin];
+pub(crate) fn conv_dgrad(dy: &[f32], w: &[f32], g: &ConvGeom, kernel: Kernel) -> Vec<f32> {
+    let dx_len = g.n * g.h * g.w * g.cin;
     if let Some(gd) = g.dgrad_as_forward() {
+        let mut dx = output_buffer(dx_len);
         let wp = pack_flipped_transposed(w, g);
-        conv_gemm_forward(dy, &wp, &gd, &mut dx);
+        conv_forward_with(dy, &wp, &gd, &mut dx, kernel);
         return dx;
     }
     // Strided (or over-padded) convolutions: GEMM to im2col-shaped gradients, then scatter-add
     // them (col2im). Images are independent, so threads take whole images.
+    let mut dx = vec![0.0f32; dx_len];
     let wp = pack_forward(w, g);
     let (k, cout) = (g.k(), g.cout);
     let per_image = g.ho * g.wo;
@@ -386,8 +445,80 @@ pub(crate) fn conv_dgrad(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     dx
 }
 
+/// `dx += ` the input gradient of `dy`. A 1x1 unpadded convolution (a ResNet downsample, stride
+/// 2) is one pointwise GEMM whose rows are added onto every `stride`-th pixel, without the
+/// zero-filled, 4x larger gradient and the col2im pass of [`conv_dgrad`].
+pub(crate) fn conv_dgrad_add(dy: &[f32], w: &[f32], g: &ConvGeom, dx: &mut [f32]) {
+    if !(g.kh == 1 && g.kw == 1 && g.pad_h == 0 && g.pad_w == 0) {
+        let d = conv_dgrad(dy, w, g, Kernel::choose(g, Pass::InputGrad));
+        dx.par_chunks_mut(1 << 14)
+            .zip(d.par_chunks(1 << 14))
+            .for_each(|(a, d)| a.iter_mut().zip(d).for_each(|(a, d)| *a += d));
+        return;
+    }
+    let (rows, cin, cout) = (g.rows(), g.cin, g.cout);
+    let mut tmp = output_buffer(rows * cin);
+    let lhs = MatRef {
+        ptr: dy.as_ptr(),
+        rs: cout as isize,
+        cs: 1,
+    };
+    // w [cout, cin, 1, 1] is the row-major [cout, cin] matrix.
+    let rhs = MatRef {
+        ptr: w.as_ptr(),
+        rs: cin as isize,
+        cs: 1,
+    };
+    // SAFETY: dy is [rows, cout], w [cout, cin], tmp [rows, cin], distinct.
+    unsafe {
+        sgemm(
+            rows,
+            cin,
+            cout,
+            tmp.as_mut_ptr(),
+            cin as isize,
+            1,
+            false,
+            lhs,
+            rhs,
+            threads(),
+        )
+    };
+    let per_image = g.ho * g.wo * cin;
+    dx.par_chunks_mut(g.h * g.w * cin)
+        .zip(tmp.par_chunks(per_image))
+        .for_each(|(img, t)| {
+            for oh in 0..g.ho {
+                for ow in 0..g.wo {
+                    let at = (oh * g.stride * g.w + ow * g.stride) * cin;
+                    let src = &t[(oh * g.wo + ow) * cin..(oh * g.wo + ow + 1) * cin];
+                    img[at..at + cin]
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(a, s)| *a += s);
+                }
+            }
+        });
+}
+
 /// Weight gradient: `x` `[n, h, w, cin]`, `dy` `[n, ho, wo, cout]` → `[cout, cin, kh, kw]`.
-pub(crate) fn conv_wgrad(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
+pub(crate) fn conv_wgrad(x: &[f32], dy: &[f32], g: &ConvGeom, kernel: Kernel) -> Vec<f32> {
+    if kernel == Kernel::Direct {
+        // [(a, b, ci), co] → torchvision's [co, ci, a, b].
+        let acc = direct::wgrad(x, dy, g);
+        let mut dw = vec![0.0f32; acc.len()];
+        for co in 0..g.cout {
+            for a in 0..g.kh {
+                for b in 0..g.kw {
+                    for ci in 0..g.cin {
+                        dw[((co * g.cin + ci) * g.kh + a) * g.kw + b] =
+                            acc[((a * g.kw + b) * g.cin + ci) * g.cout + co];
+                    }
+                }
+            }
+        }
+        return dw;
+    }
     let (k, cout, rows) = (g.k(), g.cout, g.rows());
     let chunk = wgrad_rows(k);
     let n_chunks = rows.div_ceil(chunk);
@@ -523,7 +654,12 @@ impl CustomOp2 for Conv2dNhwc {
         check_f32(s1)?;
         check_f32(s2)?;
         let g = ConvGeom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
-        let y = conv_forward(f32_slice(s1, l1, NAME)?, f32_slice(s2, l2, NAME)?, &g);
+        let y = conv_forward(
+            f32_slice(s1, l1, NAME)?,
+            f32_slice(s2, l2, NAME)?,
+            &g,
+            Kernel::choose(&g, Pass::Forward),
+        );
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.ho, g.wo, g.cout))))
     }
 
@@ -570,7 +706,12 @@ impl CustomOp2 for ConvInputGrad {
         check_f32(s2)?;
         check_dims(l1, &[g.n, g.ho, g.wo, g.cout], "output gradient")?;
         check_dims(l2, &[g.cout, g.cin, g.kh, g.kw], "weight")?;
-        let dx = conv_dgrad(f32_slice(s1, l1, NAME)?, f32_slice(s2, l2, NAME)?, g);
+        let dx = conv_dgrad(
+            f32_slice(s1, l1, NAME)?,
+            f32_slice(s2, l2, NAME)?,
+            g,
+            Kernel::choose(g, Pass::InputGrad),
+        );
         Ok((CpuStorage::F32(dx), Shape::from((g.n, g.h, g.w, g.cin))))
     }
 }
@@ -595,7 +736,12 @@ impl CustomOp2 for ConvWeightGrad {
         check_f32(s2)?;
         check_dims(l1, &[g.n, g.h, g.w, g.cin], "input")?;
         check_dims(l2, &[g.n, g.ho, g.wo, g.cout], "output gradient")?;
-        let dw = conv_wgrad(f32_slice(s1, l1, NAME)?, f32_slice(s2, l2, NAME)?, g);
+        let dw = conv_wgrad(
+            f32_slice(s1, l1, NAME)?,
+            f32_slice(s2, l2, NAME)?,
+            g,
+            Kernel::choose(g, Pass::WeightGrad),
+        );
         Ok((
             CpuStorage::F32(dw),
             Shape::from((g.cout, g.cin, g.kh, g.kw)),
