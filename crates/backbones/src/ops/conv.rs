@@ -289,10 +289,12 @@ impl Kernel {
         }
         let direct = match pass {
             Pass::Forward => g.cin <= 256 && g.cout <= 256,
-            // Only the stride-1 input gradient is a (direct) forward convolution.
-            Pass::InputGrad => g
-                .dgrad_as_forward()
-                .is_some_and(|gd| Kernel::choose(&gd, Pass::Forward) == Kernel::Direct),
+            // The stride-1 input gradient is a forward convolution; a strided one is `stride²`
+            // short ones (`direct::dgrad_strided`), which beat GEMM + col2im at every width.
+            Pass::InputGrad => match g.dgrad_as_forward() {
+                Some(gd) => Kernel::choose(&gd, Pass::Forward) == Kernel::Direct,
+                None => true,
+            },
             Pass::WeightGrad => g.cin <= 64,
         };
         if direct {
@@ -389,6 +391,9 @@ pub(crate) fn conv_dgrad(dy: &[f32], w: &[f32], g: &ConvGeom, kernel: Kernel) ->
         let wp = pack_flipped_transposed(w, g);
         conv_forward_with(dy, &wp, &gd, &mut dx, kernel);
         return dx;
+    }
+    if kernel == Kernel::Direct {
+        return direct::dgrad_strided(dy, w, g);
     }
     // Strided (or over-padded) convolutions: GEMM to im2col-shaped gradients, then scatter-add
     // them (col2im). Images are independent, so threads take whole images.

@@ -21,7 +21,7 @@
 use rayon::prelude::*;
 
 use super::conv::ConvGeom;
-use super::cpu::{threads, with_scratch};
+use super::cpu::{output_buffer, threads, with_scratch};
 
 /// Channels per register tile column block (two ymm vectors).
 const BLOCK: usize = 16;
@@ -43,9 +43,15 @@ pub(crate) fn available() -> bool {
     }
 }
 
-/// Geometry of the zero-padded copy of a group of images.
+/// Geometry of the zero-padded copy of a group of `[h, w, c]` images.
 #[derive(Clone, Copy)]
 struct Padded {
+    h: usize,
+    w: usize,
+    c: usize,
+    /// Zero rows above and columns left of each image.
+    top: usize,
+    left: usize,
     /// Padded width.
     wp: usize,
     /// Floats per padded image.
@@ -55,14 +61,27 @@ struct Padded {
 }
 
 impl Padded {
-    fn new(g: &ConvGeom) -> Self {
-        let (hp, wp) = (g.h + 2 * g.pad_h, g.w + 2 * g.pad_w);
-        let img = hp * wp * g.cin;
+    /// `[h, w, c]` images inside a `[hp, wp, c]` zero frame, `top` rows down and `left` columns
+    /// in; groups of as many images as fit `GROUP_FLOATS`, at most `n`.
+    #[allow(clippy::too_many_arguments)]
+    fn framed(h: usize, w: usize, c: usize, top: usize, left: usize, hp: usize, wp: usize, n: usize) -> Self {
+        let img = hp * wp * c;
         Self {
+            h,
+            w,
+            c,
+            top,
+            left,
             wp,
             img,
-            group: (GROUP_FLOATS / img.max(1)).clamp(1, g.n),
+            group: (GROUP_FLOATS / img.max(1)).clamp(1, n.max(1)),
         }
+    }
+
+    /// The input of convolution `g`, padded as it says.
+    fn new(g: &ConvGeom) -> Self {
+        let (hp, wp) = (g.h + 2 * g.pad_h, g.w + 2 * g.pad_w);
+        Self::framed(g.h, g.w, g.cin, g.pad_h, g.pad_w, hp, wp, g.n)
     }
 
     /// Offset of kernel row element `k = (a, b, ci)` from its output pixel's base.
@@ -85,17 +104,17 @@ impl Padded {
         bases
     }
 
-    /// Writes images `first..first + count` of `x` `[n, h, w, cin]`, zero-padded, into `out`.
-    fn fill(&self, x: &[f32], g: &ConvGeom, first: usize, count: usize, out: &mut [f32]) {
-        let row_in = g.w * g.cin;
-        let row_out = self.wp * g.cin;
-        let (left, right) = (g.pad_w * g.cin, row_out - g.pad_w * g.cin);
+    /// Writes images `first..first + count` of `x` `[n, h, w, c]`, zero-framed, into `out`.
+    fn fill(&self, x: &[f32], first: usize, count: usize, out: &mut [f32]) {
+        let row_in = self.w * self.c;
+        let row_out = self.wp * self.c;
+        let (left, right) = (self.left * self.c, self.left * self.c + row_in);
         for i in 0..count {
-            let src = &x[(first + i) * g.h * row_in..(first + i + 1) * g.h * row_in];
+            let src = &x[(first + i) * self.h * row_in..(first + i + 1) * self.h * row_in];
             let dst = &mut out[i * self.img..(i + 1) * self.img];
-            let (top, rest) = dst.split_at_mut(g.pad_h * row_out);
+            let (top, rest) = dst.split_at_mut(self.top * row_out);
             top.fill(0.0);
-            let (body, bottom) = rest.split_at_mut(g.h * row_out);
+            let (body, bottom) = rest.split_at_mut(self.h * row_out);
             bottom.fill(0.0);
             for (d, s) in body.chunks_exact_mut(row_out).zip(src.chunks_exact(row_in)) {
                 d[..left].fill(0.0);
@@ -104,6 +123,15 @@ impl Padded {
             }
         }
     }
+}
+
+/// The shape of one register-tile pass over a padded group: `kh` kernel rows, each a
+/// contiguous run of `run` floats, `row` floats apart in the padded input.
+#[derive(Clone, Copy)]
+struct Taps {
+    kh: usize,
+    run: usize,
+    row: usize,
 }
 
 /// `[k, cout]` weights (the GEMM layout of `conv.rs`) to 16-channel blocks `[block][k][16]`,
@@ -129,6 +157,12 @@ pub(crate) fn forward(x: &[f32], wk: &[f32], g: &ConvGeom, y: &mut [f32]) {
     let pad = Padded::new(g);
     let per_image = g.ho * g.wo;
     let full_bases = pad.pixel_bases(g, pad.group);
+    let outs: Vec<usize> = (0..full_bases.len()).map(|q| q * g.cout).collect();
+    let taps = Taps {
+        kh: g.kh,
+        run: g.kw * g.cin,
+        row: pad.wp * g.cin,
+    };
     let y_group = pad.group * per_image * g.cout;
     y.par_chunks_mut(y_group)
         .enumerate()
@@ -143,14 +177,145 @@ pub(crate) fn forward(x: &[f32], wk: &[f32], g: &ConvGeom, y: &mut [f32]) {
                 &short
             };
             with_scratch(images * pad.img, |xp| {
-                pad.fill(x, g, first, images, xp);
+                pad.fill(x, first, images, xp);
                 // SAFETY: `available()` was checked by the caller; every pixel base plus every
                 // tap offset lies inside the padded group, `wb` holds `blocks · k · 16` floats and
-                // `y_chunk` is `[bases.len(), cout]`.
-                unsafe { x86::forward_group(xp, bases, &wb, g, &pad, y_chunk) };
+                // `y_chunk` is `[bases.len(), cout]`, so `outs[q] + cout` is in bounds.
+                unsafe {
+                    x86::forward_group(xp, bases, &wb, taps, &outs, g.cout, y_chunk.as_mut_ptr())
+                };
             });
         });
 }
+
+/// Input gradient of a strided convolution (`stride` > 1), by sub-pixel decomposition: the
+/// input pixels whose coordinates have residues `(rh, rw)` modulo the stride receive gradient
+/// only through the kernel taps `a ≡ rh + pad`, `b ≡ rw + pad`, so each residue class is a
+/// stride-1 convolution of the (zero-framed) output gradient with those taps, flipped and
+/// transposed. `w` is `[cout, cin, kh, kw]`. Needs [`available`].
+pub(crate) fn dgrad_strided(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let s = g.stride;
+    let mut dx = output_buffer(g.n * g.h * g.w * g.cin);
+    // Residue classes along one axis: (taps, first q, number of q) with input index
+    // i = q·s + r - pad and output index o = q - j for tap a = r' + j·s.
+    let classes = |k: usize, pad: usize, len: usize| -> Vec<(Vec<usize>, usize, usize, Vec<usize>)> {
+        (0..s)
+            .map(|r| {
+                // r is the residue of (i + pad); the taps a ≡ r (mod s).
+                let taps: Vec<usize> = (r..k).step_by(s).collect();
+                let inputs: Vec<usize> = (0..len).filter(|i| (i + pad) % s == r).collect();
+                let q0 = inputs.first().map_or(0, |i| (i + pad - r) / s);
+                (taps, q0, inputs.len(), inputs)
+            })
+            .collect()
+    };
+    let rows = classes(g.kh, g.pad_h, g.h);
+    let cols = classes(g.kw, g.pad_w, g.w);
+    for (taps_h, qh0, nh, ih_list) in &rows {
+        for (taps_w, qw0, nw, iw_list) in &cols {
+            if *nh == 0 || *nw == 0 {
+                continue;
+            }
+            let (jh, jw) = (taps_h.len(), taps_w.len());
+            if jh == 0 || jw == 0 {
+                // No tap reaches these pixels: their gradient is zero.
+                dx.par_chunks_mut(g.h * g.w * g.cin).for_each(|img| {
+                    for &ih in ih_list {
+                        for &iw in iw_list {
+                            img[(ih * g.w + iw) * g.cin..(ih * g.w + iw + 1) * g.cin].fill(0.0);
+                        }
+                    }
+                });
+                continue;
+            }
+            // Weights [(t, tb, co), ci] = w[co, ci, taps_h[jh-1-t], taps_w[jw-1-tb]].
+            let k = jh * jw * g.cout;
+            let mut wk = vec![0.0f32; k * g.cin];
+            for t in 0..jh {
+                for tb in 0..jw {
+                    let (a, b) = (taps_h[jh - 1 - t], taps_w[jw - 1 - tb]);
+                    for co in 0..g.cout {
+                        let row = ((t * jw + tb) * g.cout + co) * g.cin;
+                        for ci in 0..g.cin {
+                            wk[row + ci] = w[((co * g.cin + ci) * g.kh + a) * g.kw + b];
+                        }
+                    }
+                }
+            }
+            let wb = pack_blocks(&wk, k, g.cin);
+            // dy framed so that output q reads dy rows q - (jh - 1) + t at padded row q + t
+            // (minus q0), for t in 0..jh.
+            let top = jh - 1;
+            let left = jw - 1;
+            let hp = (qh0 + nh + jh - 1).max(top + g.ho) - qh0;
+            let wp = (qw0 + nw + jw - 1).max(left + g.wo) - qw0;
+            // The frame starts at q0: shift dy up/left by q0 (rows before it are never read).
+            let pad = Padded::framed(g.ho, g.wo, g.cout, top, left, hp + qh0, wp + qw0, g.n);
+            let taps = Taps {
+                kh: jh,
+                run: jw * g.cout,
+                row: pad.wp * g.cout,
+            };
+            let bases_for = |images: usize| -> Vec<usize> {
+                let mut v = Vec::with_capacity(images * nh * nw);
+                for n in 0..images {
+                    for qh in *qh0..qh0 + nh {
+                        for qw in *qw0..qw0 + nw {
+                            v.push(n * pad.img + (qh * pad.wp + qw) * g.cout);
+                        }
+                    }
+                }
+                v
+            };
+            let outs_for = |images: usize| -> Vec<usize> {
+                let mut v = Vec::with_capacity(images * nh * nw);
+                for n in 0..images {
+                    for &ih in ih_list {
+                        for &iw in iw_list {
+                            v.push(((n * g.h + ih) * g.w + iw) * g.cin);
+                        }
+                    }
+                }
+                v
+            };
+            let (full_bases, full_outs) = (bases_for(pad.group), outs_for(pad.group));
+            let dx_ptr = SendPtr(dx.as_mut_ptr());
+            let groups = g.n.div_ceil(pad.group);
+            (0..groups).into_par_iter().for_each(|grp| {
+                let first = grp * pad.group;
+                let images = pad.group.min(g.n - first);
+                let (short_b, short_o);
+                let (bases, outs) = if images == pad.group {
+                    (&full_bases, &full_outs)
+                } else {
+                    short_b = bases_for(images);
+                    short_o = outs_for(images);
+                    (&short_b, &short_o)
+                };
+                let dst = dx_ptr;
+                with_scratch(images * pad.img, |xp| {
+                    pad.fill(dy, first, images, xp);
+                    // SAFETY: `available()` was checked by the caller. Bases: padded rows
+                    // q + t ≤ q0 + nh - 1 + jh - 1 < hp + q0, likewise columns, so every read is
+                    // inside the group. Outputs: pixel (first + n, ih, iw) of dx, distinct
+                    // across groups and classes, so no two threads write the same floats.
+                    unsafe {
+                        let y = dst.0.add(first * g.h * g.w * g.cin);
+                        x86::forward_group(xp, bases, &wb, taps, outs, g.cin, y)
+                    };
+                });
+            });
+        }
+    }
+    dx
+}
+
+/// A raw output pointer shared by tasks that write disjoint elements.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used for writes to disjoint elements (see `dgrad_strided`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
 
 /// Weight gradient as a `[k, cout]` matrix (rows in `(a, b, ci)` order). Needs [`available`].
 pub(crate) fn wgrad(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
@@ -176,7 +341,7 @@ pub(crate) fn wgrad(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
             };
             let dy_group = &dy[first * per_image * g.cout..(first + images) * per_image * g.cout];
             with_scratch(images * pad.img, |xp| {
-                pad.fill(x, g, first, images, xp);
+                pad.fill(x, first, images, xp);
                 // SAFETY: as in `forward`; `acc` is `[k, ld]` with `ld` a multiple of 16 ≥ cout,
                 // `dy_group` is `[bases.len(), cout]`.
                 unsafe { x86::wgrad_group(xp, bases, &offsets, dy_group, g.cout, &mut acc, ld) };
@@ -203,8 +368,7 @@ pub(crate) fn wgrad(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Padded, BLOCK, TILE};
-    use crate::ops::conv::ConvGeom;
+    use super::{Taps, BLOCK, TILE};
 
     /// Lane mask for the first `n` (1..=8) lanes.
     #[target_feature(enable = "avx2,fma")]
@@ -228,8 +392,7 @@ mod x86 {
         kh: usize,
         run: usize,
         row: usize,
-        y: *mut f32,
-        ys: usize,
+        py: [*mut f32; P],
         width: usize,
     ) {
         let mut acc = [[_mm256_setzero_ps(); NB]; P];
@@ -251,7 +414,7 @@ mod x86 {
         }
         for (i, acc_i) in acc.iter().enumerate() {
             for (v, acc_iv) in acc_i.iter().enumerate() {
-                let dst = y.add(i * ys + v * 8);
+                let dst = py[i].add(v * 8);
                 let left = width - v * 8;
                 if left >= 8 {
                     _mm256_storeu_ps(dst, *acc_iv);
@@ -264,21 +427,22 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma")]
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn forward_block<const NB: usize>(
         xp: &[f32],
         bases: &[usize],
         w: *const f32,
-        g: &ConvGeom,
-        pad: &Padded,
+        taps: Taps,
+        outs: &[usize],
         y: *mut f32,
         width: usize,
     ) {
-        let (run, row, ys) = (g.kw * g.cin, pad.wp * g.cin, g.cout);
         let x = xp.as_ptr();
         let mut q = 0;
         while q + TILE <= bases.len() {
             let px = std::array::from_fn(|i| x.add(bases[q + i]));
-            forward_tile::<TILE, NB>(px, w, g.kh, run, row, y.add(q * ys), ys, width);
+            let py = std::array::from_fn(|i| y.add(outs[q + i]));
+            forward_tile::<TILE, NB>(px, w, taps.kh, taps.run, taps.row, py, width);
             q += TILE;
         }
         macro_rules! rest {
@@ -286,7 +450,8 @@ mod x86 {
                 match bases.len() - q {
                     $($p => {
                         let px = std::array::from_fn(|i| x.add(bases[q + i]));
-                        forward_tile::<$p, NB>(px, w, g.kh, run, row, y.add(q * ys), ys, width);
+                        let py = std::array::from_fn(|i| y.add(outs[q + i]));
+                        forward_tile::<$p, NB>(px, w, taps.kh, taps.run, taps.row, py, width);
                     })*
                     _ => {}
                 }
@@ -295,25 +460,28 @@ mod x86 {
         rest!(1 2 3 4 5);
     }
 
-    /// The forward convolution of one padded image group into its `[pixels, cout]` outputs.
+    /// The forward convolution of one padded image group: pixel `q` (receptive field at
+    /// `bases[q]`) gets its `cout` outputs at `y + outs[q]`; `wb` holds the `[k][16]` weight
+    /// blocks, `k = taps.kh · taps.run`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn forward_group(
         xp: &[f32],
         bases: &[usize],
         wb: &[f32],
-        g: &ConvGeom,
-        pad: &Padded,
-        y: &mut [f32],
+        taps: Taps,
+        outs: &[usize],
+        cout: usize,
+        y: *mut f32,
     ) {
-        let k = g.k();
-        for co0 in (0..g.cout).step_by(BLOCK) {
-            let width = BLOCK.min(g.cout - co0);
+        let k = taps.kh * taps.run;
+        for co0 in (0..cout).step_by(BLOCK) {
+            let width = BLOCK.min(cout - co0);
             let w = wb.as_ptr().add(co0 * k);
-            let yb = y.as_mut_ptr().add(co0);
+            let yb = y.add(co0);
             if width > 8 {
-                forward_block::<2>(xp, bases, w, g, pad, yb, width);
+                forward_block::<2>(xp, bases, w, taps, outs, yb, width);
             } else {
-                forward_block::<1>(xp, bases, w, g, pad, yb, width);
+                forward_block::<1>(xp, bases, w, taps, outs, yb, width);
             }
         }
     }
@@ -423,16 +591,16 @@ mod x86 {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
-    use super::Padded;
-    use crate::ops::conv::ConvGeom;
+    use super::Taps;
 
     pub(super) unsafe fn forward_group(
         _: &[f32],
         _: &[usize],
         _: &[f32],
-        _: &ConvGeom,
-        _: &Padded,
-        _: &mut [f32],
+        _: Taps,
+        _: &[usize],
+        _: usize,
+        _: *mut f32,
     ) {
         unreachable!("direct convolution kernels need x86-64 AVX2 + FMA (checked by `available`)")
     }
