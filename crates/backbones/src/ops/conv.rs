@@ -1,4 +1,5 @@
-//! Convolution in NHWC as GEMMs on the CPU: forward, input gradient and weight gradient.
+//! Convolution in NHWC on the CPU: forward, input gradient and weight gradient, by the direct
+//! kernels of `direct.rs` or as GEMMs ([`Kernel::choose`] picks per pass and shape).
 //!
 //! With channels last, the im2col row of an output pixel is `kh` contiguous runs of `kw·C_in`
 //! floats, and the forward pass is `[rows, kh·kw·C_in] × [kh·kw·C_in, C_out]` written straight

@@ -64,7 +64,16 @@ impl Padded {
     /// `[h, w, c]` images inside a `[hp, wp, c]` zero frame, `top` rows down and `left` columns
     /// in; groups of as many images as fit `GROUP_FLOATS`, at most `n`.
     #[allow(clippy::too_many_arguments)]
-    fn framed(h: usize, w: usize, c: usize, top: usize, left: usize, hp: usize, wp: usize, n: usize) -> Self {
+    fn framed(
+        h: usize,
+        w: usize,
+        c: usize,
+        top: usize,
+        left: usize,
+        hp: usize,
+        wp: usize,
+        n: usize,
+    ) -> Self {
         let img = hp * wp * c;
         Self {
             h,
@@ -198,17 +207,18 @@ pub(crate) fn dgrad_strided(dy: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     let mut dx = output_buffer(g.n * g.h * g.w * g.cin);
     // Residue classes along one axis: (taps, first q, number of q) with input index
     // i = q·s + r - pad and output index o = q - j for tap a = r' + j·s.
-    let classes = |k: usize, pad: usize, len: usize| -> Vec<(Vec<usize>, usize, usize, Vec<usize>)> {
-        (0..s)
-            .map(|r| {
-                // r is the residue of (i + pad); the taps a ≡ r (mod s).
-                let taps: Vec<usize> = (r..k).step_by(s).collect();
-                let inputs: Vec<usize> = (0..len).filter(|i| (i + pad) % s == r).collect();
-                let q0 = inputs.first().map_or(0, |i| (i + pad - r) / s);
-                (taps, q0, inputs.len(), inputs)
-            })
-            .collect()
-    };
+    let classes =
+        |k: usize, pad: usize, len: usize| -> Vec<(Vec<usize>, usize, usize, Vec<usize>)> {
+            (0..s)
+                .map(|r| {
+                    // r is the residue of (i + pad); the taps a ≡ r (mod s).
+                    let taps: Vec<usize> = (r..k).step_by(s).collect();
+                    let inputs: Vec<usize> = (0..len).filter(|i| (i + pad) % s == r).collect();
+                    let q0 = inputs.first().map_or(0, |i| (i + pad - r) / s);
+                    (taps, q0, inputs.len(), inputs)
+                })
+                .collect()
+        };
     let rows = classes(g.kh, g.pad_h, g.h);
     let cols = classes(g.kw, g.pad_w, g.w);
     for (taps_h, qh0, nh, ih_list) in &rows {

@@ -4,12 +4,15 @@
 //! (several times slower than its forward pass), its conv backward fails on some non-square
 //! inputs, and its max-pool backward refuses overlapping windows and otherwise scales the
 //! gradient by 1/kernel². These ops are Candle custom
-//! ops ([`candle_core::CustomOp2`], ...) whose f32 CPU kernels are GEMMs near the machine's
-//! matrix-multiply rate (convolutions) or one or two memory passes (BatchNorm, pooling, the
+//! ops ([`candle_core::CustomOp2`], ...) whose f32 CPU kernels run near the machine's
+//! matrix-multiply rate (convolutions) or in one or two memory passes (BatchNorm, pooling, the
 //! residual add + ReLU):
 //!
-//! * [`conv2d_nhwc`]: forward, input gradient and weight gradient as GEMMs on im2col tiles that
-//!   fit the L2 cache (a 1x1 stride-1 convolution needs no im2col at all);
+//! * [`conv2d_nhwc`]: forward, input gradient and weight gradient, each by the faster of two
+//!   kernels for its shape: direct AVX2 + FMA register tiles that read a zero-padded copy of the
+//!   input in place (narrow layers; strided input gradients by sub-pixel decomposition), or
+//!   GEMMs on im2col tiles that fit the L2 cache (512-channel layers, wide weight gradients;
+//!   a 1x1 stride-1 convolution needs no im2col at all);
 //! * [`batch_norm_train`] / [`batch_norm_eval`]: fused BatchNorm (+ ReLU), with split-BN groups;
 //! * [`add_relu`]: the residual `relu(a + b)`;
 //! * [`residual_units_train`]: a chain of ResNet blocks (and the stem) in training mode as one
@@ -235,7 +238,7 @@ pub fn batch_norm_train(
     })
 }
 
-/// One convolution + BatchNorm layer of a [`residual_unit_train`].
+/// One convolution + BatchNorm layer of a [`ResidualUnit`].
 #[derive(Debug, Clone, Copy)]
 pub struct ConvBn<'a> {
     /// `[C_out, C_in, kh, kw]`.
@@ -247,7 +250,7 @@ pub struct ConvBn<'a> {
     pub beta: &'a Tensor,
 }
 
-/// The shortcut of a [`residual_unit_train`].
+/// The shortcut of a [`ResidualUnit`].
 #[derive(Debug, Clone, Copy)]
 pub enum Shortcut<'a> {
     /// No residual add; the last layer's BatchNorm is followed by a ReLU (a ResNet stem).
