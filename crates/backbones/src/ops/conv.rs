@@ -274,11 +274,10 @@ pub(crate) enum Pass {
 }
 
 impl Kernel {
-    /// The faster kernel for this pass of this geometry on this CPU (measured on ResNet-18's
-    /// layers at widths 0.25 and 1, docs/benchmarks.md): the direct kernels win wherever the
+    /// The faster kernel for this pass of this geometry on this CPU (timed layer by layer on
+    /// ResNet-18 at widths 0.25 and 1, batch 128, on a 2-core AVX2 machine): the direct kernels win wherever the
     /// channel counts are small; at 512 channels (K = 4608) gemm's packed panels win, and the
-    /// weight gradient, whose accumulator is the `[k, C_out]` matrix, prefers gemm beyond 64 input
-    /// channels. A 1x1 stride-1 convolution is already a plain GEMM over the NHWC rows.
+    /// weight gradient of a 3x3 convolution prefers gemm from 64 input channels on. A 1x1 stride-1 convolution is already a plain GEMM over the NHWC rows.
     /// `MOCCA_CONV_KERNEL=gemm` forces the GEMM kernels (for side-by-side benchmarks).
     pub(crate) fn choose(g: &ConvGeom, pass: Pass) -> Kernel {
         static FORCE_GEMM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -296,7 +295,7 @@ impl Kernel {
                 Some(gd) => Kernel::choose(&gd, Pass::Forward) == Kernel::Direct,
                 None => true,
             },
-            Pass::WeightGrad => g.cin <= 64,
+            Pass::WeightGrad => g.cin <= 32 || (g.kh == 1 && g.kw == 1),
         };
         if direct {
             Kernel::Direct
