@@ -275,9 +275,10 @@ pub(crate) enum Pass {
 
 impl Kernel {
     /// The faster kernel for this pass of this geometry on this CPU (timed layer by layer on
-    /// ResNet-18 at widths 0.25 and 1, batch 128, on a 2-core AVX2 machine): the direct kernels win wherever the
-    /// channel counts are small; at 512 channels (K = 4608) gemm's packed panels win, and the
-    /// weight gradient of a 3x3 convolution prefers gemm from 64 input channels on. A 1x1 stride-1 convolution is already a plain GEMM over the NHWC rows.
+    /// ResNet-18 at widths 0.25 and 1, batch 128, on a 2-core AVX2 machine): the direct kernels
+    /// win wherever the channel counts are small; at 512 channels (K = 4608) gemm's packed
+    /// panels win, and the weight gradient of a 3x3 convolution prefers gemm from 64 input
+    /// channels on. A 1x1 stride-1 convolution is already a plain GEMM over the NHWC rows.
     /// `MOCCA_CONV_KERNEL=gemm` forces the GEMM kernels (for side-by-side benchmarks).
     pub(crate) fn choose(g: &ConvGeom, pass: Pass) -> Kernel {
         static FORCE_GEMM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
