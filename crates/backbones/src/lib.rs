@@ -26,6 +26,13 @@
 //! at the stem); [`Backend::Native`] runs Candle's own NCHW ops and is the reference for tests
 //! and benchmarks. Parameters and results agree between them up to float rounding.
 //!
+//! On the CPU in f32, a training-mode forward of the fast backend runs the stem and every block
+//! as one op ([`ops::residual_units_train`]) with its own backward pass, and the convolutions
+//! pick direct register-tile kernels or GEMMs per layer (docs/benchmarks.md has the figures).
+//! Its activation buffers are 1–32 MiB each: under glibc, a program built on this crate trains
+//! faster with `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824` (or the
+//! same two `mallopt` calls, as `cargo xtask` makes), which keep them on the heap between steps.
+//!
 //! # Mixed precision
 //! A model computes in the dtype of its input. Fed bf16 images, an f32 model runs as PyTorch's
 //! autocast does: every convolution and linear layer casts its f32 weight to bf16 (the cast is
