@@ -7,11 +7,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{f32_slice, output_buffer, with_f32};
+use super::cpu::{f32_operand, output_buffer, with_f32};
 use super::OpError;
 
 const NAME: &str = "batch_norm";
@@ -336,14 +335,7 @@ pub(crate) fn bn_geometry(
 }
 
 fn f32_of<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match s {
-        CpuStorage::F32(_) => f32_slice(s, l, NAME),
-        other => Err(OpError::Unsupported {
-            op: NAME,
-            msg: format!("the CPU kernel is f32 only, got {:?}", other.dtype()),
-        }
-        .into()),
-    }
+    f32_operand(s, l, NAME)
 }
 
 /// Training-mode BatchNorm on `(x, gamma, beta)`; the statistics land in `saved`.

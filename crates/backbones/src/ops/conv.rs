@@ -10,7 +10,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{f32_slice, output_buffer, threads, with_scratch};
+use super::cpu::{f32_slice, output_buffer, sum_partials, threads, with_scratch};
 use super::direct;
 use super::gemm::{sgemm, MatRef};
 use super::OpError;
@@ -592,14 +592,7 @@ pub(crate) fn conv_wgrad(x: &[f32], dy: &[f32], g: &ConvGeom, kernel: Kernel) ->
         }
         acc
     };
-    let acc = (0..parts)
-        .into_par_iter()
-        .map(partial)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        })
-        .unwrap_or_else(|| vec![0.0; cout * k]);
+    let acc = sum_partials(parts, cout * k, partial);
     // [co, (a, b, ci)] → torchvision's [co, ci, a, b].
     let mut dw = vec![0.0f32; cout * k];
     for co in 0..cout {

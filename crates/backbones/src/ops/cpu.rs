@@ -3,7 +3,9 @@
 
 use std::cell::RefCell;
 
+use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
+use rayon::prelude::*;
 
 use super::OpError;
 
@@ -22,6 +24,39 @@ pub(crate) fn f32_slice<'a>(
         }
         .into()),
     }
+}
+
+/// The contiguous f32 data of an op operand; any other dtype is an error naming `op`.
+pub(crate) fn f32_operand<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &'static str,
+) -> Result<&'a [f32]> {
+    match storage {
+        CpuStorage::F32(_) => f32_slice(storage, layout, op),
+        other => Err(OpError::Unsupported {
+            op,
+            msg: format!("the CPU kernel is f32 only, got {:?}", other.dtype()),
+        }
+        .into()),
+    }
+}
+
+/// `partial(0) + ... + partial(parts - 1)` element-wise, the partials computed on the Rayon
+/// pool (per-thread accumulators of a weight gradient).
+pub(crate) fn sum_partials(
+    parts: usize,
+    len: usize,
+    partial: impl Fn(usize) -> Vec<f32> + Sync + Send,
+) -> Vec<f32> {
+    (0..parts)
+        .into_par_iter()
+        .map(partial)
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        })
+        .unwrap_or_else(|| vec![0.0; len])
 }
 
 /// Runs `f` on the contiguous f32 data of a CPU tensor (holding its storage lock meanwhile).

@@ -21,7 +21,7 @@
 use rayon::prelude::*;
 
 use super::conv::ConvGeom;
-use super::cpu::{output_buffer, threads, with_scratch};
+use super::cpu::{output_buffer, sum_partials, threads, with_scratch};
 
 /// Channels per register tile column block (two ymm vectors).
 const BLOCK: usize = 16;
@@ -359,14 +359,7 @@ pub(crate) fn wgrad(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
         }
         acc
     };
-    let acc = (0..parts)
-        .into_par_iter()
-        .map(partial)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        })
-        .unwrap_or_else(|| vec![0.0; k * ld]);
+    let acc = sum_partials(parts, k * ld, partial);
     let mut out = vec![0.0f32; k * g.cout];
     for (dst, src) in out.chunks_exact_mut(g.cout).zip(acc.chunks_exact(ld)) {
         dst.copy_from_slice(&src[..g.cout]);

@@ -14,13 +14,12 @@
 
 use std::sync::{Arc, OnceLock};
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::batchnorm::{bn_geometry, train_backward, train_forward, Saved};
 use super::conv::{conv_dgrad, conv_dgrad_add, conv_forward, conv_wgrad, ConvGeom, Kernel, Pass};
-use super::cpu::{f32_slice, with_f32};
+use super::cpu::{f32_operand, with_f32};
 use super::OpError;
 
 const NAME: &str = "residual_units";
@@ -201,14 +200,7 @@ fn add_relu_grad_into(acc: &mut [f32], y: &[f32], dy: &[f32]) {
 }
 
 fn f32_of<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match s {
-        CpuStorage::F32(_) => f32_slice(s, l, NAME),
-        other => Err(OpError::Unsupported {
-            op: NAME,
-            msg: format!("the CPU kernel is f32 only, got {:?}", other.dtype()),
-        }
-        .into()),
-    }
+    f32_operand(s, l, NAME)
 }
 
 impl CustomOp2 for ResidualChain {
