@@ -292,9 +292,7 @@ impl Block {
             residual: true,
         }
     }
-}
 
-impl Block {
     fn forward(&self, x: &Tensor, train: bool, backend: Backend) -> Result<Tensor> {
         let identity = match &self.downsample {
             Some((conv, bn)) => {

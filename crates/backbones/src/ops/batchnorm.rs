@@ -334,10 +334,6 @@ pub(crate) fn bn_geometry(
     Ok((m, c))
 }
 
-fn f32_of<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    f32_operand(s, l, NAME)
-}
-
 /// Training-mode BatchNorm on `(x, gamma, beta)`; the statistics land in `saved`.
 pub(crate) struct BatchNormTrain {
     pub eps: f64,
@@ -361,7 +357,11 @@ impl CustomOp3 for BatchNormTrain {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (m, c) = bn_geometry(l1.dims(), self.groups)?;
-        let (x, gamma, beta) = (f32_of(s1, l1)?, f32_of(s2, l2)?, f32_of(s3, l3)?);
+        let (x, gamma, beta) = (
+            f32_operand(s1, l1, NAME)?,
+            f32_operand(s2, l2, NAME)?,
+            f32_operand(s3, l3, NAME)?,
+        );
         let (y, saved) = train_forward(x, gamma, beta, self.eps, c, self.groups, m, self.relu);
         // A second forward through the same op value cannot happen: each call builds a new op.
         let _ = self.saved.set(saved);
@@ -523,7 +523,11 @@ impl CustomOp3 for BatchNormEval {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, gamma, beta) = (f32_of(s1, l1)?, f32_of(s2, l2)?, f32_of(s3, l3)?);
+        let (x, gamma, beta) = (
+            f32_operand(s1, l1, NAME)?,
+            f32_operand(s2, l2, NAME)?,
+            f32_operand(s3, l3, NAME)?,
+        );
         let c = self.mean.len();
         let rows = x.len() / c;
         let scale: Vec<f32> = (0..c).map(|j| gamma[j] * self.invstd[j]).collect();

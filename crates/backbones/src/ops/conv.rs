@@ -6,11 +6,10 @@
 //! into the NHWC output. The rows are cut into chunks whose im2col tile fits in a core's L2
 //! cache; each Rayon task fills its tile and multiplies it on its own thread.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{f32_slice, output_buffer, sum_partials, threads, with_scratch};
+use super::cpu::{f32_operand, output_buffer, sum_partials, threads, with_scratch};
 use super::direct;
 use super::gemm::{sgemm, MatRef};
 use super::OpError;
@@ -621,17 +620,6 @@ fn check_dims(l: &Layout, expected: &[usize], what: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_f32(s: &CpuStorage) -> Result<()> {
-    match s {
-        CpuStorage::F32(_) => Ok(()),
-        other => Err(OpError::Unsupported {
-            op: NAME,
-            msg: format!("the CPU kernel is f32 only, got {:?}", other.dtype()),
-        }
-        .into()),
-    }
-}
-
 /// The differentiable CPU convolution: arguments `(x, w)`.
 pub(crate) struct Conv2dNhwc {
     pub stride: usize,
@@ -650,15 +638,9 @@ impl CustomOp2 for Conv2dNhwc {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        check_f32(s1)?;
-        check_f32(s2)?;
+        let (a, b) = (f32_operand(s1, l1, NAME)?, f32_operand(s2, l2, NAME)?);
         let g = ConvGeom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
-        let y = conv_forward(
-            f32_slice(s1, l1, NAME)?,
-            f32_slice(s2, l2, NAME)?,
-            &g,
-            Kernel::choose(&g, Pass::Forward),
-        );
+        let y = conv_forward(a, b, &g, Kernel::choose(&g, Pass::Forward));
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.ho, g.wo, g.cout))))
     }
 
@@ -701,16 +683,10 @@ impl CustomOp2 for ConvInputGrad {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        check_f32(s1)?;
-        check_f32(s2)?;
+        let (a, b) = (f32_operand(s1, l1, NAME)?, f32_operand(s2, l2, NAME)?);
         check_dims(l1, &[g.n, g.ho, g.wo, g.cout], "output gradient")?;
         check_dims(l2, &[g.cout, g.cin, g.kh, g.kw], "weight")?;
-        let dx = conv_dgrad(
-            f32_slice(s1, l1, NAME)?,
-            f32_slice(s2, l2, NAME)?,
-            g,
-            Kernel::choose(g, Pass::InputGrad),
-        );
+        let dx = conv_dgrad(a, b, g, Kernel::choose(g, Pass::InputGrad));
         Ok((CpuStorage::F32(dx), Shape::from((g.n, g.h, g.w, g.cin))))
     }
 }
@@ -731,16 +707,10 @@ impl CustomOp2 for ConvWeightGrad {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        check_f32(s1)?;
-        check_f32(s2)?;
+        let (a, b) = (f32_operand(s1, l1, NAME)?, f32_operand(s2, l2, NAME)?);
         check_dims(l1, &[g.n, g.h, g.w, g.cin], "input")?;
         check_dims(l2, &[g.n, g.ho, g.wo, g.cout], "output gradient")?;
-        let dw = conv_wgrad(
-            f32_slice(s1, l1, NAME)?,
-            f32_slice(s2, l2, NAME)?,
-            g,
-            Kernel::choose(g, Pass::WeightGrad),
-        );
+        let dw = conv_wgrad(a, b, g, Kernel::choose(g, Pass::WeightGrad));
         Ok((
             CpuStorage::F32(dw),
             Shape::from((g.cout, g.cin, g.kh, g.kw)),

@@ -199,10 +199,6 @@ fn add_relu_grad_into(acc: &mut [f32], y: &[f32], dy: &[f32]) {
         });
 }
 
-fn f32_of<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    f32_operand(s, l, NAME)
-}
-
 impl CustomOp2 for ResidualChain {
     fn name(&self) -> &'static str {
         "mocca-residual-units"
@@ -215,7 +211,7 @@ impl CustomOp2 for ResidualChain {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, packed) = (f32_of(s1, l1)?, f32_of(s2, l2)?);
+        let (x, packed) = (f32_operand(s1, l1, NAME)?, f32_operand(s2, l2, NAME)?);
         let first = &self.units[0].layers[0].geom;
         if l1.dims() != [first.n, first.h, first.w, first.cin] {
             return Err(OpError::Shape {

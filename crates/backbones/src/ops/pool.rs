@@ -2,23 +2,11 @@
 
 use std::sync::OnceLock;
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{f32_slice, threads, with_f32};
+use super::cpu::{f32_operand, threads, with_f32};
 use super::OpError;
-
-fn f32_of<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a [f32]> {
-    match s {
-        CpuStorage::F32(_) => f32_slice(s, l, op),
-        other => Err(OpError::Unsupported {
-            op,
-            msg: format!("the CPU kernel is f32 only, got {:?}", other.dtype()),
-        }
-        .into()),
-    }
-}
 
 /// Shapes of a max-pool: input `[n, h, w, c]`, output `[n, ho, wo, c]`.
 #[derive(Clone, Copy, Debug)]
@@ -107,7 +95,7 @@ impl CustomOp1 for MaxPool2dNhwc {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.g;
-        let x = f32_of(s, l, POOL)?;
+        let x = f32_operand(s, l, POOL)?;
         if (g.h * g.w) as u64 > u32::MAX as u64 {
             return Err(OpError::Shape {
                 op: POOL,
@@ -188,7 +176,7 @@ impl CustomOp1 for GlobalAvgPoolNhwc {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_of(s, l, GAP)?;
+        let x = f32_operand(s, l, GAP)?;
         let (n, h, w, c) = l.shape().dims4()?;
         let hw = h * w;
         let mut y = vec![0.0f32; n * c];
@@ -250,7 +238,10 @@ impl CustomOp2 for AddRelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (a, b) = (f32_of(s1, l1, ADD_RELU)?, f32_of(s2, l2, ADD_RELU)?);
+        let (a, b) = (
+            f32_operand(s1, l1, ADD_RELU)?,
+            f32_operand(s2, l2, ADD_RELU)?,
+        );
         let mut y = vec![0.0f32; a.len()];
         let step = if a.len() > ELEMS_PER_TASK * threads() {
             ELEMS_PER_TASK
