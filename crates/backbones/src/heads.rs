@@ -6,7 +6,7 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::error::{Error, Result};
 use crate::layers::{autocast, Backend};
-use crate::norm::{BatchNorm, BatchNormConfig};
+use crate::norm::{BatchNorm, BatchNormConfig, SplitGrouping};
 use crate::state::{ModelState, StateDict};
 
 /// Normalisation after a block's linear layer.
@@ -50,6 +50,8 @@ pub struct ProjectionHeadConfig {
     pub blocks: Vec<HeadBlock>,
     /// Split BatchNorm groups for training-mode statistics (see [`BatchNormConfig::splits`]).
     pub bn_splits: usize,
+    /// Which samples share a split BatchNorm group.
+    pub bn_grouping: SplitGrouping,
     /// Compute path of the BatchNorm layers.
     pub backend: Backend,
 }
@@ -60,6 +62,7 @@ impl ProjectionHeadConfig {
         Self {
             blocks,
             bn_splits: 1,
+            bn_grouping: SplitGrouping::default(),
             backend: Backend::default(),
         }
     }
@@ -332,6 +335,7 @@ impl ProjectionHead {
                     let bn_cfg = BatchNormConfig {
                         affine: block.norm == HeadNorm::BatchNorm,
                         splits: cfg.bn_splits,
+                        grouping: cfg.bn_grouping,
                         backend: cfg.backend,
                         ..Default::default()
                     };

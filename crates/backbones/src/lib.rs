@@ -75,6 +75,6 @@ pub use heads::{
     ProjectionHeadConfig, SimCLRProjectionHead, SimSiamPredictionHead,
 };
 pub use layers::Backend;
-pub use norm::{BatchNorm, BatchNormConfig};
-pub use resnet::{BlockKind, ResNet, ResNetConfig, Stem};
+pub use norm::{strided_group_order, BatchNorm, BatchNormConfig, SplitGrouping};
+pub use resnet::{BlockKind, ConvInit, ResNet, ResNetConfig, Stem};
 pub use state::{ModelState, StateDict};

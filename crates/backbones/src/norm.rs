@@ -20,9 +20,11 @@ pub struct BatchNormConfig {
     /// Learnable per-channel scale (`weight`) and shift (`bias`).
     pub affine: bool,
     /// Split BatchNorm: training-mode statistics are computed separately over `splits`
-    /// contiguous groups of the batch, emulating MoCo's shuffle-BN (one BN per GPU) on one
-    /// device. 1 is ordinary BatchNorm.
+    /// groups of the batch, emulating MoCo's shuffle-BN (one BN per GPU) on one device. 1 is
+    /// ordinary BatchNorm.
     pub splits: usize,
+    /// Which samples share a group when `splits > 1`.
+    pub grouping: SplitGrouping,
     /// Activation layout: NCHW for [`Backend::Native`], NHWC for [`Backend::Fast`].
     pub backend: Backend,
 }
@@ -34,9 +36,53 @@ impl Default for BatchNormConfig {
             momentum: 0.1,
             affine: true,
             splits: 1,
+            grouping: SplitGrouping::default(),
             backend: Backend::default(),
         }
     }
+}
+
+/// Which samples of a batch of N share BatchNorm statistics when a layer has `S` splits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SplitGrouping {
+    /// Group `s` holds samples `s, s+S, s+2S, …`: the `SplitBatchNorm` of the MoCo CIFAR-10
+    /// colab and of lightly (both from cifar10-fast), whose `input.view(-1, C·S, H, W)` makes
+    /// the split index the fastest-varying one.
+    #[default]
+    Strided,
+    /// Group `s` holds samples `s·N/S .. (s+1)·N/S`: what S devices each holding a slice of the
+    /// batch see.
+    Contiguous,
+}
+
+/// The batch order that makes [`SplitGrouping::Strided`] groups contiguous: position `j` of the
+/// reordered batch holds sample `order[j]`, so that group `s` occupies rows `s·N/S .. (s+1)·N/S`.
+/// `n` must be a multiple of `splits`.
+pub fn strided_group_order(n: usize, splits: usize) -> Vec<u32> {
+    let per_group = n / splits;
+    (0..n)
+        .map(|j| ((j % per_group) * splits + j / per_group) as u32)
+        .collect()
+}
+
+/// `f` applied to `x` with the batch reordered by [`strided_group_order`], and its output put
+/// back in the original order: a computation that groups contiguous samples then groups them
+/// strided. Every op of `f` but the grouped statistics must act per sample.
+pub(crate) fn with_strided_groups(
+    x: &Tensor,
+    splits: usize,
+    f: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    let order = strided_group_order(n, splits);
+    let mut inverse = vec![0u32; n];
+    for (j, &i) in order.iter().enumerate() {
+        inverse[i as usize] = j as u32;
+    }
+    let order = Tensor::new(order.as_slice(), x.device())?;
+    let inverse = Tensor::new(inverse.as_slice(), x.device())?;
+    let y = f(&x.index_select(&order, 0)?)?;
+    Ok(y.index_select(&inverse, 0)?)
 }
 
 /// Batch normalisation over every dimension but the channel one, for `[N, C]` input or 4-d
@@ -44,15 +90,15 @@ impl Default for BatchNormConfig {
 ///
 /// Training mode normalises with the batch mean and biased variance and updates the running
 /// statistics as torch does: `running = (1 − momentum)·running + momentum·batch`, with the
-/// *unbiased* batch variance, and `num_batches_tracked += 1`. With `splits = S > 1` the batch is
-/// cut into S contiguous groups, each normalised with its own statistics, and the running
-/// statistics move towards the mean over groups of the per-group mean and unbiased variance:
-/// the update of MoCo's `SplitBatchNorm` (MoCo colab notebook, He et al. 2020). That notebook
-/// groups samples `s, s+S, s+2S, ...` through a reshape; contiguous groups are what a real
-/// multi-GPU run sees and only relabel which samples share statistics.
-/// Evaluation mode uses the running statistics.
+/// *unbiased* batch variance, and `num_batches_tracked += 1`. With `splits = S > 1` this is
+/// `SplitBatchNorm` (the MoCo CIFAR-10 colab's, He et al. 2020, and lightly's): the batch is cut
+/// into S groups ([`SplitGrouping`]: strided by default, as those references group), each
+/// normalised with its own statistics, and the running statistics move towards the mean over
+/// groups of the per-group mean and unbiased variance. Evaluation mode uses the running
+/// statistics.
 ///
 /// The running statistics are buffers held by the layer, never variables of the `VarBuilder`.
+#[doc(alias = "SplitBatchNorm")]
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
     weight: Option<Tensor>,
@@ -237,6 +283,15 @@ impl BatchNorm {
     }
 
     fn forward_train(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        if self.cfg.splits > 1 && self.cfg.grouping == SplitGrouping::Strided {
+            return with_strided_groups(x, self.cfg.splits, |x| {
+                self.forward_train_contiguous(x, relu)
+            });
+        }
+        self.forward_train_contiguous(x, relu)
+    }
+
+    fn forward_train_contiguous(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let groups = self.cfg.splits;
         let (y, mean, var) = match self.cfg.backend {
             Backend::Native => {

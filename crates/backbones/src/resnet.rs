@@ -7,7 +7,7 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::error::{Error, Result};
 use crate::layers::Backend;
-use crate::norm::{BatchNorm, BatchNormConfig};
+use crate::norm::{with_strided_groups, BatchNorm, BatchNormConfig, SplitGrouping};
 use crate::ops;
 use crate::state::{ModelState, StateDict};
 
@@ -60,8 +60,47 @@ pub struct ResNetConfig {
     pub zero_init_residual: bool,
     /// Split BatchNorm groups for training-mode statistics (see [`BatchNormConfig::splits`]).
     pub bn_splits: usize,
+    /// Which samples share a split BatchNorm group (strided, as the MoCo colab and lightly).
+    pub bn_grouping: SplitGrouping,
+    /// Initialisation of the convolutions after the stem.
+    pub conv_init: ConvInit,
+    /// Initialisation of the stem convolution (`conv1`).
+    pub stem_init: ConvInit,
+    /// ReLU after the stem's BatchNorm. torchvision has it; lightly's CIFAR-10 benchmark
+    /// backbone, `nn.Sequential(*list(resnet.children())[:-1], ...)`, loses it (its ResNet applies
+    /// that ReLU functionally in `forward`, which the `Sequential` of children never calls).
+    pub stem_relu: bool,
     /// Compute path; does not change parameters or results beyond rounding.
     pub backend: Backend,
+}
+
+/// How a convolution's weight is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvInit {
+    /// torchvision's ResNet initialisation: Kaiming-normal with fan-out and the ReLU gain,
+    /// std `√(2 / (cout·k²))`.
+    #[default]
+    KaimingNormalFanOut,
+    /// PyTorch's default for a fresh `nn.Conv2d`: `kaiming_uniform_(a=√5)`, i.e. uniform in
+    /// `±1/√(cin·k²)`. The MoCo CIFAR-10 colab's stem has it (the colab replaces torchvision's
+    /// `conv1` after torchvision initialised the network), and every convolution of lightly's
+    /// `ResNetGenerator` (which initialises nothing itself).
+    TorchDefault,
+}
+
+impl ConvInit {
+    fn init(self, cin: usize, k: usize) -> Init {
+        match self {
+            ConvInit::KaimingNormalFanOut => CONV_INIT,
+            ConvInit::TorchDefault => {
+                let bound = 1.0 / ((cin * k * k) as f64).sqrt();
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                }
+            }
+        }
+    }
 }
 
 impl ResNetConfig {
@@ -73,6 +112,10 @@ impl ResNetConfig {
             width: 1.0,
             zero_init_residual: false,
             bn_splits: 1,
+            bn_grouping: SplitGrouping::default(),
+            conv_init: ConvInit::default(),
+            stem_init: ConvInit::default(),
+            stem_relu: true,
             backend: Backend::default(),
         }
     }
@@ -140,6 +183,7 @@ struct Conv {
 struct Builder<'a> {
     state: ModelState,
     bn_cfg: BatchNormConfig,
+    conv_init: ConvInit,
     vb: VarBuilder<'a>,
 }
 
@@ -152,10 +196,11 @@ impl Builder<'_> {
         k: usize,
         stride: usize,
     ) -> Result<Conv> {
+        let init = self.conv_init.init(cin, k);
         let w = self
             .vb
             .pp(name)
-            .get_with_hints((cout, cin, k, k), "weight", CONV_INIT)?;
+            .get_with_hints((cout, cin, k, k), "weight", init)?;
         let weight = self.state.parameter(format!("{name}.weight"), w)?;
         Ok(Conv {
             weight,
@@ -214,6 +259,8 @@ struct FusedUnit<'a> {
     layers: Vec<(&'a Conv, &'a BatchNorm)>,
     downsample: Option<&'a (Conv, BatchNorm)>,
     residual: bool,
+    /// Without a residual (a stem): whether its BatchNorm is followed by a ReLU.
+    relu: bool,
 }
 
 /// Runs `units` as one fused training op and updates every BatchNorm's running statistics.
@@ -260,7 +307,8 @@ fn forward_fused_units(x: &Tensor, units: &[FusedUnit]) -> Result<Tensor> {
             shortcut: match u.downsample {
                 Some((conv, _)) => ops::Shortcut::Projection(conv_bn(conv, &p[u.layers.len()])),
                 None if u.residual => ops::Shortcut::Identity,
-                None => ops::Shortcut::None,
+                None if u.relu => ops::Shortcut::None,
+                None => ops::Shortcut::NoneWithoutRelu,
             },
         })
         .collect();
@@ -290,6 +338,7 @@ impl Block {
             layers: self.convs.iter().zip(&self.bns).collect(),
             downsample: self.downsample.as_ref(),
             residual: true,
+            relu: true,
         }
     }
 
@@ -337,14 +386,18 @@ impl ResNet {
     /// a safetensors-backed one loads a torchvision checkpoint, running statistics included.
     pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
+        // The layers group contiguous samples; a strided grouping is one reordering of the
+        // batch around the whole network (`forward_features`), not one per layer.
         let bn_cfg = BatchNormConfig {
             splits: cfg.bn_splits,
+            grouping: SplitGrouping::Contiguous,
             backend: cfg.backend,
             ..Default::default()
         };
         let mut b = Builder {
             state: ModelState::new(),
             bn_cfg,
+            conv_init: cfg.stem_init,
             vb,
         };
         let stem_channels = cfg.planes(0);
@@ -352,6 +405,7 @@ impl ResNet {
             Stem::Cifar => b.conv("conv1", 3, stem_channels, 3, 1)?,
             Stem::ImageNet => b.conv("conv1", 3, stem_channels, 7, 2)?,
         };
+        b.conv_init = cfg.conv_init;
         let bn1 = b.bn("bn1", stem_channels, 1.0)?;
         let expansion = cfg.block.expansion();
         let last_gamma = if cfg.zero_init_residual { 0.0 } else { 1.0 };
@@ -416,6 +470,23 @@ impl ResNet {
     }
 
     fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let splits = self.cfg.bn_splits;
+        if train && splits > 1 && self.cfg.bn_grouping == SplitGrouping::Strided {
+            // The layers group contiguous samples: reorder the batch so that the strided
+            // groups are contiguous, and restore the order of the pooled features.
+            self.check_input(x)?;
+            if x.dim(0)? % splits != 0 {
+                return Err(Error::InvalidInput(format!(
+                    "split BatchNorm with {splits} splits needs a batch divisible by {splits}, got {}",
+                    x.dim(0)?
+                )));
+            }
+            return with_strided_groups(x, splits, |x| self.forward_grouped(x, train));
+        }
+        self.forward_grouped(x, train)
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<()> {
         let dims = x.dims();
         if dims.len() != 4 || dims[1] != 3 {
             return Err(Error::InvalidInput(format!(
@@ -432,6 +503,12 @@ impl ResNet {
                 dims[2], dims[3], self.cfg.stem
             )));
         }
+        Ok(())
+    }
+
+    /// The forward pass with split BatchNorm groups of contiguous samples.
+    fn forward_grouped(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.check_input(x)?;
         let backend = self.cfg.backend;
         let x = backend.to_layout(x)?;
         let c = &self.conv1;
@@ -442,6 +519,7 @@ impl ResNet {
                 layers: vec![(c, &self.bn1)],
                 downsample: None,
                 residual: false,
+                relu: self.cfg.stem_relu,
             };
             let blocks = self.blocks.iter().map(Block::fused_unit);
             if self.cfg.stem == Stem::ImageNet {
@@ -453,7 +531,7 @@ impl ResNet {
             }
         } else {
             let h = backend.conv2d(&x, &c.weight, c.stride, c.padding)?;
-            let mut h = self.bn1.forward_fused(&h, train, true)?;
+            let mut h = self.bn1.forward_fused(&h, train, self.cfg.stem_relu)?;
             if self.cfg.stem == Stem::ImageNet {
                 h = backend.max_pool2d(&h, 3, 2, 1)?;
             }

@@ -4,7 +4,10 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, ModuleT, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
-use mocca_backbones::{Backend, BatchNorm, BatchNormConfig, ResNet, ResNetConfig, StateDict, Stem};
+use mocca_backbones::{
+    Backend, BatchNorm, BatchNormConfig, ConvInit, ResNet, ResNetConfig, SplitGrouping, StateDict,
+    Stem,
+};
 
 mod resnet_support;
 use resnet_support::hash_u01;
@@ -144,26 +147,30 @@ fn eval_mode_uses_the_running_statistics() {
     }
 }
 
-#[test]
-fn split_batch_norm_normalises_each_contiguous_group_on_its_own() {
+/// Split BatchNorm over 6 samples in 3 groups against 3 plain BatchNorms, one per group;
+/// `members(g)` are the samples of group `g`.
+fn assert_groups(grouping: SplitGrouping, members: impl Fn(u32) -> [u32; 2]) {
     let x = activations(6, 3, 4);
-    let split = batch_norm(3, native(3));
+    let split = batch_norm(
+        3,
+        BatchNormConfig {
+            grouping,
+            ..native(3)
+        },
+    );
     let y = split.forward_t(&x, true).unwrap();
-    let mut ys = Vec::new();
     let mut means = Vec::new();
     let mut vars = Vec::new();
     for g in 0..3 {
+        let idx = Tensor::new(&members(g), &Device::Cpu).unwrap();
         let plain = batch_norm(3, native(1));
-        ys.push(
-            plain
-                .forward_t(&x.narrow(0, 2 * g, 2).unwrap(), true)
-                .unwrap(),
-        );
+        let yg = plain.forward_t(&x.index_select(&idx, 0).unwrap(), true).unwrap();
+        let got = y.index_select(&idx, 0).unwrap();
+        assert!(max_abs_diff(&got, &yg) < 1e-5, "{grouping:?} group {g}");
         let b = buffers(&plain);
         means.push(values(&b["running_mean"]));
         vars.push(values(&b["running_var"]));
     }
-    assert!(max_abs_diff(&y, &Tensor::cat(&ys, 0).unwrap()) < 1e-5);
     // MoCo's SplitBatchNorm: each group updates a copy of the running statistics, the copies
     // are then averaged.
     let b = buffers(&split);
@@ -173,6 +180,17 @@ fn split_batch_norm_normalises_each_contiguous_group_on_its_own() {
         assert!((values(&b["running_mean"])[c] - m).abs() < 1e-5);
         assert!((values(&b["running_var"])[c] - v).abs() < 1e-4 * v);
     }
+}
+
+#[test]
+fn split_batch_norm_groups_strided_samples_as_the_moco_colab() {
+    // `input.view(-1, C·S, H, W)`: group g holds samples g and g + S.
+    assert_groups(SplitGrouping::Strided, |g| [g, g + 3]);
+}
+
+#[test]
+fn contiguous_split_batch_norm_groups_consecutive_samples() {
+    assert_groups(SplitGrouping::Contiguous, |g| [2 * g, 2 * g + 1]);
 }
 
 #[test]
@@ -401,4 +419,134 @@ fn cifar_resnet18_with_split_bn_fast_gradient_matches_native_gradient() {
         ..ResNetConfig::resnet18()
     };
     assert_fast_gradient_matches_native(cfg, (4, 3, 16, 16), |_| 1e-4);
+}
+
+#[test]
+fn resnet_without_stem_relu_fast_gradient_matches_native_gradient() {
+    let cfg = ResNetConfig {
+        stem: Stem::Cifar,
+        width: 0.25,
+        stem_relu: false,
+        ..ResNetConfig::resnet18()
+    };
+    assert_fast_gradient_matches_native(cfg, (2, 3, 16, 16), |_| 1e-4);
+}
+
+#[test]
+fn stem_relu_off_lets_negative_stem_outputs_through() {
+    // With the stem's ReLU removed the network computes something else from the same weights.
+    let build = |stem_relu| {
+        let cfg = ResNetConfig {
+            stem: Stem::Cifar,
+            width: 0.125,
+            stem_relu,
+            backend: Backend::Native,
+            ..ResNetConfig::resnet18()
+        };
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let m = ResNet::new(&cfg, vb).unwrap();
+        m.load_state_dict(&hashed_weights(&m)).unwrap();
+        m
+    };
+    let x = hashed(7, &[4, 3, 8, 8]);
+    let (with, without) = (build(true), build(false));
+    let d = max_abs_diff(
+        &with.forward_t(&x, true).unwrap(),
+        &without.forward_t(&x, true).unwrap(),
+    );
+    assert!(d > 1e-3, "stem_relu changed nothing ({d})");
+}
+
+#[test]
+fn strided_split_bn_resnet_equals_contiguous_groups_of_the_reordered_batch() {
+    // Group s of 2 splits holds samples s, s+2, s+4, ...: reordering the batch as
+    // [0, 2, 4, 6, 1, 3, 5, 7] makes those groups contiguous.
+    let build = |grouping| {
+        let cfg = ResNetConfig {
+            stem: Stem::Cifar,
+            width: 0.125,
+            bn_splits: 2,
+            bn_grouping: grouping,
+            ..ResNetConfig::resnet18()
+        };
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let m = ResNet::new(&cfg, vb).unwrap();
+        m.load_state_dict(&hashed_weights(&m)).unwrap();
+        m
+    };
+    assert_eq!(
+        mocca_backbones::strided_group_order(8, 2),
+        [0, 2, 4, 6, 1, 3, 5, 7]
+    );
+    let x = hashed(11, &[8, 3, 8, 8]);
+    let order = Tensor::new(&[0u32, 2, 4, 6, 1, 3, 5, 7], &Device::Cpu).unwrap();
+    let (strided, contiguous) = (
+        build(SplitGrouping::Strided),
+        build(SplitGrouping::Contiguous),
+    );
+    let a = strided
+        .forward_t(&x, true)
+        .unwrap()
+        .index_select(&order, 0)
+        .unwrap();
+    let b = contiguous
+        .forward_t(&x.index_select(&order, 0).unwrap(), true)
+        .unwrap();
+    assert!(max_abs_diff(&a, &b) < 1e-5);
+    for (name, t) in buffers(&strided) {
+        assert!(max_abs_diff(&t, &buffers(&contiguous)[&name]) < 1e-5, "{name}");
+    }
+    // The grouping matters: contiguous groups of the original order differ.
+    let c = contiguous
+        .forward_t(&x, true)
+        .unwrap()
+        .index_select(&order, 0)
+        .unwrap();
+    assert!(max_abs_diff(&a, &c) > 1e-3);
+}
+
+#[test]
+fn torch_default_conv_init_is_uniform_within_one_over_root_fan_in() {
+    let cfg = ResNetConfig {
+        stem: Stem::Cifar,
+        stem_init: ConvInit::TorchDefault,
+        conv_init: ConvInit::TorchDefault,
+        backend: Backend::Native,
+        ..ResNetConfig::resnet18()
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let m = ResNet::new(&cfg, vb).unwrap();
+    let sd: HashMap<String, Tensor> = m.state_dict().unwrap().into_iter().collect();
+    // kaiming_uniform_(a=√5): U(±1/√fan_in); std = bound/√3.
+    for (name, fan_in) in [("conv1.weight", 27.0f32), ("layer1.0.conv1.weight", 576.0)] {
+        let w = values(&sd[name]);
+        let bound = 1.0 / fan_in.sqrt();
+        assert!(w.iter().all(|v| v.abs() <= bound), "{name} exceeds ±{bound}");
+        let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+        let expected = bound / 3f32.sqrt();
+        assert!((std / expected - 1.0).abs() < 0.1, "{name}: std {std} vs {expected}");
+    }
+}
+
+#[test]
+fn the_colab_stem_init_leaves_the_other_convolutions_kaiming_normal() {
+    let cfg = ResNetConfig {
+        stem: Stem::Cifar,
+        stem_init: ConvInit::TorchDefault,
+        backend: Backend::Native,
+        ..ResNetConfig::resnet18()
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let m = ResNet::new(&cfg, vb).unwrap();
+    let sd: HashMap<String, Tensor> = m.state_dict().unwrap().into_iter().collect();
+    let stem = values(&sd["conv1.weight"]);
+    assert!(stem.iter().all(|v| v.abs() <= 1.0 / 27f32.sqrt()));
+    let w = values(&sd["layer1.0.conv1.weight"]);
+    let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+    let expected = (2.0f32 / 576.0).sqrt();
+    assert!((std / expected - 1.0).abs() < 0.05, "std {std} vs {expected}");
 }

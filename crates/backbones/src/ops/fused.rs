@@ -55,6 +55,8 @@ impl Layer {
 pub(crate) enum ShortcutKind {
     /// No residual: the last layer's BatchNorm applies the ReLU (a ResNet stem).
     None,
+    /// No residual and no ReLU after the last BatchNorm.
+    Linear,
     /// `relu(main(x) + x)`.
     Identity,
     /// `relu(main(x) + bn(conv(x)))`: the projection is the last entry of `layers`.
@@ -155,7 +157,7 @@ impl ResidualChain {
         }
         let mut out = hidden.pop().unwrap_or_default();
         match u.shortcut {
-            ShortcutKind::None => {}
+            ShortcutKind::None | ShortcutKind::Linear => {}
             ShortcutKind::Identity => add_relu_into(&mut out, x),
             ShortcutKind::Projection => {
                 let (c, y, s) = self.conv_bn(&u.layers[main], x, packed, false);
@@ -334,8 +336,8 @@ impl ResidualChain {
             let l = &u.layers[i];
             let g = &l.geom;
             // The last layer's gradient passes the unit's final ReLU (the stem's own ReLU, or the
-            // one after the residual add): masking by `y > 0` inside the BatchNorm backward
-            // saves a pass over `dy`.
+            // one after the residual add; a linear stem has none): masking by `y > 0` inside the
+            // BatchNorm backward saves a pass over `dy`.
             let bn_out: &[f32] = if i + 1 < main { &saved.hidden[i] } else { y };
             let d_bn_out = grad_h.as_deref().unwrap_or(dy);
             let gamma = &packed[l.gamma..l.gamma + g.cout];
@@ -346,7 +348,7 @@ impl ResidualChain {
                 gamma,
                 &saved.bn[i],
                 (g.cout, self.groups, l.m),
-                true,
+                i + 1 < main || u.shortcut != ShortcutKind::Linear,
                 true,
             );
             let dc = grads.dx.unwrap_or_default();
@@ -360,7 +362,7 @@ impl ResidualChain {
             }
         }
         match u.shortcut {
-            ShortcutKind::None => {}
+            ShortcutKind::None | ShortcutKind::Linear => {}
             ShortcutKind::Identity => {
                 if let Some(dx) = dx.as_mut() {
                     add_relu_grad_into(dx, y, dy);

@@ -255,6 +255,9 @@ pub struct ConvBn<'a> {
 pub enum Shortcut<'a> {
     /// No residual add; the last layer's BatchNorm is followed by a ReLU (a ResNet stem).
     None,
+    /// No residual add and no ReLU after the last BatchNorm (the stem of lightly's CIFAR-10
+    /// benchmark backbone, see `ResNetConfig::stem_relu`).
+    NoneWithoutRelu,
     /// `relu(main(x) + x)`.
     Identity,
     /// `relu(main(x) + bn(conv(x)))`, torchvision's `downsample`.
@@ -321,6 +324,7 @@ pub fn residual_units_train(
     for (u, layers) in units.iter().zip(&all_layers) {
         let kind = match u.shortcut {
             Shortcut::None => fused::ShortcutKind::None,
+            Shortcut::NoneWithoutRelu => fused::ShortcutKind::Linear,
             Shortcut::Identity => fused::ShortcutKind::Identity,
             Shortcut::Projection(_) => fused::ShortcutKind::Projection,
         };
@@ -397,7 +401,7 @@ fn residual_units_unfused(
             h = conv_bn(&h, l, relu)?;
         }
         h = match u.shortcut {
-            Shortcut::None => h,
+            Shortcut::None | Shortcut::NoneWithoutRelu => h,
             Shortcut::Identity => add_relu(&h, &input)?,
             Shortcut::Projection(p) => add_relu(&h, &conv_bn(&input, &p, false)?)?,
         };
