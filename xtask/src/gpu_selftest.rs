@@ -405,6 +405,7 @@ fn check_loss(ctx: &Ctx, kind: LossKind) -> Result<Fields> {
                 let l = InfoNCELoss::new(InfoNCEConfig {
                     temperature: 0.1,
                     implementation: imp,
+                    ..Default::default()
                 })?;
                 match kind {
                     LossKind::InfoNce => l.forward(&vars[0], &vars[1], neg)?,

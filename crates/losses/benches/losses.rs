@@ -83,6 +83,7 @@ fn infonce(c: &mut Criterion) {
         let loss = InfoNCELoss::new(InfoNCEConfig {
             temperature: 0.2,
             implementation: imp,
+            ..Default::default()
         })
         .unwrap();
         for k in [4096usize, 65536] {

@@ -67,6 +67,32 @@ pub(crate) fn infonce(
     cross_entropy(&logits, &positive)
 }
 
+/// InfoNCE with per-query negatives: query i's negatives are the rows `indices[i, :]` of
+/// `bank` (`indices` `[n, K]` u32), used as given, without gradient.
+pub(crate) fn infonce_indexed(
+    q: &Tensor,
+    k: &Tensor,
+    bank: &Tensor,
+    indices: &Tensor,
+    tau: f64,
+) -> Result<(Tensor, Tensor)> {
+    let (n, kneg) = indices.dims2()?;
+    let d = q.dim(1)?;
+    let (q, k) = (normalize(q)?, normalize(k)?);
+    let positive = q.mul(&k)?.sum_keepdim(1)?;
+    let negatives = bank
+        .detach()
+        .index_select(&indices.flatten_all()?, 0)?
+        .reshape((n, kneg, d))?;
+    let negative = q
+        .unsqueeze(1)?
+        .matmul(&negatives.transpose(1, 2)?.contiguous()?)?
+        .squeeze(1)?;
+    let logits = Tensor::cat(&[&positive, &negative], 1)?.affine(1.0 / tau, 0.0)?;
+    let positive = logits.narrow(1, 0, 1)?;
+    cross_entropy(&logits, &positive)
+}
+
 /// MoCo end-to-end (mechanism (a)): logits `q̂ k̂ᵀ / τ`, query i's positive is key i.
 pub(crate) fn end_to_end(q: &Tensor, k: &Tensor, tau: f64) -> Result<(Tensor, Tensor)> {
     let n = q.dim(0)?;

@@ -39,6 +39,9 @@ pub enum LossError {
         got: candle_core::DeviceLocation,
         expected: candle_core::DeviceLocation,
     },
+    /// Per-query negative indices that are not a `[batch, K]` integer matrix of valid rows.
+    #[error("`{name}`: {reason}")]
+    InvalidIndices { name: &'static str, reason: String },
     /// NaN or infinity among the input values.
     #[error("`{name}` contains non-finite values (NaN or infinity)")]
     NonFinite { name: &'static str },

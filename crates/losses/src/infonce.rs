@@ -1,5 +1,7 @@
 use candle_core::Tensor;
 
+use candle_core::DType;
+
 use crate::{run, validate, ContrastiveOutput, Implementation, LossError};
 
 /// Configuration of [`InfoNCELoss`].
@@ -8,6 +10,8 @@ pub struct InfoNCEConfig {
     /// Temperature τ dividing the cosine similarities: 0.07 in MoCo v1, 0.2
     /// in MoCo v2.
     pub temperature: f64,
+    /// How [`InfoNCELoss::forward_symmetric`] combines its two directions.
+    pub symmetric_reduction: SymmetricReduction,
     /// Which code path computes the loss (the choice never changes the result).
     pub implementation: Implementation,
 }
@@ -16,9 +20,23 @@ impl Default for InfoNCEConfig {
     fn default() -> Self {
         Self {
             temperature: 0.07,
+            symmetric_reduction: SymmetricReduction::default(),
             implementation: Implementation::Auto,
         }
     }
+}
+
+/// How the symmetric MoCo loss combines `InfoNCE(q1, k2)` and `InfoNCE(q2, k1)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SymmetricReduction {
+    /// Their sum: the MoCo CIFAR-10 colab's `loss = loss_12 + loss_21` (behind its published
+    /// symmetric results) and MoCo v3's `ctr(q1, k2) + ctr(q2, k1)` (which also scales each
+    /// term by 2τ).
+    Sum,
+    /// Their mean, half the sum (and half its gradient): lightly's CIFAR-10 benchmark,
+    /// `0.5 * (loss_1 + loss_2)`.
+    #[default]
+    Mean,
 }
 
 /// MoCo's InfoNCE loss (He et al., "Momentum Contrast for Unsupervised
@@ -34,11 +52,13 @@ impl Default for InfoNCEConfig {
 /// detaches the keys (they come from the momentum encoder); a key that
 /// tracks gradients receives the gradient through the positive logit.
 ///
-/// Three forms share the loss: [`forward`](Self::forward) with explicit
-/// negatives, [`forward_symmetric`](Self::forward_symmetric) (both views as
-/// queries, as in MoCo v3 and lightly's examples) and
-/// [`forward_end_to_end`](Self::forward_end_to_end) (the batch's own keys as
-/// the dictionary, the MoCo paper's mechanism (a)).
+/// Four forms share the loss: [`forward`](Self::forward) with one set of
+/// negatives for the batch (MoCo's queue), [`forward_indexed`](Self::forward_indexed)
+/// with each query's own negatives (InstDisc's memory bank draws),
+/// [`forward_symmetric`](Self::forward_symmetric) (both views as queries, the
+/// MoCo colab's and lightly's symmetric loss, summed or averaged by
+/// [`SymmetricReduction`]) and [`forward_end_to_end`](Self::forward_end_to_end)
+/// (the batch's own keys as the dictionary, the MoCo paper's mechanism (a)).
 #[derive(Clone, Debug)]
 pub struct InfoNCELoss {
     config: InfoNCEConfig,
@@ -76,10 +96,11 @@ impl InfoNCELoss {
         run::infonce(&inputs, negatives, self.config.temperature)
     }
 
-    /// The symmetric MoCo loss `½ (InfoNCE(q1, k2) + InfoNCE(q2, k1))`:
-    /// each view's query against the other view's key, both against the same
-    /// negatives. Computed as one InfoNCE over the 2N queries (the same value:
-    /// the mean over 2N rows is the mean of the two halves' means).
+    /// The symmetric MoCo loss `InfoNCE(q1, k2) + InfoNCE(q2, k1)`, or half of
+    /// it ([`InfoNCEConfig::symmetric_reduction`]): each view's query against
+    /// the other view's key, both against the same negatives. Computed as one
+    /// InfoNCE over the 2N queries (the mean over 2N rows is the mean of the
+    /// two halves' means), doubled for the sum.
     pub fn forward_symmetric(
         &self,
         q1: &Tensor,
@@ -99,7 +120,39 @@ impl InfoNCELoss {
         )?;
         let q = Tensor::cat(&[&inputs.tensors[0], &inputs.tensors[1]], 0)?;
         let k = Tensor::cat(&[&inputs.tensors[2], &inputs.tensors[3]], 0)?;
-        run::infonce(&inputs.with(vec![q, k]), negatives, self.config.temperature)
+        let out = run::infonce(&inputs.with(vec![q, k]), negatives, self.config.temperature)?;
+        Ok(match self.config.symmetric_reduction {
+            SymmetricReduction::Mean => out,
+            SymmetricReduction::Sum => ContrastiveOutput {
+                loss: out.loss.affine(2.0, 0.0)?,
+                accuracy: out.accuracy,
+            },
+        })
+    }
+
+    /// InfoNCE where each query has negatives of its own: query `i`'s are the
+    /// rows `indices[i, :]` of `bank` (`[rows, D]`, unit rows, no gradient),
+    /// `indices` a `[N, K]` u32 or i64 tensor. This is the memory bank of
+    /// InstDisc (Wu et al. 2018; lemniscate's `NCEAverage` draws K rows per
+    /// query), which the MoCo paper compares as mechanism (b); [`forward`]
+    /// with one shared set of rows is the cheaper variant. On the CPU the
+    /// `[N, K]` similarities are gathered dot products; no `[N, K, D]` copy of
+    /// the rows is made.
+    ///
+    /// [`forward`]: Self::forward
+    pub fn forward_indexed(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        bank: &Tensor,
+        indices: &Tensor,
+    ) -> Result<ContrastiveOutput, LossError> {
+        let (n, d) = validate::batch("q", q)?;
+        validate::like("k", k, "q", q)?;
+        check_negatives(bank, d, q)?;
+        let indices = check_indices(indices, n, bank.dim(0)?, q)?;
+        let inputs = run::prepare(self.config.implementation, &[("q", q), ("k", k)])?;
+        run::infonce_indexed(&inputs, bank, &indices, self.config.temperature)
     }
 
     /// The MoCo paper's end-to-end mechanism (a): the batch's own keys are
@@ -135,4 +188,46 @@ fn check_negatives(negatives: &Tensor, d: usize, q: &Tensor) -> Result<(), LossE
         return Err(LossError::NoNegatives { name: "negatives" });
     }
     validate::same_device("negatives", negatives, "q", q)
+}
+
+/// `[n, K]` integer row indices below `rows`, as u32.
+fn check_indices(indices: &Tensor, n: usize, rows: usize, q: &Tensor) -> Result<Tensor, LossError> {
+    let bad = |reason: String| LossError::InvalidIndices {
+        name: "indices",
+        reason,
+    };
+    let &[ni, k] = indices.dims() else {
+        return Err(bad(format!(
+            "expected a [{n}, K] matrix of bank rows, got shape {:?}",
+            indices.dims()
+        )));
+    };
+    if ni != n {
+        return Err(bad(format!(
+            "has {ni} rows but there are {n} queries (one row of negatives per query)"
+        )));
+    }
+    if k == 0 {
+        return Err(LossError::NoNegatives { name: "indices" });
+    }
+    validate::same_device("indices", indices, "q", q)?;
+    let max = match indices.dtype() {
+        DType::U32 => indices.max_all()?.to_scalar::<u32>()? as i64,
+        DType::I64 => {
+            let min = indices.min_all()?.to_scalar::<i64>()?;
+            if min < 0 {
+                return Err(bad(format!("holds the negative row {min}")));
+            }
+            indices.max_all()?.to_scalar::<i64>()?
+        }
+        other => {
+            return Err(bad(format!(
+                "has dtype {other:?}; expected u32 or i64 row indices"
+            )))
+        }
+    };
+    if max as usize >= rows {
+        return Err(bad(format!("holds row {max} but the bank has {rows} rows")));
+    }
+    Ok(indices.to_dtype(DType::U32)?)
 }

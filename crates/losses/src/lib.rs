@@ -2,8 +2,10 @@
 //! references (lightly, the MoCo and SimCLR papers' PyTorch code):
 //!
 //! - [`NTXentLoss`]: SimCLR's NT-Xent over the 2N views of a batch;
-//! - [`InfoNCELoss`]: MoCo's InfoNCE with explicit negatives (a queue or a
-//!   memory bank), its symmetric form, and the end-to-end form with in-batch keys.
+//! - [`InfoNCELoss`]: MoCo's InfoNCE with explicit negatives (a queue, or a
+//!   memory bank with a shared or a per-query draw), its symmetric form (summed
+//!   as the MoCo colab, or averaged as lightly: [`SymmetricReduction`]), and the
+//!   end-to-end form with in-batch keys.
 //!
 //! Inputs are raw embeddings (`[N, D]`, f32, f16 or bf16; accumulation is
 //! always in f32), L2-normalised inside (`x / max(‖x‖, 1e-12)`) with the
@@ -46,7 +48,7 @@ mod validate;
 use candle_core::Tensor;
 
 pub use error::LossError;
-pub use infonce::{InfoNCEConfig, InfoNCELoss};
+pub use infonce::{InfoNCEConfig, InfoNCELoss, SymmetricReduction};
 pub use ntxent::{NTXentConfig, NTXentLoss};
 
 /// Which code path computes a loss. Both give the same values (to f32

@@ -88,3 +88,28 @@ pub(crate) fn infonce(
     let (loss, accuracy) = composed::infonce(q, k, &negatives, tau)?;
     Ok(output(loss, accuracy))
 }
+
+/// InfoNCE with per-query negatives, `indices` `[n, K]` u32 rows of `bank` (checked by the
+/// caller).
+pub(crate) fn infonce_indexed(
+    p: &Prepared,
+    bank: &Tensor,
+    indices: &Tensor,
+    tau: f64,
+) -> Result<ContrastiveOutput, LossError> {
+    let (q, k) = (&p.tensors[0], &p.tensors[1]);
+    if p.fused {
+        let bank = bank.to_dtype(DType::F32)?.contiguous()?;
+        let idx: Vec<u32> = indices.flatten_all()?.to_vec1()?;
+        let f = fused::infonce_indexed(q, k, &bank, idx, (1.0 / tau) as f32)?;
+        if !f.finite {
+            return Err(LossError::NonFinite { name: "bank" });
+        }
+        let accuracy = Tensor::new(f.accuracy, q.device())?;
+        return Ok(output(f.loss, accuracy));
+    }
+    let bank = bank.to_dtype(p.dtype)?;
+    validate::finite("bank", &bank)?;
+    let (loss, accuracy) = composed::infonce_indexed(q, k, &bank, indices, tau)?;
+    Ok(output(loss, accuracy))
+}

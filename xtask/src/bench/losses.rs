@@ -140,6 +140,7 @@ fn infonce_rows(
     let loss = InfoNCELoss::new(InfoNCEConfig {
         temperature: 0.2,
         implementation: imp,
+        ..Default::default()
     })?;
     let mut rows = Vec::new();
     for k in [4096usize, 65536] {

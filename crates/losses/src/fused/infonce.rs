@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use super::kernels::{
-    dot_f64, exp_sum, matmul, normalize_backward, normalize_rows, row_max, Operand,
+    dot_f32, dot_f64, exp_sum, matmul, normalize_backward, normalize_rows, row_max, Operand,
 };
 use super::FusedResult;
 
@@ -137,15 +137,7 @@ pub(crate) fn infonce_loss(
     need_grad: bool,
 ) -> FusedResult {
     let kneg = negatives.len() / d;
-    let mut qh = vec![0.0f32; n * d];
-    let mut kh = vec![0.0f32; n * d];
-    let q_inv = normalize_rows(q, d, &mut qh);
-    let k_inv = normalize_rows(k, d, &mut kh);
-    let pos: Vec<f32> = qh
-        .chunks_exact(d)
-        .zip(kh.chunks_exact(d))
-        .map(|(a, b)| dot_f64(a, b) as f32)
-        .collect();
+    let x = Normalised::new(q, k, n, d);
 
     // Blocks of at least 64 negatives keep the GEMMs efficient; more blocks
     // than threads lets rayon balance them.
@@ -157,19 +149,77 @@ pub(crate) fn infonce_loss(
         .fold(
             || Partial::new(n, d, block, inv_tau, need_grad),
             |mut acc, negs| {
-                acc.absorb(&qh, negs, n, d);
+                acc.absorb(&x.qh, negs, n, d);
                 acc
             },
         )
         .reduce_with(|a, b| a.merge(b, d))
         .unwrap_or_else(|| Partial::new(n, d, 0, inv_tau, need_grad));
 
+    finish(
+        &x,
+        &stats.max,
+        &stats.sum,
+        &stats.weighted,
+        stats.finite,
+        d,
+        inv_tau,
+        need_grad,
+    )
+}
+
+/// Normalised queries and keys, their normalisation factors and the positive similarities.
+struct Normalised {
+    qh: Vec<f32>,
+    kh: Vec<f32>,
+    q_inv: Vec<f32>,
+    k_inv: Vec<f32>,
+    pos: Vec<f32>,
+}
+
+impl Normalised {
+    fn new(q: &[f32], k: &[f32], n: usize, d: usize) -> Self {
+        let mut qh = vec![0.0f32; n * d];
+        let mut kh = vec![0.0f32; n * d];
+        let q_inv = normalize_rows(q, d, &mut qh);
+        let k_inv = normalize_rows(k, d, &mut kh);
+        let pos = qh
+            .chunks_exact(d)
+            .zip(kh.chunks_exact(d))
+            .map(|(a, b)| dot_f64(a, b) as f32)
+            .collect();
+        Self {
+            qh,
+            kh,
+            q_inv,
+            k_inv,
+            pos,
+        }
+    }
+}
+
+/// Loss, accuracy and gradients from the per-query softmax statistics over the negatives:
+/// running max `neg_max` of the raw similarities, `neg_sum = Σ_j exp((s_ij − max_i)/τ)` and
+/// (with gradients) `weighted = Σ_j exp((s_ij − max_i)/τ) n_ij`.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    x: &Normalised,
+    neg_max: &[f32],
+    neg_sum: &[f64],
+    weighted: &[f32],
+    finite: bool,
+    d: usize,
+    inv_tau: f32,
+    need_grad: bool,
+) -> FusedResult {
+    let n = x.pos.len();
+    let (qh, kh) = (&x.qh, &x.kh);
     let inv_tau64 = inv_tau as f64;
     let mut loss = 0.0f64;
     let mut correct = 0usize;
     // Per query: weight of the positive (p⁺ − 1) and of the streamed sum.
     let mut coef = Vec::with_capacity(n);
-    for ((&p, &neg_max), &neg_sum) in pos.iter().zip(&stats.max).zip(&stats.sum) {
+    for ((&p, &neg_max), &neg_sum) in x.pos.iter().zip(neg_max).zip(neg_sum) {
         let m = if neg_max > p { neg_max } else { p };
         let e_pos = ((p - m) as f64 * inv_tau64).exp();
         let e_neg = if neg_max == f32::NEG_INFINITY {
@@ -183,7 +233,7 @@ pub(crate) fn infonce_loss(
         coef.push((e_pos / total - 1.0, e_neg / total));
     }
     let mut result = FusedResult::new(loss, correct, n);
-    result.finite = stats.finite;
+    result.finite = finite;
     if need_grad {
         let g = inv_tau64 / n as f64;
         let mut gq = vec![0.0f32; n * d];
@@ -194,15 +244,64 @@ pub(crate) fn infonce_loss(
                 .iter_mut()
                 .zip(&mut gk[r.clone()])
                 .zip(qh[r.clone()].iter().zip(&kh[r.clone()]))
-                .zip(&stats.weighted[r])
+                .zip(&weighted[r])
             {
                 *dq = ((c_pos * kv as f64 + c_neg * w as f64) * g) as f32;
                 *dk = (c_pos * qv as f64 * g) as f32;
             }
         }
-        normalize_backward(&qh, &q_inv, d, &mut gq);
-        normalize_backward(&kh, &k_inv, d, &mut gk);
+        normalize_backward(qh, &x.q_inv, d, &mut gq);
+        normalize_backward(kh, &x.k_inv, d, &mut gk);
         result.grads = Some((gq, gk));
     }
     result
+}
+
+/// InfoNCE where query `i` has its own negatives: rows `indices[i·K .. (i+1)·K]` of `bank`
+/// (`[rows, d]`), as InstDisc's `NCEAverage` draws K memory-bank rows per query. The `[n, K]`
+/// similarities are computed one query at a time by gathered dot products; nothing of size
+/// `n × K × d` is materialised.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn infonce_indexed_loss(
+    q: &[f32],
+    k: &[f32],
+    bank: &[f32],
+    indices: &[u32],
+    n: usize,
+    d: usize,
+    inv_tau: f32,
+    need_grad: bool,
+) -> FusedResult {
+    let kneg = indices.len() / n.max(1);
+    let x = Normalised::new(q, k, n, d);
+    let per_query: Vec<(f32, f64, Vec<f32>, bool)> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let qi = &x.qh[i * d..(i + 1) * d];
+            let rows = &indices[i * kneg..(i + 1) * kneg];
+            let bank_row = |r: u32| &bank[r as usize * d..(r as usize + 1) * d];
+            let mut s: Vec<f32> = rows.iter().map(|&r| dot_f32(qi, bank_row(r))).collect();
+            let (max, finite) = row_max(&s);
+            let sum = exp_sum(&mut s, max, inv_tau) as f64;
+            let mut weighted = Vec::new();
+            if need_grad {
+                weighted = vec![0.0f32; d];
+                for (&w, &r) in s.iter().zip(rows) {
+                    for (acc, &v) in weighted.iter_mut().zip(bank_row(r)) {
+                        *acc += w * v;
+                    }
+                }
+            }
+            (max, sum, weighted, finite)
+        })
+        .collect();
+    let max: Vec<f32> = per_query.iter().map(|p| p.0).collect();
+    let sum: Vec<f64> = per_query.iter().map(|p| p.1).collect();
+    let finite = per_query.iter().all(|p| p.3);
+    let weighted: Vec<f32> = if need_grad {
+        per_query.into_iter().flat_map(|p| p.2).collect()
+    } else {
+        Vec::new()
+    };
+    finish(&x, &max, &sum, &weighted, finite, d, inv_tau, need_grad)
 }

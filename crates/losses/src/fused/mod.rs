@@ -189,6 +189,59 @@ impl CustomOp3 for InfoNceOp {
     }
 }
 
+struct InfoNceIndexedOp {
+    inv_tau: f32,
+    need_grad: bool,
+    /// `[n, K]` row indices into the bank, row-major.
+    indices: Vec<u32>,
+    state: SharedState,
+}
+
+impl CustomOp3 for InfoNceIndexedOp {
+    fn name(&self) -> &'static str {
+        "mocca-infonce-indexed"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let q = f32_slice(s1, l1, self.name())?;
+        let k = f32_slice(s2, l2, self.name())?;
+        let bank = f32_slice(s3, l3, self.name())?;
+        let (n, d) = l1.shape().dims2()?;
+        let r = infonce::infonce_indexed_loss(
+            q,
+            k,
+            bank,
+            &self.indices,
+            n,
+            d,
+            self.inv_tau,
+            self.need_grad,
+        );
+        publish(&self.state, r)
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        _bank: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // The memory bank is a constant, as the queue.
+        let (gq, gk) = stored_grads(&self.state, q, k, grad_res)?;
+        Ok((gq, gk, None))
+    }
+}
+
 /// Output of a fused loss: the scalar loss (f32, differentiable), the
 /// fraction of rows whose positive has the largest logit, and whether every
 /// similarity was finite.
@@ -251,6 +304,32 @@ pub(crate) fn infonce(
         q.apply_op3(k, negatives, op)?
     } else {
         q.apply_op3_no_bwd(k, negatives, &op)?
+    };
+    finish(loss, &state)
+}
+
+/// InfoNCE with per-query negatives: `q`, `k` `[n, d]` and `bank` `[rows, d]` contiguous f32
+/// CPU tensors, `indices` the `[n, K]` bank rows of each query's negatives (checked by the
+/// caller).
+pub(crate) fn infonce_indexed(
+    q: &Tensor,
+    k: &Tensor,
+    bank: &Tensor,
+    indices: Vec<u32>,
+    inv_tau: f32,
+) -> candle_core::Result<Fused> {
+    let state = SharedState::default();
+    let need_grad = q.track_op() || k.track_op();
+    let op = InfoNceIndexedOp {
+        inv_tau,
+        need_grad,
+        indices,
+        state: state.clone(),
+    };
+    let loss = if need_grad {
+        q.apply_op3(k, bank, op)?
+    } else {
+        q.apply_op3_no_bwd(k, bank, &op)?
     };
     finish(loss, &state)
 }

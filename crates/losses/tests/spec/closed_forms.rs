@@ -45,6 +45,7 @@ fn infonce_with_k_identical_keys_is_ln_k_plus_1() {
             let loss = InfoNCELoss::new(InfoNCEConfig {
                 temperature: tau,
                 implementation,
+                ..Default::default()
             })
             .unwrap();
             let out = loss.forward(&q, &q, &negatives).unwrap();
@@ -109,6 +110,7 @@ fn accuracy_counts_queries_whose_positive_has_the_largest_logit() {
         let loss = InfoNCELoss::new(InfoNCEConfig {
             temperature: 0.1,
             implementation,
+            ..Default::default()
         })
         .unwrap();
         let acc = scalar(&loss.forward(&q, &k, &negatives).unwrap().accuracy);

@@ -16,6 +16,7 @@ fn infonce(implementation: mocca_losses::Implementation) -> InfoNCELoss {
     InfoNCELoss::new(InfoNCEConfig {
         temperature: 0.2,
         implementation,
+        ..Default::default()
     })
     .unwrap()
 }

@@ -50,6 +50,7 @@ fn run_infonce(
     let loss = InfoNCELoss::new(InfoNCEConfig {
         temperature: tau,
         implementation,
+        ..Default::default()
     })
     .unwrap();
     let out = loss.forward(&q, &key, &negatives).unwrap();
@@ -115,6 +116,7 @@ fn fused_end_to_end_matches_composed_on_a_large_batch() {
         let loss = InfoNCELoss::new(InfoNCEConfig {
             temperature: 0.1,
             implementation,
+            ..Default::default()
         })
         .unwrap();
         let out = loss.forward_end_to_end(&q, &k).unwrap();

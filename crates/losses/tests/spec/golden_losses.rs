@@ -3,7 +3,7 @@
 
 use crate::common::{array, assert_array_close, assert_loss_close, golden, tensor, var, BOTH};
 use candle_core::DType;
-use mocca_losses::{InfoNCEConfig, InfoNCELoss, NTXentConfig, NTXentLoss};
+use mocca_losses::{InfoNCEConfig, InfoNCELoss, NTXentConfig, NTXentLoss, SymmetricReduction};
 
 const REL: f64 = 1e-5;
 
@@ -64,6 +64,7 @@ fn infonce_matches_every_golden_case() {
             let loss = InfoNCELoss::new(InfoNCEConfig {
                 temperature: tau(&case),
                 implementation,
+                ..Default::default()
             })
             .unwrap();
             let out = loss.forward(&q, &k, &queue).unwrap();
@@ -86,7 +87,7 @@ fn infonce_matches_every_golden_case() {
 }
 
 #[test]
-fn symmetric_moco_loss_matches_every_golden_case_with_detached_keys() {
+fn symmetric_moco_loss_matches_every_golden_case_in_both_reductions() {
     for implementation in BOTH {
         for case in cases("losses/moco_symmetric.json") {
             let name = format!("{implementation:?} {}", case["name"]);
@@ -99,8 +100,14 @@ fn symmetric_moco_loss_matches_every_golden_case_with_detached_keys() {
                 tensor(&array(&case, "k2"), DType::F32),
             );
             let queue = tensor(&array(&case, "queue"), DType::F32);
+            let symmetric_reduction = match case["reduction"].as_str().unwrap() {
+                "sum" => SymmetricReduction::Sum,
+                "mean" => SymmetricReduction::Mean,
+                other => panic!("unknown reduction {other}"),
+            };
             let loss = InfoNCELoss::new(InfoNCEConfig {
                 temperature: tau(&case),
+                symmetric_reduction,
                 implementation,
             })
             .unwrap();
@@ -135,6 +142,7 @@ fn end_to_end_matches_every_golden_case() {
             let loss = InfoNCELoss::new(InfoNCEConfig {
                 temperature: tau(&case),
                 implementation,
+                ..Default::default()
             })
             .unwrap();
             let out = loss.forward_end_to_end(&q, &k).unwrap();
@@ -183,6 +191,7 @@ fn half_precision_inputs_accumulate_in_f32_and_return_gradients_in_their_dtype()
                 let loss = InfoNCELoss::new(InfoNCEConfig {
                     temperature: tau(&case),
                     implementation,
+                    ..Default::default()
                 })
                 .unwrap();
                 loss.forward(&x, &y, &queue).unwrap()

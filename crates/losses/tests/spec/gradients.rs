@@ -2,7 +2,7 @@
 //! differences in f64, for every loss form.
 
 use crate::common::{pseudo_random, scalar, unit_rows, values};
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use mocca_losses::{Implementation, InfoNCEConfig, InfoNCELoss, NTXentConfig, NTXentLoss};
 
 const H: f64 = 1e-6;
@@ -61,6 +61,7 @@ fn infonce_gradient_matches_finite_differences() {
     let loss = InfoNCELoss::new(InfoNCEConfig {
         temperature: 0.2,
         implementation: Implementation::Auto,
+        ..Default::default()
     })
     .unwrap();
     let negatives = unit_rows(5, 4, 3, DType::F64);
@@ -74,6 +75,7 @@ fn symmetric_gradient_matches_finite_differences() {
     let loss = InfoNCELoss::new(InfoNCEConfig {
         temperature: 0.5,
         implementation: Implementation::Auto,
+        ..Default::default()
     })
     .unwrap();
     let negatives = unit_rows(4, 3, 6, DType::F64);
@@ -93,9 +95,27 @@ fn end_to_end_gradient_matches_finite_differences() {
     let loss = InfoNCELoss::new(InfoNCEConfig {
         temperature: 0.25,
         implementation: Implementation::Auto,
+        ..Default::default()
     })
     .unwrap();
     check("end_to_end", &[raw(4, 3, 11), raw(4, 3, 12)], |x| {
         loss.forward_end_to_end(&x[0], &x[1]).unwrap().loss
+    });
+}
+
+#[test]
+fn indexed_gradient_matches_finite_differences() {
+    let loss = InfoNCELoss::new(InfoNCEConfig {
+        temperature: 0.3,
+        implementation: Implementation::Auto,
+        ..Default::default()
+    })
+    .unwrap();
+    let bank = unit_rows(6, 4, 13, DType::F64);
+    let indices = Tensor::new(&[[0u32, 3, 3], [5, 1, 2], [4, 4, 0]], &Device::Cpu).unwrap();
+    check("indexed", &[raw(3, 4, 14), raw(3, 4, 15)], |x| {
+        loss.forward_indexed(&x[0], &x[1], &bank, &indices)
+            .unwrap()
+            .loss
     });
 }

@@ -7,3 +7,4 @@ mod errors;
 mod fused_vs_composed;
 mod golden_losses;
 mod gradients;
+mod indexed;
