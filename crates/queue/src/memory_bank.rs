@@ -38,7 +38,10 @@ impl Default for MemoryBankConfig {
 ///
 /// Rows start as random unit vectors. Negatives are drawn uniformly with
 /// replacement (InstDisc's uniform noise distribution) and may include the
-/// batch's own samples, as in InstDisc.
+/// batch's own samples, as in InstDisc: K of them for each query
+/// ([`sample_negative_indices`](Self::sample_negative_indices), what
+/// lemniscate's `NCEAverage` draws), or one set of K for the whole batch
+/// ([`sample_negatives`](Self::sample_negatives), cheaper).
 #[derive(Debug)]
 pub struct MemoryBank {
     bank: Tensor,
@@ -105,6 +108,20 @@ impl MemoryBank {
     pub fn sample_indices(&mut self, k: usize) -> Vec<usize> {
         let n = self.num_samples() as u64;
         (0..k).map(|_| self.rng.below(n) as usize).collect()
+    }
+
+    /// `k` rows for each of `n` queries, drawn uniformly with replacement, as a
+    /// `[n, k]` u32 tensor on the bank's device (row-major: query 0's draws
+    /// first), for `InfoNCELoss::forward_indexed` of `mocca-losses`.
+    pub fn sample_negative_indices(&mut self, n: usize, k: usize) -> Result<Tensor, QueueError> {
+        if k == 0 {
+            return Err(QueueError::ZeroSize {
+                what: "number of negatives K",
+            });
+        }
+        let rows = self.num_samples() as u64;
+        let idx: Vec<u32> = (0..n * k).map(|_| self.rng.below(rows) as u32).collect();
+        Ok(Tensor::from_vec(idx, (n, k), self.bank.device())?)
     }
 
     /// The step's `k` negatives: rows drawn by [`sample_indices`](Self::sample_indices),

@@ -52,11 +52,15 @@ impl Default for MomentumQueueConfig {
 /// [`enqueue`](Self::enqueue) overwrites N of its rows in place. The
 /// negatives tensor a loss holds is therefore a live view:
 ///
-/// **Ordering contract: enqueue after the backward pass.** MoCo's own order
-/// is loss → backward → optimiser step → momentum update → enqueue. A loss
-/// whose backward reads the negatives (the composed candle-op path, which
-/// CUDA uses) would otherwise see the new keys. `mocca-losses`' fused CPU
-/// path computes its gradients in the forward and never reads the
+/// **Ordering contract: enqueue after the backward pass.** MoCo's own code
+/// (`main_moco.py`, the CIFAR-10 colab) updates the key encoder first, then
+/// computes the keys and the loss and enqueues the keys inside the forward,
+/// before the backward; that is safe there because its logits hold a copy of
+/// the queue (`self.queue.clone().detach()`). Here the loss reads the queue
+/// without a copy, so a loss whose backward reads the negatives (the composed
+/// candle-op path, which CUDA uses) would see the new keys if they were
+/// enqueued first: enqueue once the backward has run. `mocca-losses`' fused
+/// CPU path computes its gradients in the forward and never reads the
 /// negatives again, so on the CPU the order does not change the result.
 #[derive(Debug)]
 pub struct MomentumQueue {

@@ -87,6 +87,30 @@ fn negatives_are_seeded_draws_of_bank_rows() {
 }
 
 #[test]
+fn per_query_negatives_are_k_seeded_draws_for_each_query() {
+    let (mut a, mut b) = (bank(5), bank(5));
+    let flat = a.sample_indices(3 * 40);
+    let per_query = b.sample_negative_indices(3, 40).unwrap();
+    assert_eq!(per_query.dims(), [3, 40]);
+    assert_eq!(per_query.dtype(), DType::U32);
+    let got: Vec<usize> = per_query
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<u32>()
+        .unwrap()
+        .into_iter()
+        .map(|i| i as usize)
+        .collect();
+    assert_eq!(got, flat, "row-major draws from the same generator");
+    let rows: Vec<Vec<u32>> = per_query.to_vec2().unwrap();
+    assert_ne!(rows[0], rows[1], "each query has its own draws");
+    assert!(matches!(
+        b.sample_negative_indices(3, 0),
+        Err(QueueError::ZeroSize { .. })
+    ));
+}
+
+#[test]
 fn bad_indices_and_shapes_name_the_problem() {
     let mut b = bank(5);
     let z = Tensor::ones((2, 4), DType::F32, &Device::Cpu).unwrap();
