@@ -10,18 +10,23 @@
 //! 1. `q = g_q(f_q(x_q))` in training mode.
 //! 2. Keys, by [`NegativeSource`]:
 //!    - `Queue`: `k = g_k(f_k(x_k))` from the key encoder in training mode,
-//!      with shuffle-BN when enabled (the batch is permuted before the key
-//!      encoder and the keys un-permuted after, so the split-BN groups of the
-//!      key encoder see other samples than the query encoder's: the
-//!      single-device form of MoCo's shuffle-BN, as in the MoCo CIFAR-10
-//!      colab); detached; negatives are the queue.
+//!      with shuffle-BN when enabled ([`batch_shuffle`] before the key
+//!      encoder, [`batch_unshuffle`] after, so the split-BN groups of the key
+//!      encoder see other samples than the query encoder's: the single-device
+//!      form of MoCo's shuffle-BN, as in the MoCo CIFAR-10 colab); detached;
+//!      negatives are the queue. The permutations come from the method's
+//!      generator, or are given ([`MoCo::step_with_key_permutations`]).
 //!    - `MemoryBank`: the positive is the bank's row of each sample (InstDisc),
-//!      negatives are `num_negatives` rows drawn from the bank; `x_k` is not
-//!      used.
+//!      negatives are `num_negatives` rows drawn from the bank for each query
+//!      (InstDisc's draw) or once for the batch ([`BankSampling`]); `x_k` is
+//!      not used.
 //!    - `EndToEnd`: `k = g_q(f_q(x_k))` from the query encoder with gradients;
 //!      negatives are the other keys of the batch.
-//! 3. InfoNCE (or its symmetric form: both views as queries, loss averaged,
-//!    both views' keys enqueued) with `mocca-losses`.
+//! 3. InfoNCE (or its symmetric form: both views as queries, the two terms
+//!    summed as the MoCo colab does or averaged as lightly does, both views'
+//!    keys enqueued) with `mocca-losses`. The symmetric form runs the passes
+//!    in the colab's order: queries of view 0, keys of view 1, queries of
+//!    view 1, keys of view 0 (BatchNorm running statistics depend on it).
 //! 4. A non-finite loss stops here with [`MethodError::NonFiniteLoss`]:
 //!    parameters, optimizer state, queue / bank contents and the step counter
 //!    are untouched. Not rolled back: the BatchNorm running statistics of
@@ -44,7 +49,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{Device, Tensor};
-use mocca_losses::{InfoNCEConfig, InfoNCELoss};
+use mocca_losses::{InfoNCEConfig, InfoNCELoss, SymmetricReduction};
 use mocca_queue::{
     cosine_momentum, MemoryBank, MemoryBankConfig, MomentumQueue, MomentumQueueConfig,
     MomentumUpdate, QueueMode,
@@ -70,17 +75,31 @@ pub enum NegativeSource {
         mode: QueueMode,
     },
     /// (b) Memory bank (Wu et al. 2018): one row per training sample, updated
-    /// with momentum by sample index; `num_negatives` rows drawn per step.
-    /// Needs the dataset indices of each batch.
+    /// with momentum by sample index; `num_negatives` rows drawn per query or
+    /// per step ([`BankSampling`]). Needs the dataset indices of each batch.
     MemoryBank {
         num_samples: usize,
         num_negatives: usize,
         /// Row-update momentum (0.5 in InstDisc and the MoCo paper).
         momentum: f64,
+        sampling: BankSampling,
     },
     /// (a) End-to-end: keys from the query encoder, the batch's other keys as
     /// negatives, gradients through both.
     EndToEnd,
+}
+
+/// How the memory bank's negatives are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BankSampling {
+    /// `num_negatives` rows for each query, as InstDisc (lemniscate's
+    /// `NCEAverage` draws `batch × (K + 1)` indices).
+    #[default]
+    PerQuery,
+    /// One set of `num_negatives` rows for the whole batch: one gather and a
+    /// GEMM instead of a gather per query, and the batch's queries share
+    /// their negatives.
+    Shared,
 }
 
 impl NegativeSource {
@@ -103,6 +122,8 @@ pub struct MoCoConfig {
     pub temperature: f64,
     /// Symmetric loss (both views as queries) instead of MoCo's asymmetric one.
     pub symmetric: bool,
+    /// Sum (the MoCo colab) or mean (lightly) of the symmetric loss's two terms.
+    pub symmetric_reduction: SymmetricReduction,
     /// Key-encoder momentum `m` (the start value `m0` with a cosine schedule).
     pub momentum: f64,
     /// Raise the momentum from `m0` to 1 along a half cosine over
@@ -119,42 +140,52 @@ pub struct MoCoConfig {
 }
 
 impl MoCoConfig {
-    /// MoCo v1 (ImageNet): K = 65536, τ = 0.07, m = 0.999, SGD lr 0.03 ×
-    /// batch / 256, momentum 0.9, weight decay 1e-4, lr × 0.1 at 60 % and 80 %
-    /// of the run (epochs 120 and 160 of 200), shuffle-BN.
+    /// MoCo v1 (ImageNet, `main_moco.py`): K = 65536, τ = 0.07, m = 0.999,
+    /// SGD lr 0.03 × batch / 256, momentum 0.9, weight decay 1e-4, lr × 0.1
+    /// from 60 % and 80 % of the epochs on (epochs 120 and 160 of 200), set per
+    /// epoch, shuffle-BN.
     pub fn v1(batch_size: usize, steps_per_epoch: u64, epochs: u64) -> Self {
         let total = steps_per_epoch * epochs;
         let lr = 0.03 * batch_size as f64 / 256.0;
+        let milestones = LrSchedule::MultiStep {
+            base_lr: lr,
+            milestones: vec![epochs * 3 / 5, epochs * 4 / 5],
+            gamma: 0.1,
+        };
         Self {
             negatives: NegativeSource::queue(65536),
             temperature: 0.07,
             symmetric: false,
+            symmetric_reduction: SymmetricReduction::Sum,
             momentum: 0.999,
             cosine_momentum: false,
             shuffle_bn: true,
             optimizer: OptimizerConfig::sgd(lr, 0.9, 1e-4),
-            lr_schedule: LrSchedule::MultiStep {
-                base_lr: lr,
-                milestones: vec![total * 3 / 5, total * 4 / 5],
-                gamma: 0.1,
-            },
+            lr_schedule: LrSchedule::per_epoch(milestones, steps_per_epoch, 0),
             total_steps: total,
             seed: 0,
         }
     }
 
-    /// MoCo v2: v1 with τ = 0.2 and a cosine learning rate (the MLP head and
-    /// the stronger augmentation are the encoder's and data's part).
+    /// MoCo v2: v1 with τ = 0.2 and `main_moco.py --cos`, a cosine learning
+    /// rate set per epoch (the MLP head and the stronger augmentation are the
+    /// encoder's and data's part).
     pub fn v2(batch_size: usize, steps_per_epoch: u64, epochs: u64) -> Self {
         let mut c = Self::v1(batch_size, steps_per_epoch, epochs);
         c.temperature = 0.2;
-        c.lr_schedule = LrSchedule::cosine(c.optimizer.lr, c.total_steps);
+        c.lr_schedule = LrSchedule::per_epoch(
+            LrSchedule::cosine(c.optimizer.lr, epochs),
+            steps_per_epoch,
+            0,
+        );
         c
     }
 
-    /// The MoCo CIFAR-10 colab: K = 4096, m = 0.99, τ = 0.1, SGD lr 0.06 ×
-    /// batch / 512, momentum 0.9, weight decay 5e-4, cosine, shuffle-BN (with
-    /// 8 split-BN groups in the encoder), asymmetric loss.
+    /// The MoCo CIFAR-10 colab: K = 4096, m = 0.99, τ = 0.1, SGD lr 0.06 at
+    /// batch 512 (its comment: "0.03 for batch 256", so × batch / 512),
+    /// momentum 0.9, weight decay 5e-4, cosine set per epoch with epochs
+    /// counted from 1, shuffle-BN (with 8 split-BN groups in the encoder),
+    /// asymmetric loss (its symmetric option sums the two terms).
     pub fn cifar10_colab(batch_size: usize, steps_per_epoch: u64, epochs: u64) -> Self {
         let total = steps_per_epoch * epochs;
         let lr = 0.06 * batch_size as f64 / 512.0;
@@ -162,11 +193,12 @@ impl MoCoConfig {
             negatives: NegativeSource::queue(4096),
             temperature: 0.1,
             symmetric: false,
+            symmetric_reduction: SymmetricReduction::Sum,
             momentum: 0.99,
             cosine_momentum: false,
             shuffle_bn: true,
             optimizer: OptimizerConfig::sgd(lr, 0.9, 5e-4),
-            lr_schedule: LrSchedule::cosine(lr, total),
+            lr_schedule: LrSchedule::per_epoch(LrSchedule::cosine(lr, epochs), steps_per_epoch, 1),
             total_steps: total,
             seed: 0,
         }
@@ -193,6 +225,7 @@ impl MoCoConfig {
                 num_samples,
                 num_negatives,
                 momentum,
+                ..
             } => {
                 if *num_samples == 0 || *num_negatives == 0 {
                     return Err(config_err(
@@ -219,7 +252,7 @@ impl MoCoConfig {
 #[derive(Clone, Copy)]
 enum Mode {
     Queue,
-    Bank(usize),
+    Bank(usize, BankSampling),
     EndToEnd,
 }
 
@@ -228,6 +261,7 @@ enum Dictionary {
     Bank {
         bank: MemoryBank,
         num_negatives: usize,
+        sampling: BankSampling,
     },
     EndToEnd,
 }
@@ -279,6 +313,7 @@ impl<E: Encoder> MoCo<E> {
                 num_samples,
                 num_negatives,
                 momentum,
+                sampling,
             } => Dictionary::Bank {
                 bank: MemoryBank::new(
                     MemoryBankConfig {
@@ -290,11 +325,13 @@ impl<E: Encoder> MoCo<E> {
                     device,
                 )?,
                 num_negatives: *num_negatives,
+                sampling: *sampling,
             },
             NegativeSource::EndToEnd => Dictionary::EndToEnd,
         };
         let loss = InfoNCELoss::new(InfoNCEConfig {
             temperature: config.temperature,
+            symmetric_reduction: config.symmetric_reduction,
             ..Default::default()
         })?;
         let optimizer = Optimizer::new(encoder_q.named_parameters(), config.optimizer.clone())?;
@@ -369,27 +406,109 @@ impl<E: Encoder> MoCo<E> {
         }
     }
 
-    /// Unit-norm keys of `x` from the key encoder, with shuffle-BN.
-    fn keys(&mut self, x: &Tensor) -> Result<Tensor> {
+    /// Replaces the queue's keys with `keys` (`[K, D]`, the configured size and
+    /// the encoder's output width; used as given, so pass unit rows), the
+    /// write pointer back at 0: to continue from a queue saved by another
+    /// implementation, or to start from a given one (MoCo draws its own from a
+    /// normal distribution). Queue mode only.
+    pub fn replace_queue(&mut self, keys: &Tensor) -> Result<()> {
+        let Dictionary::Queue(queue) = &self.dictionary else {
+            return Err(input_err("replace_queue: this MoCo has no queue"));
+        };
+        let want = [queue.size(), queue.dim()];
+        if keys.dims() != want {
+            return Err(input_err(format!(
+                "replace_queue: the queue holds {want:?} keys, got {:?}",
+                keys.dims()
+            )));
+        }
+        let keys = keys
+            .to_dtype(candle_core::DType::F32)?
+            .to_device(&self.device)?;
+        self.dictionary = Dictionary::Queue(MomentumQueue::from_buffer(&keys, queue.mode())?);
+        Ok(())
+    }
+
+    /// Unit-norm keys of `x` from the key encoder; with a permutation, the
+    /// batch is shuffled before the key encoder and the keys unshuffled after
+    /// (shuffle-BN).
+    fn keys(&self, x: &Tensor, perm: Option<&[u32]>) -> Result<Tensor> {
         let encoder_k = self.encoder_k.as_ref().ok_or_else(|| {
             input_err("keys from the key encoder are only computed in queue mode")
         })?;
-        let k = if self.config.shuffle_bn {
-            let n = x.dim(0)?;
-            let perm = self.rng.permutation(n);
-            let mut inverse = vec![0u32; n];
-            for (pos, &i) in perm.iter().enumerate() {
-                inverse[i as usize] = pos as u32;
+        let k = match perm {
+            Some(perm) => {
+                let (shuffled, unshuffle) = batch_shuffle(x, perm)?;
+                let k = encoder_k.forward(&shuffled, true)?.detach();
+                batch_unshuffle(&k, &unshuffle)?
             }
-            let perm = Tensor::new(perm.as_slice(), x.device())?;
-            let inverse = Tensor::new(inverse.as_slice(), x.device())?;
-            let k = encoder_k.forward(&x.index_select(&perm, 0)?, true)?;
-            k.detach().index_select(&inverse, 0)?
-        } else {
-            encoder_k.forward(x, true)?.detach()
+            None => encoder_k.forward(x, true)?.detach(),
         };
         l2_normalize(&k)
     }
+
+    /// [`Method::step`] with the shuffle-BN permutations of the key batches
+    /// given instead of drawn from the method's generator, e.g. to reproduce
+    /// a run of another implementation. `key_permutations[t]` reorders the key
+    /// batch of loss term `t` before the key encoder, `x[perm]` as the MoCo
+    /// colab's `_batch_shuffle_single_gpu`: term 0 scores the queries of
+    /// `views[0]` against the keys of `views[1]`; the symmetric loss's term 1
+    /// the queries of `views[1]` against the keys of `views[0]`. Queue mode
+    /// only (the memory bank and end-to-end MoCo have no key encoder pass);
+    /// one permutation of `0..N` per term.
+    pub fn step_with_key_permutations(
+        &mut self,
+        views: &[Tensor],
+        indices: &[usize],
+        key_permutations: &[Vec<usize>],
+    ) -> Result<StepStats> {
+        let n = check_views(views, 2)?;
+        if !matches!(self.dictionary, Dictionary::Queue(_)) {
+            return Err(input_err(
+                "key permutations apply to queue mode only: the memory bank and end-to-end MoCo \
+                 have no key-encoder pass",
+            ));
+        }
+        let terms = if self.config.symmetric { 2 } else { 1 };
+        if key_permutations.len() != terms {
+            return Err(input_err(format!(
+                "{terms} key permutation(s) needed (one per loss term), got {}",
+                key_permutations.len()
+            )));
+        }
+        let mut perms = Vec::with_capacity(terms);
+        for (t, p) in key_permutations.iter().enumerate() {
+            let mut seen = vec![false; n];
+            let valid = p.len() == n
+                && p.iter()
+                    .all(|&i| i < n && !std::mem::replace(&mut seen[i], true));
+            if !valid {
+                return Err(input_err(format!(
+                    "key permutation {t} is not a permutation of 0..{n}"
+                )));
+            }
+            perms.push(p.iter().map(|&i| i as u32).collect::<Vec<u32>>());
+        }
+        self.step_inner(views, indices, Some(perms))
+    }
+}
+
+/// The single-device batch shuffle of MoCo's shuffle-BN (lightly's
+/// `batch_shuffle`, the MoCo colab's `_batch_shuffle_single_gpu`): `x[perm]`
+/// along the batch, and the index that undoes it for [`batch_unshuffle`].
+pub fn batch_shuffle(x: &Tensor, perm: &[u32]) -> Result<(Tensor, Tensor)> {
+    let mut inverse = vec![0u32; perm.len()];
+    for (pos, &i) in perm.iter().enumerate() {
+        inverse[i as usize] = pos as u32;
+    }
+    let perm = Tensor::new(perm, x.device())?;
+    let inverse = Tensor::new(inverse.as_slice(), x.device())?;
+    Ok((x.index_select(&perm, 0)?, inverse))
+}
+
+/// Undoes [`batch_shuffle`]: `x[unshuffle]` along the batch.
+pub fn batch_unshuffle(x: &Tensor, unshuffle: &Tensor) -> Result<Tensor> {
+    Ok(x.index_select(unshuffle, 0)?)
 }
 
 impl<E: Encoder> MoCo<E> {
@@ -417,7 +536,11 @@ impl<E: Encoder> MoCo<E> {
                 Dictionary::Queue(queue)
             }
             (
-                Dictionary::Bank { num_negatives, .. },
+                Dictionary::Bank {
+                    num_negatives,
+                    sampling,
+                    ..
+                },
                 NegativeSource::MemoryBank {
                     num_samples,
                     momentum,
@@ -442,6 +565,7 @@ impl<E: Encoder> MoCo<E> {
                 Dictionary::Bank {
                     bank,
                     num_negatives: *num_negatives,
+                    sampling: *sampling,
                 }
             }
             (Dictionary::EndToEnd, _) => {
@@ -468,15 +592,18 @@ impl<E: Encoder> MoCo<E> {
     }
 }
 
-impl<E: Encoder> Method for MoCo<E> {
-    fn name(&self) -> &'static str {
-        "moco"
-    }
-
-    fn step(&mut self, views: &[Tensor], indices: &[usize]) -> Result<StepStats> {
+impl<E: Encoder> MoCo<E> {
+    /// One step; `perms` are the key batches' shuffle-BN permutations (drawn when `None`).
+    fn step_inner(
+        &mut self,
+        views: &[Tensor],
+        indices: &[usize],
+        perms: Option<Vec<Vec<u32>>>,
+    ) -> Result<StepStats> {
         let n = check_views(views, 2)?;
         // Everything that could fail after the update is checked here, so a
         // step either completes or changes nothing.
+
         if let Dictionary::Queue(queue) = &self.dictionary {
             let keys = if self.config.symmetric { 2 * n } else { n };
             if keys > queue.size() {
@@ -515,16 +642,31 @@ impl<E: Encoder> Method for MoCo<E> {
         // into the bank after the update.
         let mode = match &self.dictionary {
             Dictionary::Queue(_) => Mode::Queue,
-            Dictionary::Bank { num_negatives, .. } => Mode::Bank(*num_negatives),
+            Dictionary::Bank {
+                num_negatives,
+                sampling,
+                ..
+            } => Mode::Bank(*num_negatives, *sampling),
             Dictionary::EndToEnd => Mode::EndToEnd,
         };
         let (out, pending, queries) = match mode {
             Mode::Queue => {
+                // One permutation per loss term, term 0's first (the colab's order).
+                let terms = if symmetric { 2 } else { 1 };
+                let perms: Vec<Option<Vec<u32>>> = match perms {
+                    Some(given) => given.into_iter().map(Some).collect(),
+                    None if self.config.shuffle_bn => {
+                        (0..terms).map(|_| Some(self.rng.permutation(n))).collect()
+                    }
+                    None => vec![None; terms],
+                };
                 if symmetric {
+                    // The key encoder sees term 0's keys (view 1) before term 1's: its
+                    // BatchNorm running statistics depend on that order.
                     let q1 = self.encoder_q.forward(x_q, true)?;
+                    let k2 = self.keys(x_k, perms[0].as_deref())?;
                     let q2 = self.encoder_q.forward(x_k, true)?;
-                    let k1 = self.keys(x_q)?;
-                    let k2 = self.keys(x_k)?;
+                    let k1 = self.keys(x_q, perms[1].as_deref())?;
                     let out =
                         self.loss
                             .forward_symmetric(&q1, &q2, &k1, &k2, self.queue_negatives());
@@ -535,19 +677,28 @@ impl<E: Encoder> Method for MoCo<E> {
                     )
                 } else {
                     let q = self.encoder_q.forward(x_q, true)?;
-                    let k = self.keys(x_k)?;
+                    let k = self.keys(x_k, perms[0].as_deref())?;
                     let out = self.loss.forward(&q, &k, self.queue_negatives());
                     (loss_result(out, step)?, Some(k), None)
                 }
             }
-            Mode::Bank(num_negatives) => {
+            Mode::Bank(num_negatives, sampling) => {
                 let q = self.encoder_q.forward(x_q, true)?;
                 let Dictionary::Bank { bank, .. } = &mut self.dictionary else {
                     unreachable!("mode follows the dictionary")
                 };
                 let positives = bank.rows(indices)?;
-                let negatives = bank.sample_negatives(num_negatives)?;
-                let out = self.loss.forward(&q, &positives, &negatives);
+                let out = match sampling {
+                    BankSampling::PerQuery => {
+                        let drawn = bank.sample_negative_indices(n, num_negatives)?;
+                        self.loss
+                            .forward_indexed(&q, &positives, bank.bank(), &drawn)
+                    }
+                    BankSampling::Shared => {
+                        let negatives = bank.sample_negatives(num_negatives)?;
+                        self.loss.forward(&q, &positives, &negatives)
+                    }
+                };
                 (loss_result(out, step)?, None, Some(q.detach()))
             }
             Mode::EndToEnd => {
@@ -556,8 +707,12 @@ impl<E: Encoder> Method for MoCo<E> {
                 let out = if symmetric {
                     let a = loss_result(self.loss.forward_end_to_end(&q, &k), step)?;
                     let b = loss_result(self.loss.forward_end_to_end(&k, &q), step)?;
+                    let scale = match self.config.symmetric_reduction {
+                        SymmetricReduction::Sum => 1.0,
+                        SymmetricReduction::Mean => 0.5,
+                    };
                     mocca_losses::ContrastiveOutput {
-                        loss: ((a.loss + b.loss)? * 0.5)?,
+                        loss: ((a.loss + b.loss)? * scale)?,
                         accuracy: ((a.accuracy + b.accuracy)? * 0.5)?,
                     }
                 } else {
@@ -603,6 +758,16 @@ impl<E: Encoder> Method for MoCo<E> {
             momentum,
             batch_size: n,
         })
+    }
+}
+
+impl<E: Encoder> Method for MoCo<E> {
+    fn name(&self) -> &'static str {
+        "moco"
+    }
+
+    fn step(&mut self, views: &[Tensor], indices: &[usize]) -> Result<StepStats> {
+        self.step_inner(views, indices, None)
     }
 
     fn steps_done(&self) -> u64 {

@@ -2,7 +2,9 @@
 //!
 //! `step` is the 0-based index of the update about to be applied: the value
 //! for `step = 0` is the learning rate of the very first update. Schedules
-//! given in epochs convert with `epoch * steps_per_epoch`.
+//! given in epochs convert with `epoch * steps_per_epoch`, or hold the rate
+//! for a whole epoch with [`LrSchedule::PerEpoch`] (as MoCo's code and
+//! lightly's benchmarks do).
 //!
 //! The momentum schedule of the key encoder (cosine from m0 to 1) belongs to
 //! the EMA and lives in `mocca-queue`.
@@ -46,6 +48,20 @@ pub enum LrSchedule {
         milestones: Vec<u64>,
         gamma: f64,
     },
+    /// `epochs` (a schedule whose steps are epochs) evaluated once per epoch:
+    /// update `s` uses `epochs.lr_at(s / steps_per_epoch + first_epoch)`.
+    /// This is how MoCo's `main_moco.py` and its CIFAR-10 colab set the rate
+    /// (`adjust_learning_rate` at the start of each epoch, cosine
+    /// `lr·½(1 + cos(π·epoch/epochs))`) and how lightly's benchmarks step
+    /// `CosineAnnealingLR(optimizer, max_epochs)`, once after each epoch.
+    /// `main_moco.py` and lightly count epochs from 0; the colab's loop runs
+    /// `epoch in range(1, epochs + 1)`, so with `first_epoch = 1` its rate is
+    /// already below the base in the first epoch and 0 in the last.
+    PerEpoch {
+        epochs: Box<LrSchedule>,
+        steps_per_epoch: u64,
+        first_epoch: u64,
+    },
 }
 
 impl LrSchedule {
@@ -58,6 +74,16 @@ impl LrSchedule {
             total_steps,
             warmup_start_lr: 0.0,
             final_lr: 0.0,
+        }
+    }
+
+    /// `epochs` held for whole epochs of `steps_per_epoch` updates, counted from
+    /// `first_epoch` (see [`LrSchedule::PerEpoch`]).
+    pub fn per_epoch(epochs: LrSchedule, steps_per_epoch: u64, first_epoch: u64) -> Self {
+        Self::PerEpoch {
+            epochs: Box::new(epochs),
+            steps_per_epoch,
+            first_epoch,
         }
     }
 
@@ -123,6 +149,16 @@ impl LrSchedule {
                 }
                 Ok(())
             }
+            Self::PerEpoch {
+                epochs,
+                steps_per_epoch,
+                ..
+            } => {
+                if *steps_per_epoch == 0 {
+                    return Err(config_err("a per-epoch schedule needs steps_per_epoch > 0"));
+                }
+                epochs.validate()
+            }
         }
     }
 
@@ -163,6 +199,11 @@ impl LrSchedule {
                 let passed = milestones.iter().filter(|&&m| m <= step).count();
                 base_lr * gamma.powi(passed as i32)
             }
+            Self::PerEpoch {
+                epochs,
+                steps_per_epoch,
+                first_epoch,
+            } => epochs.lr_at(step / steps_per_epoch.max(&1) + first_epoch),
         }
     }
 }
@@ -262,6 +303,37 @@ mod tests {
         assert!(s.validate().is_ok());
         close(s.lr_at(1), 1.0);
         close(s.lr_at(2), 0.25);
+    }
+
+    #[test]
+    fn per_epoch_cosine_from_epoch_one_is_the_moco_colab_schedule() {
+        // adjust_learning_rate: lr·½(1 + cos(π·epoch/epochs)), epoch = 1..=epochs.
+        let s = LrSchedule::per_epoch(LrSchedule::cosine(0.03, 10), 195, 1);
+        let colab = |epoch: f64| 0.03 * 0.5 * (1.0 + (std::f64::consts::PI * epoch / 10.0).cos());
+        close(s.lr_at(0), colab(1.0));
+        close(s.lr_at(194), colab(1.0));
+        close(s.lr_at(195), colab(2.0));
+        close(s.lr_at(9 * 195), 0.0);
+        close(s.lr_at(10 * 195 - 1), 0.0);
+    }
+
+    #[test]
+    fn per_epoch_cosine_from_epoch_zero_is_cosine_annealing_stepped_per_epoch() {
+        // lightly: CosineAnnealingLR(optim, max_epochs), scheduler.step() after each epoch.
+        let s = LrSchedule::per_epoch(LrSchedule::cosine(0.12, 10), 195, 0);
+        close(s.lr_at(0), 0.12);
+        close(s.lr_at(194), 0.12);
+        close(s.lr_at(5 * 195), 0.06);
+    }
+
+    #[test]
+    fn per_epoch_needs_steps_in_an_epoch() {
+        let s = LrSchedule::per_epoch(LrSchedule::cosine(0.1, 10), 0, 0);
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("steps_per_epoch"));
     }
 
     #[test]

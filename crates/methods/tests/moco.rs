@@ -8,7 +8,8 @@ use mocca_methods::moco::NegativeSource;
 use mocca_methods::optim::OptimizerConfig;
 use mocca_methods::schedule::LrSchedule;
 use mocca_methods::{
-    EncoderRole, FeatureLayer, FeatureSource, Method, MethodError, MoCo, MoCoConfig,
+    BankSampling, EncoderRole, FeatureLayer, FeatureSource, Method, MethodError, MoCo, MoCoConfig,
+    SymmetricReduction,
 };
 
 fn config(negatives: NegativeSource, lr: f64) -> MoCoConfig {
@@ -16,6 +17,7 @@ fn config(negatives: NegativeSource, lr: f64) -> MoCoConfig {
         negatives,
         temperature: 0.2,
         symmetric: false,
+        symmetric_reduction: SymmetricReduction::Mean,
         momentum: 0.99,
         cosine_momentum: false,
         shuffle_bn: false,
@@ -43,6 +45,7 @@ fn bank(num_samples: usize) -> NegativeSource {
         num_samples,
         num_negatives: 32,
         momentum: 0.5,
+        sampling: BankSampling::PerQuery,
     }
 }
 
@@ -251,6 +254,91 @@ fn memory_bank_rows_move_towards_the_queries() {
         assert_rows_close(&[after[i].clone()], &[want], 1e-5);
     }
     assert_eq!(after[0], before[0], "rows of other samples are untouched");
+}
+
+#[test]
+fn given_key_permutations_equal_the_drawn_ones_of_the_same_generator() {
+    // A run whose permutations are passed in is the run that drew them.
+    let mut cfg = config(NegativeSource::queue(16), 0.5);
+    cfg.shuffle_bn = true;
+    let (mut drawn, mut given) = (moco(cfg.clone(), 3, 2), moco(cfg, 3, 2));
+    let batch = views(8, 4);
+    let perm: Vec<usize> = mocca_methods::SplitMix64::new(7 ^ 0x5348_5546_464C_4542)
+        .permutation(8)
+        .into_iter()
+        .map(|i| i as usize)
+        .collect();
+    let a = drawn.step(&batch, &[]).unwrap();
+    let b = given.step_with_key_permutations(&batch, &[], &[perm]).unwrap();
+    assert_eq!(a.loss, b.loss);
+    assert_eq!(rows(drawn.dictionary().unwrap()), rows(given.dictionary().unwrap()));
+}
+
+#[test]
+fn key_permutations_must_be_one_permutation_per_loss_term() {
+    let mut m = moco(config(NegativeSource::queue(16), 0.5), 3, 1);
+    let batch = views(4, 1);
+    let err = |m: &mut MoCo<TinyEncoder>, p: &[Vec<usize>]| {
+        m.step_with_key_permutations(&batch, &[], p)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err(&mut m, &[]).contains("1 key permutation(s) needed"));
+    assert!(err(&mut m, &[vec![0, 1, 1, 3]]).contains("not a permutation of 0..4"));
+    assert!(err(&mut m, &[vec![0, 1, 2]]).contains("not a permutation of 0..4"));
+    let mut b = moco(config(bank(16), 0.1), 3, 1);
+    assert!(err(&mut b, &[vec![0, 1, 2, 3]]).contains("queue mode only"));
+    assert_eq!((m.steps_done(), b.steps_done()), (0, 0));
+}
+
+#[test]
+fn batch_unshuffle_undoes_batch_shuffle() {
+    let x = views(5, 9).remove(0);
+    let (shuffled, unshuffle) = mocca_methods::batch_shuffle(&x, &[3, 0, 4, 1, 2]).unwrap();
+    assert_eq!(
+        rows(&shuffled.flatten_from(1).unwrap())[0],
+        rows(&x.flatten_from(1).unwrap())[3]
+    );
+    let back = mocca_methods::batch_unshuffle(&shuffled, &unshuffle).unwrap();
+    assert_eq!(
+        rows(&back.flatten_from(1).unwrap()),
+        rows(&x.flatten_from(1).unwrap())
+    );
+}
+
+#[test]
+fn replace_queue_sets_the_keys_and_rewinds_the_pointer() {
+    let mut m = moco(config(NegativeSource::queue(16), 0.5), 3, 1);
+    m.step(&views(4, 1), &[]).unwrap();
+    let keys = Tensor::ones((16, common::OUT), candle_core::DType::F32, &Device::Cpu)
+        .unwrap()
+        .affine(0.25, 0.0)
+        .unwrap();
+    m.replace_queue(&keys).unwrap();
+    assert_eq!(m.queue_ptr(), Some(0));
+    assert_eq!(rows(m.dictionary().unwrap()), rows(&keys));
+    let wrong = Tensor::zeros((8, common::OUT), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let err = m.replace_queue(&wrong).unwrap_err().to_string();
+    assert!(err.contains("[16, 8]") && err.contains("[8, 8]"), "{err}");
+    let mut b = moco(config(bank(16), 0.1), 3, 1);
+    assert!(b.replace_queue(&keys).unwrap_err().to_string().contains("no queue"));
+}
+
+#[test]
+fn per_query_and_shared_bank_draws_score_different_negatives() {
+    let run = |sampling| {
+        let negatives = NegativeSource::MemoryBank {
+            num_samples: 64,
+            num_negatives: 8,
+            momentum: 0.5,
+            sampling,
+        };
+        let mut m = moco(config(negatives, 0.1), 3, 1);
+        m.step(&views(4, 2), &[1, 2, 3, 4]).unwrap().loss
+    };
+    let (per_query, shared) = (run(BankSampling::PerQuery), run(BankSampling::Shared));
+    assert!(per_query.is_finite() && shared.is_finite());
+    assert_ne!(per_query, shared);
 }
 
 #[test]

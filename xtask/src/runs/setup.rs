@@ -145,6 +145,7 @@ pub fn build_method(
                         num_samples,
                         num_negatives: m.queue_size,
                         momentum: m.bank_momentum,
+                        sampling: mocca_methods::BankSampling::default(),
                     }
                 }
                 Negatives::EndToEnd => NegativeSource::EndToEnd,
@@ -153,6 +154,7 @@ pub fn build_method(
                 negatives,
                 temperature: cfg.loss.temperature,
                 symmetric: m.symmetric,
+                symmetric_reduction: mocca_methods::SymmetricReduction::Sum,
                 momentum: m.momentum,
                 cosine_momentum: m.momentum_schedule == super::config::MomentumSchedule::Cosine,
                 shuffle_bn: m.split_bn > 1,
