@@ -45,7 +45,8 @@ fn mocov2_run_leaves_config_metrics_checkpoint_and_the_other_commands_use_it() {
     }
 
     // One step record per step, an epoch record per epoch, kNN at the start
-    // (random init) and after each epoch.
+    // (random init) and after each epoch, on the head output (what the MoCo
+    // colab monitors) and on the backbone.
     let records = metric_steps(&run_dir);
     let steps: Vec<u64> = records
         .iter()
@@ -58,18 +59,19 @@ fn mocov2_run_leaves_config_metrics_checkpoint_and_the_other_commands_use_it() {
         .filter(|r| r.0 == "knn")
         .map(|r| r.1)
         .collect();
-    assert_eq!(knn, vec![0, 6, 12]);
+    assert_eq!(knn, vec![0, 0, 6, 6, 12, 12]);
     let epochs: Vec<u64> = records
         .iter()
         .filter(|r| r.0 == "epoch")
         .map(|r| r.1)
         .collect();
     assert_eq!(epochs, vec![6, 12]);
-    assert!(
-        out.stderr.contains("on query encoder, backbone features"),
-        "{}",
-        out.stderr
-    );
+    for source in [
+        "on query encoder, projection-head output",
+        "on query encoder, backbone features",
+    ] {
+        assert!(out.stderr.contains(source), "{}", out.stderr);
+    }
 
     // The checkpoint holds both encoders, the optimiser, the queue and the step.
     let state = tensor_bytes(&run_dir.join("checkpoint.safetensors"));
@@ -132,7 +134,8 @@ fn mocov2_run_leaves_config_metrics_checkpoint_and_the_other_commands_use_it() {
         state["encoder_q.backbone.conv1.weight"]
     );
 
-    // eval: says which encoder and layer it evaluated.
+    // eval: scores the run's eval.layer (the colab recipe's head output)
+    // unless told otherwise, and says which encoder and layer it evaluated.
     let eval = run(
         BIN,
         fx.dir.path(),
@@ -141,7 +144,19 @@ fn mocov2_run_leaves_config_metrics_checkpoint_and_the_other_commands_use_it() {
     assert!(eval.success(), "{eval:?}");
     assert!(
         eval.stdout
-            .contains("key (momentum) encoder, backbone features: top-1"),
+            .contains("key (momentum) encoder, projection-head output: top-1"),
+        "{}",
+        eval.stdout
+    );
+    let eval = run(
+        BIN,
+        fx.dir.path(),
+        &["eval", "knn", "--run", "runs/tiny", "--layer", "backbone"],
+    );
+    assert!(eval.success(), "{eval:?}");
+    assert!(
+        eval.stdout
+            .contains("query encoder, backbone features: top-1"),
         "{}",
         eval.stdout
     );

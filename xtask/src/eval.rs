@@ -15,8 +15,10 @@ probe training) and test splits, without augmentation.
 
   --run PATH                 run folder or checkpoint file (also positional)
   --data DIR                 dataset folder (default: the run's, else discovery)
-  --encoder query|key        MoCo's query (default) or momentum encoder
-  --layer backbone|head      pooled backbone features (default) or head output
+  --encoder query|key        MoCo's query or momentum encoder (default: the
+                             run's eval.encoder)
+  --layer backbone|head      pooled backbone features or head output (default:
+                             the run's eval.layer)
   --device auto|cpu|cuda     default: the run's (auto: CUDA if usable, else CPU)
   --batch-size N             images per forward pass (default: the run's)
   --train-limit N --test-limit N   evenly spaced subsets (default: all)
@@ -94,8 +96,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let device = select_device(cfg.run.device)?;
     let source = setup::feature_source(
         &cfg,
-        o.encoder.unwrap_or(EncoderChoice::Query),
-        o.layer.unwrap_or(LayerChoice::Backbone),
+        o.encoder.unwrap_or(cfg.eval.encoder),
+        o.layer.unwrap_or(cfg.eval.layer),
     )?;
     let (state, meta) = load_checkpoint(&ckpt, &device)?;
     let encoder = setup::encoder_from_state(&cfg, source.encoder, &state, &device)?;

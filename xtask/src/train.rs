@@ -13,7 +13,7 @@
 mod progress;
 
 use crate::runs::config::{
-    ConfigBuilder, DeviceKind, MethodName, Negatives, Precision, Recipe, TrainConfig,
+    ConfigBuilder, DeviceKind, MethodName, Negatives, Precision, Recipe, SchedulePer, TrainConfig,
 };
 use crate::runs::metrics::{read_records, truncate_after, MetricsWriter, Record};
 use crate::runs::{
@@ -46,7 +46,15 @@ resolved config is saved as RUN/config.toml.
   --device auto|cpu|cuda     default auto: CUDA GPU 0 if this build has CUDA
                              and the GPU opens, else the CPU (said on stderr)
   --out DIR                  run folder (default runs/<method>-<recipe>)
-  --epochs N  --batch-size N  --seed N  --lr X  --width X  --temperature X
+  --epochs N  --batch-size N  --width X  --temperature X
+  --lr X                     the learning rate used, whatever the batch size
+  --base-lr X                a rate for the preset's reference batch
+                             (optimizer.lr_scale_batch), scaled linearly with
+                             --batch-size (the preset's own rule, if it has one)
+  --seed N                   seeds everything; --init-seed N, --data-seed N,
+                             --aug-seed N seed the weights (and queue, shuffle-BN
+                             and bank draws), the data order and the
+                             augmentations separately
   --precision f32|bf16       bf16: mixed precision (f32 master weights and
                              optimiser state, bf16 activations; for CUDA)
   --negatives queue|bank|end-to-end   --queue-size K   (MoCo)
@@ -97,6 +105,10 @@ const FLAG_KEYS: &[(&str, &str)] = &[
     ("--batch-size", "batch_size"),
     ("--seed", "seed"),
     ("--lr", "optimizer.lr"),
+    ("--base-lr", "optimizer.base_lr"),
+    ("--init-seed", "seeds.init"),
+    ("--data-seed", "seeds.data"),
+    ("--aug-seed", "seeds.augmentation"),
     ("--width", "model.width"),
     ("--precision", "model.precision"),
     ("--temperature", "loss.temperature"),
@@ -301,7 +313,8 @@ struct Trainer {
     metrics: MetricsWriter,
     steps_per_epoch: u64,
     total_steps: u64,
-    source: FeatureSource,
+    /// kNN monitor sources, the headline one first.
+    sources: Vec<FeatureSource>,
     /// Wall time of earlier processes of this run (from metrics.jsonl).
     elapsed_before: f64,
     started: Instant,
@@ -314,7 +327,7 @@ impl Trainer {
     fn start(mut cfg: TrainConfig, out: &Path, resume_from: Option<PathBuf>) -> Result<()> {
         install_interrupt_handler();
         let device = runs::select_device(cfg.run.device)?;
-        let source = setup::feature_source(&cfg, cfg.eval.encoder, cfg.eval.layer)?;
+        let sources = setup::monitor_sources(&cfg)?;
         let data_dir = setup::locate_data(&cfg)?;
         let (train, test) = setup::open_splits(&data_dir)?;
         // The saved config names the data actually read, so `eval` and
@@ -326,7 +339,9 @@ impl Trainer {
         let sampler = BatchSampler::new(
             train.len(),
             cfg.batch_size,
-            Order::Shuffled { seed: cfg.seed },
+            Order::Shuffled {
+                seed: cfg.data_seed(),
+            },
             true,
         )
         .map_err(|e| anyhow!("batch_size {}: {e}", cfg.batch_size))?;
@@ -405,7 +420,7 @@ impl Trainer {
             metrics,
             steps_per_epoch,
             total_steps,
-            source,
+            sources,
             elapsed_before,
             started: Instant::now(),
             stop_after,
@@ -427,8 +442,22 @@ impl Trainer {
             },
             None => String::new(),
         };
+        let lr = match (c.optimizer.lr, c.optimizer.base_lr) {
+            (None, Some(base)) => format!(
+                "{} (base {} x batch {} / {})",
+                fmt_num(c.effective_lr()),
+                fmt_num(base),
+                c.batch_size,
+                c.optimizer.lr_scale_batch
+            ),
+            _ => fmt_num(c.effective_lr()),
+        };
+        let per = match c.schedule.per {
+            SchedulePer::Step => "per step".to_string(),
+            SchedulePer::Epoch => format!("per epoch from epoch {}", c.schedule.first_epoch),
+        };
         eprintln!(
-            "{} ({} recipe): {:?} {:?}-stem width {} {:?} head, batch {}, lr {} {:?}, tau {}{negatives}",
+            "{} ({} recipe): {:?} {:?}-stem width {} {:?} head, batch {}, lr {lr} {:?} {per}, tau {}{negatives}",
             c.method.as_str(),
             c.recipe.as_str(),
             c.model.arch,
@@ -436,7 +465,6 @@ impl Trainer {
             c.model.width,
             c.model.head,
             c.batch_size,
-            fmt_num(c.effective_lr()),
             c.schedule.kind,
             c.loss.temperature,
         );
@@ -471,42 +499,46 @@ impl Trainer {
         save_checkpoint(&self.out.join(CHECKPOINT_FILE), &state, &meta)
     }
 
-    fn knn(&mut self, step: u64) -> Result<Option<f64>> {
+    fn knn(&mut self, step: u64) -> Result<()> {
         let Some(test) = &self.data.test else {
-            return Ok(None);
+            return Ok(());
         };
-        let encoder = self.method.encoder(self.source.encoder)?;
+        let encoder = self.method.encoder(self.sources[0].encoder)?;
         let t0 = Instant::now();
-        let r = setup::knn(
+        let results = setup::knn(
             &self.cfg,
             encoder,
-            self.source,
+            &self.sources,
             &self.data.train,
             test,
             self.cfg.run.knn_train_limit,
             self.cfg.run.knn_test_limit,
             &self.device,
         )?;
+        let n_train =
+            setup::spread_subset(self.data.train.len(), self.cfg.run.knn_train_limit).len();
+        let epoch = step as f64 / self.steps_per_epoch as f64;
+        let listed: Vec<String> = results.iter().map(|r| r.to_string()).collect();
         eprintln!(
-            "epoch {:.2}: {r} [{} train / {} test images, {:.1}s]",
-            step as f64 / self.steps_per_epoch as f64,
-            setup::spread_subset(self.data.train.len(), self.cfg.run.knn_train_limit).len(),
-            r.total,
+            "epoch {epoch:.2}: {} [{n_train} train / {} test images, {:.1}s]",
+            listed.join("; "),
+            results[0].total,
             t0.elapsed().as_secs_f64()
         );
-        self.metrics.write(&Record::Knn {
-            step,
-            epoch: step as f64 / self.steps_per_epoch as f64,
-            top1: 100.0 * r.top1,
-            k: r.k,
-            t: r.temperature,
-            encoder: self.source.encoder.to_string(),
-            layer: self.source.layer.to_string(),
-            n_train: setup::spread_subset(self.data.train.len(), self.cfg.run.knn_train_limit)
-                .len(),
-            n_test: r.total,
-        })?;
-        Ok(Some(100.0 * r.top1))
+        for (r, source) in results.iter().zip(&self.sources) {
+            self.metrics.write(&Record::Knn {
+                step,
+                epoch,
+                top1: 100.0 * r.top1,
+                k: r.k,
+                t: r.temperature,
+                encoder: source.encoder.to_string(),
+                layer: source.layer.to_string(),
+                n_train,
+                n_test: r.total,
+            })?;
+        }
+        Ok(())
     }
 
     fn train(&mut self, views: mocca_aug::MultiView) -> Result<()> {
@@ -529,12 +561,12 @@ impl Trainer {
             self.data.train.len(),
             self.cfg.batch_size,
             Order::Shuffled {
-                seed: self.cfg.seed,
+                seed: self.cfg.data_seed(),
             },
             true,
         )?;
         let data = Arc::clone(&self.data.train);
-        let seed = self.cfg.seed;
+        let seed = self.cfg.aug_seed();
         let batches = sampler
             .iter_from(0, start as usize)
             .take((end - start) as usize);

@@ -31,18 +31,21 @@ pub enum Preset {
     /// kernel 10 % of the side made odd, p = 0.5, ImageNet normalisation; 224 px.
     SimClr,
     /// MoCo v1 at 32 px for CIFAR-10: the MoCo v1 recipe (its jitter has no
-    /// strength knob and is kept at 0.4 on all four), CIFAR-10 normalisation.
+    /// strength knob and is kept at 0.4 on all four), the CIFAR-10 training
+    /// set's per-pixel statistics ([`Normalize::cifar10`]).
     MocoV1Cifar,
     /// MoCo v2 at 32 px for CIFAR-10, as the MoCo CIFAR-10 demo notebook
-    /// (facebookresearch/moco, `colab/moco_cifar10_demo.ipynb`) and lightly's
-    /// `MoCoV2Transform(input_size=32, gaussian_blur=0)` do it: crop scale
-    /// (0.08, 1), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) (= SimCLR strength 0.5)
-    /// p = 0.8, grayscale p = 0.2, no blur, CIFAR-10 normalisation. The same
-    /// pipeline as [`Preset::SimClrCifar`], as in lightly, where `MoCoV2Transform`
-    /// is `SimCLRTransform`.
+    /// (facebookresearch/moco, `colab/moco_cifar10_demo.ipynb`) does it: crop
+    /// scale (0.08, 1), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) (= SimCLR
+    /// strength 0.5) p = 0.8, grayscale p = 0.2, no blur, and the colab's
+    /// normalisation ([`Normalize::cifar10_colab`]). lightly's
+    /// `MoCoV2Transform(input_size=32, gaussian_blur=0)` is the same pipeline
+    /// with ImageNet statistics, i.e. [`Preset::SimClrCifar`].
     MocoV2Cifar,
-    /// SimCLR for CIFAR-10 (Chen et al. 2020, appendix B.9): 32 px, colour
-    /// strength s = 0.5, no blur, CIFAR-10 normalisation.
+    /// SimCLR for CIFAR-10 (Chen et al. 2020, appendix B.9) as lightly's
+    /// CIFAR-10 benchmark runs it (`SimCLRTransform(input_size=32,
+    /// cj_strength=0.5, gaussian_blur=0.0)`): 32 px, colour strength s = 0.5,
+    /// no blur, lightly's default ImageNet normalisation.
     SimClrCifar,
 }
 
@@ -77,8 +80,29 @@ impl Preset {
         }
     }
 
+    /// The normalisation of the recipe's reference (see each variant).
+    pub fn normalize(self) -> Normalize {
+        match self {
+            Preset::MocoV1 | Preset::MocoV2 | Preset::SimClr | Preset::SimClrCifar => {
+                Normalize::imagenet()
+            }
+            Preset::MocoV1Cifar => Normalize::cifar10(),
+            Preset::MocoV2Cifar => Normalize::cifar10_colab(),
+        }
+    }
+
     /// The recipe at `size x size` output.
     pub fn compose(self, size: usize) -> Result<Compose, AugError> {
+        self.compose_with_normalize(size, self.normalize())
+    }
+
+    /// The recipe at `size x size` output, ending with `normalize` instead of
+    /// its own normalisation.
+    pub fn compose_with_normalize(
+        self,
+        size: usize,
+        normalize: Normalize,
+    ) -> Result<Compose, AugError> {
         let crop = |lo: f64| -> Result<Transform, AugError> {
             Ok(RandomResizedCrop::new([size, size], (lo, 1.0), DEFAULT_RATIO, true)?.into())
         };
@@ -120,12 +144,8 @@ impl Preset {
                 gray()?,
             ],
         };
-        let norm = match self {
-            Preset::MocoV1 | Preset::MocoV2 | Preset::SimClr => Normalize::imagenet(),
-            _ => Normalize::cifar10(),
-        };
         let mut t = t;
-        t.push(norm.into());
+        t.push(normalize.into());
         Compose::new(t)
     }
 

@@ -413,6 +413,17 @@ impl Normalize {
         }
     }
 
+    /// The statistics the MoCo CIFAR-10 colab (and many CIFAR codebases after
+    /// kuangliu/pytorch-cifar) normalise with: the training set's mean, and a std
+    /// of `(0.2023, 0.1994, 0.2010)`, smaller than the per-pixel one of
+    /// [`Normalize::cifar10`].
+    pub fn cifar10_colab() -> Self {
+        Self {
+            mean: [0.4914, 0.4822, 0.4465],
+            std: [0.2023, 0.1994, 0.2010],
+        }
+    }
+
     /// CIFAR-10 training-set statistics (per-pixel std), as solo-learn uses them.
     pub fn cifar10() -> Self {
         Self {

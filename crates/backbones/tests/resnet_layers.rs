@@ -164,7 +164,9 @@ fn assert_groups(grouping: SplitGrouping, members: impl Fn(u32) -> [u32; 2]) {
     for g in 0..3 {
         let idx = Tensor::new(&members(g), &Device::Cpu).unwrap();
         let plain = batch_norm(3, native(1));
-        let yg = plain.forward_t(&x.index_select(&idx, 0).unwrap(), true).unwrap();
+        let yg = plain
+            .forward_t(&x.index_select(&idx, 0).unwrap(), true)
+            .unwrap();
         let got = y.index_select(&idx, 0).unwrap();
         assert!(max_abs_diff(&got, &yg) < 1e-5, "{grouping:?} group {g}");
         let b = buffers(&plain);
@@ -496,7 +498,10 @@ fn strided_split_bn_resnet_equals_contiguous_groups_of_the_reordered_batch() {
         .unwrap();
     assert!(max_abs_diff(&a, &b) < 1e-5);
     for (name, t) in buffers(&strided) {
-        assert!(max_abs_diff(&t, &buffers(&contiguous)[&name]) < 1e-5, "{name}");
+        assert!(
+            max_abs_diff(&t, &buffers(&contiguous)[&name]) < 1e-5,
+            "{name}"
+        );
     }
     // The grouping matters: contiguous groups of the original order differ.
     let c = contiguous
@@ -524,10 +529,16 @@ fn torch_default_conv_init_is_uniform_within_one_over_root_fan_in() {
     for (name, fan_in) in [("conv1.weight", 27.0f32), ("layer1.0.conv1.weight", 576.0)] {
         let w = values(&sd[name]);
         let bound = 1.0 / fan_in.sqrt();
-        assert!(w.iter().all(|v| v.abs() <= bound), "{name} exceeds ±{bound}");
+        assert!(
+            w.iter().all(|v| v.abs() <= bound),
+            "{name} exceeds ±{bound}"
+        );
         let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
         let expected = bound / 3f32.sqrt();
-        assert!((std / expected - 1.0).abs() < 0.1, "{name}: std {std} vs {expected}");
+        assert!(
+            (std / expected - 1.0).abs() < 0.1,
+            "{name}: std {std} vs {expected}"
+        );
     }
 }
 
@@ -548,5 +559,29 @@ fn the_colab_stem_init_leaves_the_other_convolutions_kaiming_normal() {
     let w = values(&sd["layer1.0.conv1.weight"]);
     let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
     let expected = (2.0f32 / 576.0).sqrt();
-    assert!((std / expected - 1.0).abs() < 0.05, "std {std} vs {expected}");
+    assert!(
+        (std / expected - 1.0).abs() < 0.05,
+        "std {std} vs {expected}"
+    );
+}
+
+#[test]
+fn scratch_narrow_split2() {
+    for (w, s, n, hw) in [
+        (0.0625, 2, 8, 16),
+        (0.03125, 2, 8, 16),
+        (0.03125, 4, 16, 12),
+        (0.0625, 1, 8, 16),
+        (0.0625, 2, 8, 8),
+        (0.25, 2, 8, 16),
+    ] {
+        eprintln!("== width {w} splits {s} n {n} hw {hw}");
+        let cfg = ResNetConfig {
+            stem: Stem::Cifar,
+            width: w,
+            bn_splits: s,
+            ..ResNetConfig::resnet18()
+        };
+        assert_fast_gradient_matches_native(cfg, (n, 3, hw, hw), |_| 1e-3);
+    }
 }

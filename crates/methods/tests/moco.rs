@@ -269,9 +269,14 @@ fn given_key_permutations_equal_the_drawn_ones_of_the_same_generator() {
         .map(|i| i as usize)
         .collect();
     let a = drawn.step(&batch, &[]).unwrap();
-    let b = given.step_with_key_permutations(&batch, &[], &[perm]).unwrap();
+    let b = given
+        .step_with_key_permutations(&batch, &[], &[perm])
+        .unwrap();
     assert_eq!(a.loss, b.loss);
-    assert_eq!(rows(drawn.dictionary().unwrap()), rows(given.dictionary().unwrap()));
+    assert_eq!(
+        rows(drawn.dictionary().unwrap()),
+        rows(given.dictionary().unwrap())
+    );
 }
 
 #[test]
@@ -321,7 +326,11 @@ fn replace_queue_sets_the_keys_and_rewinds_the_pointer() {
     let err = m.replace_queue(&wrong).unwrap_err().to_string();
     assert!(err.contains("[16, 8]") && err.contains("[8, 8]"), "{err}");
     let mut b = moco(config(bank(16), 0.1), 3, 1);
-    assert!(b.replace_queue(&keys).unwrap_err().to_string().contains("no queue"));
+    assert!(b
+        .replace_queue(&keys)
+        .unwrap_err()
+        .to_string()
+        .contains("no queue"));
 }
 
 #[test]

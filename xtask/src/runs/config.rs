@@ -75,7 +75,11 @@ impl Recipe {
 pub struct TrainConfig {
     pub method: MethodName,
     pub recipe: Recipe,
+    /// Seeds every source of randomness unless `[seeds]` names its own.
     pub seed: u64,
+    /// Separate seeds for the weights, the data order and the augmentations.
+    #[serde(default, skip_serializing_if = "Seeds::is_empty")]
+    pub seeds: Seeds,
     pub epochs: usize,
     pub batch_size: usize,
     pub data: DataConfig,
@@ -89,6 +93,29 @@ pub struct TrainConfig {
     pub augmentation: AugmentationConfig,
     pub eval: EvalConfig,
     pub run: RunConfig,
+}
+
+/// Seeds of the three independent sources of randomness of a run; each one
+/// absent is `seed`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Seeds {
+    /// Initial weights, and the method's own draws: the queue's or bank's
+    /// initial rows, shuffle-BN permutations, memory-bank negatives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<u64>,
+    /// The order of the training images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<u64>,
+    /// The random augmentations of every view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augmentation: Option<u64>,
+}
+
+impl Seeds {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -139,11 +166,44 @@ pub struct ModelConfig {
     pub head: HeadKind,
     pub out_dim: usize,
     pub zero_init_residual: bool,
+    /// Initialisation of the convolutions after the stem.
+    #[serde(default)]
+    pub conv_init: ConvInit,
+    /// Initialisation of the stem convolution.
+    #[serde(default)]
+    pub stem_init: ConvInit,
+    /// ReLU after the stem's BatchNorm (lightly's CIFAR-10 benchmark backbone has none).
+    #[serde(default = "yes")]
+    pub stem_relu: bool,
     /// `f32`, or `bf16` mixed precision (f32 master weights, bf16 activations;
     /// see `mocca_methods::Precision`). Changes the trained weights' rounding,
     /// so a resumed run keeps it.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How a convolution's weights are drawn (`mocca_backbones::ConvInit`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvInit {
+    /// torchvision's ResNet init: Kaiming-normal, fan-out, ReLU gain.
+    #[default]
+    KaimingNormalFanOut,
+    /// PyTorch's `nn.Conv2d` default: uniform in ±1/√fan_in.
+    TorchDefault,
+}
+
+impl ConvInit {
+    pub fn to_backbones(self) -> mocca_backbones::ConvInit {
+        match self {
+            Self::KaimingNormalFanOut => mocca_backbones::ConvInit::KaimingNormalFanOut,
+            Self::TorchDefault => mocca_backbones::ConvInit::TorchDefault,
+        }
+    }
 }
 
 /// The arithmetic of training (`model.precision`, `--precision`).
@@ -217,10 +277,44 @@ pub struct MocoConfig {
     pub momentum_schedule: MomentumSchedule,
     /// BatchNorm statistics per group of this many splits (1 = plain BN).
     pub split_bn: usize,
-    /// Both views as queries, losses averaged.
+    /// Which samples share a split-BN group: strided (the colab's and
+    /// lightly's `SplitBatchNorm`) or contiguous.
+    #[serde(default)]
+    pub split_bn_grouping: Grouping,
+    /// Both views as queries.
     pub symmetric: bool,
+    /// Sum (the MoCo colab, MoCo v3) or mean (lightly) of the symmetric loss's two terms.
+    #[serde(default)]
+    pub symmetric_reduction: Reduction,
     /// Memory-bank row update momentum (InstDisc uses 0.5).
     pub bank_momentum: f64,
+    /// Memory-bank negatives drawn for each query (InstDisc) or once per batch.
+    #[serde(default)]
+    pub bank_sampling: BankSampling,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grouping {
+    #[default]
+    Strided,
+    Contiguous,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reduction {
+    #[default]
+    Sum,
+    Mean,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BankSampling {
+    #[default]
+    PerQuery,
+    Shared,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -240,8 +334,16 @@ pub enum OptimizerName {
 #[serde(deny_unknown_fields)]
 pub struct OptimizerConfig {
     pub name: OptimizerName,
-    pub lr: f64,
-    /// Linear scaling rule: when non-zero the lr used is `lr * batch_size / lr_scale_batch`.
+    /// The learning rate used. Exactly one of `lr` and `base_lr` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// A learning rate for a batch of `lr_scale_batch` images, scaled linearly
+    /// with the batch size (Goyal et al. 2017): the rate used is
+    /// `base_lr * batch_size / lr_scale_batch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_lr: Option<f64>,
+    /// The batch size `base_lr` is given for (unused with `lr`).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub lr_scale_batch: usize,
     pub momentum: f64,
     pub nesterov: bool,
@@ -265,6 +367,13 @@ pub enum ScheduleKind {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
     pub kind: ScheduleKind,
+    /// Set the rate every step, or once per epoch (MoCo's code, lightly's benchmarks).
+    #[serde(default)]
+    pub per: SchedulePer,
+    /// With `per = "epoch"`: the number of the first epoch, 0 (`main_moco.py`,
+    /// lightly) or 1 (the MoCo colab, whose last epoch then trains at lr 0).
+    #[serde(default)]
+    pub first_epoch: u64,
     /// Linear warmup from 0, in epochs (fractions allowed).
     pub warmup_epochs: f64,
     /// `step` only: epochs at which the lr is multiplied by `gamma`.
@@ -272,11 +381,25 @@ pub struct ScheduleConfig {
     pub gamma: f64,
 }
 
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchedulePer {
+    #[default]
+    Step,
+    Epoch,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AugmentationConfig {
-    /// A mocca-aug preset: moco, mocov2, simclr, moco-cifar, mocov2-cifar, simclr-cifar.
+    /// A mocca-aug preset: mocov1, mocov2, simclr, mocov1-cifar, mocov2-cifar, simclr-cifar.
     pub preset: String,
+    /// Per-channel mean and std of the final `Normalize` (both or neither),
+    /// replacing the preset's; training views and evaluation use them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<[f64; 3]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<[f64; 3]>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -307,7 +430,11 @@ pub struct EvalConfig {
     pub knn_k: usize,
     pub knn_t: f64,
     pub encoder: EncoderChoice,
+    /// The features the kNN monitor reports first, and `eval knn` scores.
     pub layer: LayerChoice,
+    /// More layers the kNN monitor scores each time (same encoder).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_layers: Vec<LayerChoice>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -358,6 +485,10 @@ pub struct RunConfig {
     pub knn_train_limit: usize,
     #[serde(default)]
     pub knn_test_limit: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 fn default_eval_batch() -> usize {
@@ -445,7 +576,11 @@ impl ConfigBuilder {
                 .as_table_mut()
                 .ok_or_else(|| anyhow!("config key `{key}`: `{part}` is not a section"))?;
         }
-        table.insert(parts[parts.len() - 1].to_string(), value);
+        let last = parts[parts.len() - 1];
+        if parts.len() == 2 {
+            drop_excluded(parts[0], table, last);
+        }
+        table.insert(last.to_string(), value);
         Ok(())
     }
 
@@ -504,10 +639,31 @@ fn key_path_at(text: &str, pos: usize) -> String {
     }
 }
 
+/// Keys of one section of which a layer sets at most one: setting one drops
+/// the other from the layers below.
+const EXCLUSIVE: &[(&str, &str, &str)] = &[("optimizer", "lr", "base_lr")];
+
+fn drop_excluded(section: &str, base: &mut toml::Table, set: &str) {
+    for (s, a, b) in EXCLUSIVE {
+        if *s == section {
+            if set == *a {
+                base.remove(*b);
+            } else if set == *b {
+                base.remove(*a);
+            }
+        }
+    }
+}
+
 fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    merge_section("", base, overlay)
+}
+
+fn merge_section(section: &str, base: &mut toml::Table, overlay: toml::Table) {
     for (k, v) in overlay {
+        drop_excluded(section, base, &k);
         match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_section(&k, b, o),
             (_, v) => {
                 base.insert(k, v);
             }
@@ -516,13 +672,30 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
 }
 
 impl TrainConfig {
-    /// The lr actually used, after the linear scaling rule.
+    /// The lr actually used: `optimizer.lr`, or `base_lr` scaled to the batch.
     pub fn effective_lr(&self) -> f64 {
-        if self.optimizer.lr_scale_batch == 0 {
-            self.optimizer.lr
-        } else {
-            self.optimizer.lr * self.batch_size as f64 / self.optimizer.lr_scale_batch as f64
+        match (self.optimizer.lr, self.optimizer.base_lr) {
+            (Some(lr), _) => lr,
+            (None, Some(base)) => {
+                base * self.batch_size as f64 / self.optimizer.lr_scale_batch.max(1) as f64
+            }
+            (None, None) => 0.0,
         }
+    }
+
+    /// The seed of the initial weights and the method's draws.
+    pub fn init_seed(&self) -> u64 {
+        self.seeds.init.unwrap_or(self.seed)
+    }
+
+    /// The seed of the data order.
+    pub fn data_seed(&self) -> u64 {
+        self.seeds.data.unwrap_or(self.seed)
+    }
+
+    /// The seed of the augmentations.
+    pub fn aug_seed(&self) -> u64 {
+        self.seeds.augmentation.unwrap_or(self.seed)
     }
 
     pub fn to_toml(&self) -> String {
@@ -558,11 +731,33 @@ impl TrainConfig {
             bail!("model.out_dim must be at least 1");
         }
         pos("loss.temperature", self.loss.temperature)?;
-        if !(self.optimizer.lr.is_finite() && self.optimizer.lr >= 0.0) {
-            bail!(
-                "optimizer.lr must be a non-negative number, got {}",
-                self.optimizer.lr
-            );
+        match (self.optimizer.lr, self.optimizer.base_lr) {
+            (Some(_), Some(_)) => bail!(
+                "optimizer.lr and optimizer.base_lr are both set: give the rate used (lr) or \
+                 one scaled with the batch (base_lr with lr_scale_batch), not both"
+            ),
+            (None, None) => bail!("optimizer.lr (or optimizer.base_lr) is missing"),
+            (Some(lr), None) | (None, Some(lr)) if !(lr.is_finite() && lr >= 0.0) => {
+                bail!("the learning rate must be a non-negative number, got {lr}")
+            }
+            (None, Some(_)) if self.optimizer.lr_scale_batch == 0 => bail!(
+                "optimizer.base_lr needs optimizer.lr_scale_batch, the batch size it is given for"
+            ),
+            _ => {}
+        }
+        match (&self.augmentation.mean, &self.augmentation.std) {
+            (Some(_), None) | (None, Some(_)) => {
+                bail!("augmentation.mean and augmentation.std go together: give both or neither")
+            }
+            (Some(m), Some(s)) => {
+                if let Err(e) = mocca_aug::Normalize::new(*m, *s) {
+                    bail!("augmentation.mean / std: {e}");
+                }
+            }
+            _ => {}
+        }
+        if self.schedule.per == SchedulePer::Step && self.schedule.first_epoch != 0 {
+            bail!("schedule.first_epoch applies to schedule.per = \"epoch\" only");
         }
         if !(0.0..1.0).contains(&self.optimizer.momentum) {
             bail!(
@@ -745,6 +940,109 @@ mod tests {
         assert_eq!(cfg.optimizer.weight_decay, 5e-4);
         assert_eq!(cfg.optimizer.momentum, 0.9);
         assert_eq!(cfg.schedule.kind, ScheduleKind::Cosine);
+    }
+
+    #[test]
+    fn lr_is_the_rate_used_whatever_the_batch() {
+        // MoCo's README: `--lr 0.015 --batch-size 128` trains at 0.015.
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Paper);
+        b.set("optimizer.lr=0.015").unwrap();
+        b.set("batch_size=128").unwrap();
+        let cfg = b.build().unwrap();
+        assert_eq!(cfg.effective_lr(), 0.015);
+        assert_eq!(
+            cfg.optimizer.base_lr, None,
+            "lr replaces the preset's base_lr"
+        );
+    }
+
+    #[test]
+    fn base_lr_scales_with_the_batch() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        b.set("batch_size=256").unwrap();
+        assert_eq!(
+            b.build().unwrap().effective_lr(),
+            0.03,
+            "the colab's 0.03 at 256"
+        );
+        b.set("optimizer.lr=0.05").unwrap();
+        b.set("optimizer.base_lr=0.12").unwrap();
+        let cfg = b.build().unwrap();
+        assert_eq!((cfg.optimizer.lr, cfg.effective_lr()), (None, 0.06));
+    }
+
+    #[test]
+    fn a_file_giving_lr_replaces_the_presets_base_lr() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar);
+        b.merge_text("batch_size = 256\n[optimizer]\nlr = 0.2\n", "f")
+            .unwrap();
+        assert_eq!(b.build().unwrap().effective_lr(), 0.2);
+    }
+
+    #[test]
+    fn lr_and_base_lr_together_are_an_error() {
+        let text = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar)
+            .build()
+            .unwrap()
+            .to_toml()
+            .replace("base_lr = 0.06", "base_lr = 0.06\nlr = 0.1");
+        let err = ConfigBuilder::from_text(&text, "saved")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("both set"), "{err}");
+    }
+
+    #[test]
+    fn separate_seeds_default_to_the_run_seed() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        b.set("seed=3").unwrap();
+        b.set("seeds.data=9").unwrap();
+        let cfg = b.build().unwrap();
+        assert_eq!(
+            (cfg.init_seed(), cfg.data_seed(), cfg.aug_seed()),
+            (3, 9, 3)
+        );
+        let again = ConfigBuilder::from_text(&cfg.to_toml(), "saved")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(again, cfg);
+    }
+
+    #[test]
+    fn recipes_follow_their_references() {
+        let colab = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar)
+            .build()
+            .unwrap();
+        assert_eq!(
+            (colab.schedule.per, colab.schedule.first_epoch),
+            (SchedulePer::Epoch, 1)
+        );
+        assert_eq!(colab.augmentation.std, Some([0.2023, 0.1994, 0.2010]));
+        assert_eq!(colab.model.stem_init, ConvInit::TorchDefault);
+        assert_eq!(colab.model.conv_init, ConvInit::KaimingNormalFanOut);
+        let m = colab.moco.as_ref().unwrap();
+        assert_eq!(
+            (m.split_bn_grouping, m.symmetric_reduction),
+            (Grouping::Strided, Reduction::Sum)
+        );
+        assert_eq!(
+            (colab.eval.layer, colab.eval.also_layers.clone()),
+            (LayerChoice::Head, vec![LayerChoice::Backbone])
+        );
+        let lightly = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar)
+            .build()
+            .unwrap();
+        assert_eq!(
+            (lightly.schedule.per, lightly.schedule.first_epoch),
+            (SchedulePer::Epoch, 0)
+        );
+        assert_eq!(lightly.augmentation.std, Some([0.229, 0.224, 0.225]));
+        assert_eq!(lightly.model.conv_init, ConvInit::TorchDefault);
+        assert!(!lightly.model.stem_relu);
+        assert_eq!(lightly.effective_lr(), 0.06);
     }
 
     #[test]

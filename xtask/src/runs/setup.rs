@@ -4,12 +4,12 @@
 //! what a config means.
 
 use super::config::{
-    Arch, EncoderChoice, HeadKind, LayerChoice, Negatives, OptimizerName, ScheduleKind, Stem,
-    TrainConfig,
+    Arch, BankSampling, EncoderChoice, Grouping, HeadKind, LayerChoice, Negatives, OptimizerName,
+    Reduction, ScheduleKind, SchedulePer, Stem, TrainConfig,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
-use mocca_aug::{Compose, ImageU8, MultiView, Preset, RandomResizedCrop, Transform};
+use mocca_aug::{Compose, ImageU8, MultiView, Normalize, Preset, RandomResizedCrop, Transform};
 use mocca_backbones::{
     MoCoProjectionHead, ProjectionHeadConfig, ResNetConfig, SimCLRProjectionHead,
     Stem as BackboneStem,
@@ -38,6 +38,13 @@ pub fn resnet_config(cfg: &TrainConfig) -> ResNetConfig {
         width: cfg.model.width,
         zero_init_residual: cfg.model.zero_init_residual,
         bn_splits: cfg.moco.as_ref().map_or(1, |m| m.split_bn),
+        bn_grouping: match cfg.moco.as_ref().map(|m| m.split_bn_grouping) {
+            Some(Grouping::Contiguous) => mocca_backbones::SplitGrouping::Contiguous,
+            _ => mocca_backbones::SplitGrouping::Strided,
+        },
+        conv_init: cfg.model.conv_init.to_backbones(),
+        stem_init: cfg.model.stem_init.to_backbones(),
+        stem_relu: cfg.model.stem_relu,
         ..base
     }
 }
@@ -63,15 +70,28 @@ pub fn head_config(cfg: &TrainConfig, feature_dim: usize) -> ProjectionHeadConfi
     }
 }
 
-/// A freshly initialised encoder (weights drawn from `cfg.seed`).
+/// A freshly initialised encoder (weights drawn from the init seed).
 pub fn build_encoder(cfg: &TrainConfig, device: &Device) -> Result<ResNetEncoder> {
     let r = resnet_config(cfg);
     let head = head_config(cfg, r.feature_dim());
-    Ok(ResNetEncoder::new(&r, head, cfg.seed, device)?
+    Ok(ResNetEncoder::new(&r, head, cfg.init_seed(), device)?
         .with_precision(cfg.model.precision.to_method()))
 }
 
 fn lr_schedule(cfg: &TrainConfig, steps_per_epoch: u64) -> Result<LrSchedule> {
+    match cfg.schedule.per {
+        SchedulePer::Step => schedule_in_steps(cfg, steps_per_epoch),
+        // The same schedule counted in epochs, held for each epoch's steps.
+        SchedulePer::Epoch => Ok(LrSchedule::per_epoch(
+            schedule_in_steps(cfg, 1)?,
+            steps_per_epoch,
+            cfg.schedule.first_epoch,
+        )),
+    }
+}
+
+/// The schedule of `cfg` over steps of `steps_per_epoch` per epoch.
+fn schedule_in_steps(cfg: &TrainConfig, steps_per_epoch: u64) -> Result<LrSchedule> {
     let lr = cfg.effective_lr();
     let total = steps_per_epoch * cfg.epochs as u64;
     let warmup = (cfg.schedule.warmup_epochs * steps_per_epoch as f64).round() as u64;
@@ -145,7 +165,10 @@ pub fn build_method(
                         num_samples,
                         num_negatives: m.queue_size,
                         momentum: m.bank_momentum,
-                        sampling: mocca_methods::BankSampling::default(),
+                        sampling: match m.bank_sampling {
+                            BankSampling::PerQuery => mocca_methods::BankSampling::PerQuery,
+                            BankSampling::Shared => mocca_methods::BankSampling::Shared,
+                        },
                     }
                 }
                 Negatives::EndToEnd => NegativeSource::EndToEnd,
@@ -154,14 +177,17 @@ pub fn build_method(
                 negatives,
                 temperature: cfg.loss.temperature,
                 symmetric: m.symmetric,
-                symmetric_reduction: mocca_methods::SymmetricReduction::Sum,
+                symmetric_reduction: match m.symmetric_reduction {
+                    Reduction::Sum => mocca_methods::SymmetricReduction::Sum,
+                    Reduction::Mean => mocca_methods::SymmetricReduction::Mean,
+                },
                 momentum: m.momentum,
                 cosine_momentum: m.momentum_schedule == super::config::MomentumSchedule::Cosine,
                 shuffle_bn: m.split_bn > 1,
                 optimizer,
                 lr_schedule,
                 total_steps: steps_per_epoch * cfg.epochs as u64,
-                seed: cfg.seed,
+                seed: cfg.init_seed(),
             };
             let build = || build_encoder(cfg, device).map_err(to_method_err);
             Ok(Box::new(MoCo::new(mc, build, device)?))
@@ -234,9 +260,27 @@ pub fn aug_preset(cfg: &TrainConfig) -> Result<Preset> {
         .map_err(|e| anyhow!("augmentation.preset: {e}"))
 }
 
+/// The normalisation of `cfg`: the augmentation section's, else the preset's.
+fn normalization(cfg: &TrainConfig) -> Result<Option<Normalize>> {
+    Ok(match (cfg.augmentation.mean, cfg.augmentation.std) {
+        (Some(mean), Some(std)) => Some(Normalize::new(mean, std)?),
+        _ => None,
+    })
+}
+
+/// The training recipe's pipeline for one view.
+fn train_pipeline(cfg: &TrainConfig) -> Result<Compose> {
+    let preset = aug_preset(cfg)?;
+    let size = cfg.data.image_size;
+    Ok(match normalization(cfg)? {
+        Some(n) => preset.compose_with_normalize(size, n)?,
+        None => preset.compose(size)?,
+    })
+}
+
 /// The two training views (query / key, or SimCLR's pair).
 pub fn train_views(cfg: &TrainConfig) -> Result<MultiView> {
-    Ok(aug_preset(cfg)?.two_views(cfg.data.image_size)?)
+    Ok(MultiView::repeat(train_pipeline(cfg)?, 2)?)
 }
 
 /// Evaluation preprocessing: the training recipe's normalisation, after a
@@ -245,7 +289,7 @@ pub fn train_views(cfg: &TrainConfig) -> Result<MultiView> {
 /// always takes torchvision's central-crop fallback, so it is deterministic).
 pub fn eval_pipeline(cfg: &TrainConfig, data: &ImageDataset) -> Result<Compose> {
     let s = cfg.data.image_size;
-    let recipe = aug_preset(cfg)?.compose(s)?;
+    let recipe = train_pipeline(cfg)?;
     let normalize = recipe
         .transforms()
         .iter()
@@ -288,7 +332,22 @@ pub fn embed(
     batch: usize,
     device: &Device,
 ) -> Result<Features> {
-    let mut parts = Vec::new();
+    let mut all = embed_sources(encoder, &[source], data, indices, pipeline, batch, device)?;
+    Ok(all.remove(0))
+}
+
+/// [`embed`] for several layers of one encoder (`sources` share the encoder),
+/// from one pass over the images: the head runs on the backbone features.
+pub fn embed_sources(
+    encoder: &dyn mocca_methods::Encoder,
+    sources: &[FeatureSource],
+    data: &ImageDataset,
+    indices: &[usize],
+    pipeline: &Compose,
+    batch: usize,
+    device: &Device,
+) -> Result<Vec<Features>> {
+    let mut parts: Vec<Vec<Features>> = vec![Vec::new(); sources.len()];
     for chunk in indices.chunks(batch.max(1)) {
         let images = chunk
             .iter()
@@ -298,10 +357,24 @@ pub fn embed(
         let x = pipeline
             .apply_batch(&images, &ids, 0, 0, 0)?
             .into_tensor(device)?;
-        let f = encoder.embed(&x, source.layer, false)?.detach();
-        parts.push(Features::new(f, source)?);
+        let h = encoder.features(&x, false)?.detach();
+        let mut z = None;
+        for (part, source) in parts.iter_mut().zip(sources) {
+            let f = match source.layer {
+                FeatureLayer::Backbone => h.clone(),
+                FeatureLayer::Head => match &z {
+                    Some(z) => Tensor::clone(z),
+                    None => {
+                        let out = encoder.project(&h, false)?.detach();
+                        z = Some(out.clone());
+                        out
+                    }
+                },
+            };
+            part.push(Features::new(f, *source)?);
+        }
     }
-    Ok(Features::concat(&parts)?)
+    parts.iter().map(|p| Ok(Features::concat(p)?)).collect()
 }
 
 /// Labels of `indices`, and the number of classes, or why there are none.
@@ -317,35 +390,36 @@ pub fn labels_of(data: &ImageDataset, indices: &[usize], what: &str) -> Result<(
     Ok((labels, classes))
 }
 
-/// The kNN protocol of `cfg.eval` on (subsets of) the train and test sets.
+/// The kNN protocol of `cfg.eval` on (subsets of) the train and test sets, for
+/// each of `sources` (one encoder, one pass over the images).
 #[allow(clippy::too_many_arguments)]
 pub fn knn(
     cfg: &TrainConfig,
     encoder: &dyn mocca_methods::Encoder,
-    source: FeatureSource,
+    sources: &[FeatureSource],
     train: &ImageDataset,
     test: &ImageDataset,
     train_limit: usize,
     test_limit: usize,
     device: &Device,
-) -> Result<KnnResult> {
+) -> Result<Vec<KnnResult>> {
     let tr_idx = spread_subset(train.len(), train_limit);
     let te_idx = spread_subset(test.len(), test_limit);
     let (tr_labels, c1) = labels_of(train, &tr_idx, "training")?;
     let (te_labels, c2) = labels_of(test, &te_idx, "test")?;
     let b = cfg.run.eval_batch_size;
-    let tr = embed(
+    let tr = embed_sources(
         encoder,
-        source,
+        sources,
         train,
         &tr_idx,
         &eval_pipeline(cfg, train)?,
         b,
         device,
     )?;
-    let te = embed(
+    let te = embed_sources(
         encoder,
-        source,
+        sources,
         test,
         &te_idx,
         &eval_pipeline(cfg, test)?,
@@ -357,7 +431,24 @@ pub fn knn(
         temperature: cfg.eval.knn_t,
         ..KnnConfig::new(c1.max(c2))
     };
-    Ok(knn_evaluate(&tr, &tr_labels, &te, &te_labels, &kc)?)
+    tr.iter()
+        .zip(&te)
+        .map(|(tr, te)| Ok(knn_evaluate(tr, &tr_labels, te, &te_labels, &kc)?))
+        .collect()
+}
+
+/// The kNN monitor's feature sources: `eval.layer` first, then `eval.also_layers`.
+pub fn monitor_sources(cfg: &TrainConfig) -> Result<Vec<FeatureSource>> {
+    let mut layers = vec![cfg.eval.layer];
+    for &l in &cfg.eval.also_layers {
+        if !layers.contains(&l) {
+            layers.push(l);
+        }
+    }
+    layers
+        .into_iter()
+        .map(|l| feature_source(cfg, cfg.eval.encoder, l))
+        .collect()
 }
 
 /// The dataset folder for `cfg` (explicit, or found in the usual places).

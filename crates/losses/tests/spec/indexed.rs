@@ -1,8 +1,8 @@
 //! InfoNCE with per-query negatives (`forward_indexed`, InstDisc's memory-bank draws).
 
 use crate::common::{
-    array, assert_array_close, assert_loss_close, golden, pseudo_random, scalar, tensor,
-    unit_rows, values, var, BOTH,
+    array, assert_array_close, assert_loss_close, golden, pseudo_random, scalar, tensor, unit_rows,
+    values, var, BOTH,
 };
 use candle_core::{DType, Device, Tensor, Var};
 use mocca_losses::{Implementation, InfoNCEConfig, InfoNCELoss, LossError};
@@ -52,9 +52,19 @@ fn every_query_drawing_the_whole_queue_matches_every_golden_infonce_case() {
             assert_loss_close(&name, &out.loss, case["loss"].as_f64().unwrap(), 1e-5);
             let grads = out.loss.backward().unwrap();
             let grad_q = grads.get(&q).unwrap();
-            assert_array_close(&format!("{name} grad_q"), grad_q, &array(case, "grad_q"), 1e-5);
+            assert_array_close(
+                &format!("{name} grad_q"),
+                grad_q,
+                &array(case, "grad_q"),
+                1e-5,
+            );
             let grad_k = grads.get(&k).unwrap();
-            assert_array_close(&format!("{name} grad_k"), grad_k, &array(case, "grad_k"), 1e-5);
+            assert_array_close(
+                &format!("{name} grad_k"),
+                grad_k,
+                &array(case, "grad_k"),
+                1e-5,
+            );
         }
     }
 }
@@ -104,7 +114,11 @@ fn fused_and_composed_paths_agree_on_repeated_per_query_draws() {
     assert!((fused.0 - composed.0).abs() < 1e-5 * composed.0.abs().max(1.0));
     assert_eq!(fused.1, composed.1, "accuracy");
     for (a, b) in [(&fused.2, &composed.2), (&fused.3, &composed.3)] {
-        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
         let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
         assert!(worst <= 1e-5 * scale, "gradient differs by {worst:e}");
     }
@@ -123,7 +137,10 @@ fn indices_must_be_one_row_of_valid_bank_rows_per_query() {
         let e = err(&draws(3, 5, 10, 1)).to_string();
         assert!(e.contains("3 rows but there are 4 queries"), "{e}");
         let e = err(&Tensor::new(&[[0u32, 10], [1, 2], [3, 4], [5, 6]], &Device::Cpu).unwrap());
-        assert!(e.to_string().contains("row 10 but the bank has 10 rows"), "{e}");
+        assert!(
+            e.to_string().contains("row 10 but the bank has 10 rows"),
+            "{e}"
+        );
         let e = err(&Tensor::new(&[[0i64, -1], [1, 2], [3, 4], [5, 6]], &Device::Cpu).unwrap());
         assert!(e.to_string().contains("negative row -1"), "{e}");
         let e = err(&Tensor::zeros((4, 2), DType::F32, &Device::Cpu).unwrap());
