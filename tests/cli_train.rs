@@ -160,6 +160,36 @@ fn mocov2_run_leaves_config_metrics_checkpoint_and_the_other_commands_use_it() {
         "{}",
         eval.stdout
     );
+    let lincls = run(
+        BIN,
+        fx.dir.path(),
+        &[
+            "eval",
+            "lincls",
+            "runs/tiny",
+            "--epochs",
+            "2",
+            "--lr",
+            "0.1",
+        ],
+    );
+    assert!(lincls.success(), "{lincls:?}");
+    assert!(
+        lincls.stdout.contains(
+            "lincls (MoCo's main_lincls.py protocol, 2 epochs) on query encoder, backbone features: test top-1"
+        ),
+        "{}",
+        lincls.stdout
+    );
+    let head = run(
+        BIN,
+        fx.dir.path(),
+        &["eval", "lincls", "runs/tiny", "--layer", "head"],
+    );
+    assert!(
+        !head.success() && head.stderr.contains("backbone features"),
+        "{head:?}"
+    );
     let linear = run(
         BIN,
         fx.dir.path(),

@@ -1,17 +1,20 @@
-//! `cargo xtask eval knn|linear --run RUN`: evaluates a checkpoint's encoder
-//! on the labelled train / test splits, saying which encoder and layer.
+//! `cargo xtask eval knn|linear|lincls --run RUN`: evaluates a checkpoint's
+//! encoder on the labelled train / test splits, saying which encoder and layer.
 
 use crate::runs::config::{EncoderChoice, LayerChoice, TrainConfig};
 use crate::runs::{checkpoint_path, load_checkpoint, select_device, setup};
 use anyhow::{anyhow, bail, Context, Result};
-use mocca_methods::eval::{knn_evaluate, linear_probe, KnnConfig, LinearProbeConfig};
+use mocca_methods::eval::{
+    knn_evaluate, linear_probe, KnnConfig, LinclsConfig, LinearClassifier, LinearProbeConfig,
+};
+use mocca_methods::{Encoder, FeatureLayer, Features, SplitMix64};
 use std::path::PathBuf;
 use std::time::Instant;
 
-const USAGE: &str = "usage: cargo xtask eval knn|linear --run RUN_DIR|CHECKPOINT [options]
+const USAGE: &str = "usage: cargo xtask eval knn|linear|lincls --run RUN_DIR|CHECKPOINT [options]
 
 Evaluates the encoder of a checkpoint on the dataset's train (neighbours /
-probe training) and test splits, without augmentation.
+classifier training) and test splits; the test images are not augmented.
 
   --run PATH                 run folder or checkpoint file (also positional)
   --data DIR                 dataset folder (default: the run's, else discovery)
@@ -24,27 +27,34 @@ probe training) and test splits, without augmentation.
   --train-limit N --test-limit N   evenly spaced subsets (default: all)
 knn:
   --k N (default: the run's, 200)  --t X (default: the run's, 0.1)
-linear (logistic regression on frozen, standardised features):
-  --epochs N (100)  --lr X (0.1)  --weight-decay X (0)  --probe-batch N (256)";
+linear (logistic regression on frozen, standardised features of the
+un-augmented training images; this project's quick probe):
+  --epochs N (100)  --lr X (0.1)  --weight-decay X (0)  --probe-batch N (256)
+lincls (MoCo's main_lincls.py: a linear layer on the frozen backbone in eval
+mode, trained on RandomResizedCrop + flip views of the training images, weight
+N(0, 0.01), SGD momentum 0.9, lr x0.1 from epochs 60 and 80; backbone only):
+  --epochs N (100)  --lr X (30)  --weight-decay X (0)  --probe-batch N (256)";
 
 #[derive(PartialEq, Clone, Copy)]
 enum Kind {
     Knn,
     Linear,
+    Lincls,
 }
 
 pub fn run(args: &[String]) -> Result<()> {
     let Some((kind, rest)) = args.split_first() else {
-        bail!("say which evaluation: knn or linear\n\n{USAGE}");
+        bail!("say which evaluation: knn, linear or lincls\n\n{USAGE}");
     };
     let kind = match kind.as_str() {
         "knn" => Kind::Knn,
         "linear" => Kind::Linear,
+        "lincls" => Kind::Lincls,
         "-h" | "--help" => {
             println!("{USAGE}");
             return Ok(());
         }
-        other => bail!("unknown evaluation `{other}`: expected knn or linear\n\n{USAGE}"),
+        other => bail!("unknown evaluation `{other}`: expected knn, linear or lincls\n\n{USAGE}"),
     };
     let mut run: Option<PathBuf> = None;
     let mut sets: Vec<(String, String)> = Vec::new();
@@ -94,11 +104,19 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let cfg = cfg.clone();
     let device = select_device(cfg.run.device)?;
+    // MoCo's protocol trains on the backbone; the others score the run's eval layer.
+    let default_layer = match kind {
+        Kind::Lincls => LayerChoice::Backbone,
+        _ => cfg.eval.layer,
+    };
     let source = setup::feature_source(
         &cfg,
         o.encoder.unwrap_or(cfg.eval.encoder),
-        o.layer.unwrap_or(cfg.eval.layer),
+        o.layer.unwrap_or(default_layer),
     )?;
+    if kind == Kind::Lincls && source.layer != FeatureLayer::Backbone {
+        bail!("lincls trains its classifier on the backbone features; drop --layer head");
+    }
     let (state, meta) = load_checkpoint(&ckpt, &device)?;
     let encoder = setup::encoder_from_state(&cfg, source.encoder, &state, &device)?;
 
@@ -127,16 +145,6 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     let t0 = Instant::now();
     let b = cfg.run.eval_batch_size;
-    let f_train = setup::embed(
-        &encoder,
-        source,
-        &train,
-        &tr_idx,
-        &setup::eval_pipeline(&cfg, &train)?,
-        b,
-        &device,
-    )
-    .context("computing training-set features")?;
     let f_test = setup::embed(
         &encoder,
         source,
@@ -147,6 +155,41 @@ pub fn run(args: &[String]) -> Result<()> {
         &device,
     )
     .context("computing test-set features")?;
+    if kind == Kind::Lincls {
+        let mut lc = LinclsConfig::main_lincls(classes);
+        if let Some(e) = o.epochs {
+            lc.epochs = e;
+        }
+        if let Some(lr) = o.lr {
+            lc.lr = lr;
+        }
+        if let Some(wd) = o.weight_decay {
+            lc.weight_decay = wd;
+        }
+        if let Some(pb) = o.probe_batch {
+            lc.batch_size = pb;
+        }
+        let train_set = LinclsData {
+            encoder: &encoder,
+            data: &train,
+            indices: &tr_idx,
+            labels: &tr_labels,
+            seed: cfg.seed,
+        };
+        lincls(&cfg, &train_set, (&f_test, &te_labels), lc, &device)?;
+        println!("(total {:.1}s)", t0.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    let f_train = setup::embed(
+        &encoder,
+        source,
+        &train,
+        &tr_idx,
+        &setup::eval_pipeline(&cfg, &train)?,
+        b,
+        &device,
+    )
+    .context("computing training-set features")?;
     let feat_s = t0.elapsed().as_secs_f64();
     match kind {
         Kind::Knn => {
@@ -175,6 +218,7 @@ pub fn run(args: &[String]) -> Result<()> {
             let r = linear_probe(&f_train, &tr_labels, &f_test, &te_labels, &lc)?;
             println!("{r}");
         }
+        Kind::Lincls => unreachable!("handled above"),
     }
     println!(
         "({} features: {:.1}s; total {:.1}s)",
@@ -234,12 +278,84 @@ impl Options {
             ("test-limit", _) => self.test_limit = num(v)?,
             ("k", Kind::Knn) => self.k = Some(num(v)?),
             ("t", Kind::Knn) => self.t = Some(real(v)?),
-            ("epochs", Kind::Linear) => self.epochs = Some(num(v)?),
-            ("lr", Kind::Linear) => self.lr = Some(real(v)?),
-            ("weight-decay", Kind::Linear) => self.weight_decay = Some(real(v)?),
-            ("probe-batch", Kind::Linear) => self.probe_batch = Some(num(v)?),
+            ("epochs", Kind::Linear | Kind::Lincls) => self.epochs = Some(num(v)?),
+            ("lr", Kind::Linear | Kind::Lincls) => self.lr = Some(real(v)?),
+            ("weight-decay", Kind::Linear | Kind::Lincls) => self.weight_decay = Some(real(v)?),
+            ("probe-batch", Kind::Linear | Kind::Lincls) => self.probe_batch = Some(num(v)?),
             _ => bail!("unknown option `--{flag}` for this evaluation\n\n{USAGE}"),
         }
         Ok(())
     }
+}
+
+/// The training images of a lincls run and the frozen encoder that embeds them.
+struct LinclsData<'a> {
+    encoder: &'a dyn Encoder,
+    data: &'a mocca_data::ImageDataset,
+    indices: &'a [usize],
+    labels: &'a [u32],
+    /// Seeds the data order and the views (the run's seed).
+    seed: u64,
+}
+
+/// MoCo's `main_lincls.py` protocol: every epoch, a seeded order of the
+/// training images, each batch augmented (RandomResizedCrop + flip + the
+/// recipe's normalisation), embedded by the frozen encoder in evaluation mode
+/// and used for one SGD step of the classifier; test accuracy every 10 epochs
+/// and at the end.
+fn lincls(
+    cfg: &TrainConfig,
+    train: &LinclsData,
+    (test, test_labels): (&Features, &[u32]),
+    config: LinclsConfig,
+    device: &candle_core::Device,
+) -> Result<()> {
+    let views = setup::lincls_pipeline(cfg, train.data)?;
+    let epochs = config.epochs;
+    let batch = config.batch_size;
+    let mut clf = LinearClassifier::new(test.dim(), test.source(), config, device)?;
+    let mut order_rng = SplitMix64::new(train.seed ^ 0x4C49_4E43_4C53);
+    for epoch in 0..epochs {
+        let t0 = Instant::now();
+        let order = order_rng.permutation(train.indices.len());
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        for chunk in order.chunks(batch) {
+            let idx: Vec<usize> = chunk.iter().map(|&j| train.indices[j as usize]).collect();
+            let labels: Vec<u32> = chunk.iter().map(|&j| train.labels[j as usize]).collect();
+            let images = idx
+                .iter()
+                .map(|&i| setup::image_u8(train.data, i))
+                .collect::<Result<Vec<_>>>()?;
+            let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
+            let x = views
+                .apply_batch(&images, &ids, train.seed, epoch as u64, 0)?
+                .into_tensor(device)?;
+            let h = train.encoder.features(&x, false)?.detach();
+            loss_sum += clf.train_batch(&Features::new(h, test.source())?, &labels, epoch)?
+                * idx.len() as f64;
+            seen += idx.len();
+        }
+        let last = epoch + 1 == epochs;
+        if last || (epoch + 1) % 10 == 0 {
+            let (top1, top5) = clf.accuracy(test, test_labels)?;
+            println!(
+                "lincls epoch {}/{epochs}: lr {}, train loss {:.4}, test top-1 {:.2}%, top-5 {:.2}% ({:.1}s/epoch)",
+                epoch + 1,
+                clf.config().lr_at_epoch(epoch),
+                loss_sum / seen.max(1) as f64,
+                100.0 * top1,
+                100.0 * top5,
+                t0.elapsed().as_secs_f64()
+            );
+            if last {
+                println!(
+                    "lincls (MoCo's main_lincls.py protocol, {epochs} epochs) on {}: test top-1 {:.2}%, top-5 {:.2}%",
+                    test.source(),
+                    100.0 * top1,
+                    100.0 * top5
+                );
+            }
+        }
+    }
+    Ok(())
 }

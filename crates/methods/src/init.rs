@@ -30,27 +30,15 @@ fn name_seed(seed: u64, name: &str) -> u64 {
     SplitMix64::new(seed ^ h).next_u64()
 }
 
-fn uniform01(rng: &mut SplitMix64) -> f64 {
-    // 53 random bits in [0, 1).
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn normal(rng: &mut SplitMix64) -> f64 {
-    // Box–Muller; 1 − u keeps the logarithm finite.
-    let u1 = 1.0 - uniform01(rng);
-    let u2 = uniform01(rng);
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
-
 /// Draws a tensor from `init` with a generator seeded by `seed`.
 fn draw(init: Init, shape: &Shape, seed: u64) -> Vec<f64> {
     let n = shape.elem_count();
     let mut rng = SplitMix64::new(seed);
-    let uniform = |rng: &mut SplitMix64, lo: f64, up: f64| lo + (up - lo) * uniform01(rng);
+    let uniform = |rng: &mut SplitMix64, lo: f64, up: f64| lo + (up - lo) * rng.uniform01();
     match init {
         Init::Const(c) => vec![c; n],
         Init::Uniform { lo, up } => (0..n).map(|_| uniform(&mut rng, lo, up)).collect(),
-        Init::Randn { mean, stdev } => (0..n).map(|_| mean + stdev * normal(&mut rng)).collect(),
+        Init::Randn { mean, stdev } => (0..n).map(|_| mean + stdev * rng.normal()).collect(),
         Init::Kaiming {
             dist,
             fan,
@@ -62,7 +50,7 @@ fn draw(init: Init, shape: &Shape, seed: u64) -> Vec<f64> {
                     let bound = 3f64.sqrt() * std;
                     (0..n).map(|_| uniform(&mut rng, -bound, bound)).collect()
                 }
-                NormalOrUniform::Normal => (0..n).map(|_| std * normal(&mut rng)).collect(),
+                NormalOrUniform::Normal => (0..n).map(|_| std * rng.normal()).collect(),
             }
         }
     }

@@ -1,6 +1,6 @@
 //! A tiny seeded generator (SplitMix64, Steele et al. 2014) for the few random
-//! choices this crate makes itself: the shuffle-BN permutation and the linear
-//! probe's minibatch order. Its whole state is one `u64`, so checkpoints store
+//! choices this crate makes itself: seeded weights, the shuffle-BN permutation
+//! and the linear probe's minibatch order. Its whole state is one `u64`, so checkpoints store
 //! it exactly and a resumed run draws the same numbers.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,18 @@ impl SplitMix64 {
                 return (m >> 64) as u64;
             }
         }
+    }
+
+    /// 53 random bits as a float in `[0, 1)`.
+    pub fn uniform01(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A standard normal draw (Box–Muller; `1 − u` keeps the logarithm finite).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform01();
+        let u2 = self.uniform01();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 
     /// A uniformly random permutation of `0..n` (Fisher–Yates).

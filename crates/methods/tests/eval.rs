@@ -176,3 +176,80 @@ fn linear_probe_is_deterministic_for_a_seed() {
     let b = linear_probe(&train, &train_labels, &test, &test_labels, &cfg).unwrap();
     assert_eq!(a, b);
 }
+
+#[test]
+fn lincls_rate_is_main_lincls_step_schedule() {
+    let c = mocca_methods::eval::LinclsConfig::main_lincls(10);
+    assert_eq!(
+        (c.lr, c.batch_size, c.epochs, c.weight_decay),
+        (30.0, 256, 100, 0.0)
+    );
+    assert_eq!(c.lr_at_epoch(59), 30.0);
+    assert!((c.lr_at_epoch(60) - 3.0).abs() < 1e-12);
+    assert!((c.lr_at_epoch(80) - 0.3).abs() < 1e-12);
+}
+
+#[test]
+fn linear_classifier_learns_separable_features_batch_by_batch() {
+    use mocca_methods::eval::{LinclsConfig, LinearClassifier};
+    // Two classes on either side of the y axis; lincls' lr 30 is for
+    // unnormalised backbone features, a smaller one suits unit-scale ones.
+    let mut rng = SplitMix64::new(3);
+    let mut rows = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..64 {
+        let side = if i % 2 == 0 { 1.0 } else { -1.0 };
+        rows.push([side * (0.5 + rng.uniform01() as f32), rng.normal() as f32]);
+        labels.push((i % 2) as u32);
+    }
+    let x = features(&rows, QUERY_BACKBONE);
+    let config = LinclsConfig {
+        lr: 0.5,
+        epochs: 20,
+        batch_size: 16,
+        ..LinclsConfig::main_lincls(2)
+    };
+    let mut clf = LinearClassifier::new(2, QUERY_BACKBONE, config, &Device::Cpu).unwrap();
+    let (before, _) = clf.accuracy(&x, &labels).unwrap();
+    let mut last = f64::INFINITY;
+    for epoch in 0..20 {
+        for b in 0..4 {
+            let part =
+                Features::new(x.tensor().narrow(0, 16 * b, 16).unwrap(), QUERY_BACKBONE).unwrap();
+            last = clf
+                .train_batch(&part, &labels[16 * b..16 * (b + 1)], epoch)
+                .unwrap();
+        }
+    }
+    let (after, top5) = clf.accuracy(&x, &labels).unwrap();
+    assert_eq!((after, top5), (1.0, 1.0), "from {before}");
+    assert!(last < 0.2, "final batch loss {last}");
+}
+
+#[test]
+fn linear_classifier_refuses_features_of_another_source() {
+    use mocca_methods::eval::{LinclsConfig, LinearClassifier};
+    let mut clf = LinearClassifier::new(
+        2,
+        QUERY_BACKBONE,
+        LinclsConfig::main_lincls(2),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let head = FeatureSource {
+        encoder: EncoderRole::Query,
+        layer: FeatureLayer::Head,
+    };
+    let err = clf
+        .train_batch(&features(&[[1.0, 0.0]], head), &[0], 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("trained on"), "{err}");
+    assert!(LinearClassifier::new(
+        2,
+        QUERY_BACKBONE,
+        LinclsConfig::main_lincls(1),
+        &Device::Cpu
+    )
+    .is_err());
+}

@@ -371,7 +371,8 @@ pub struct ScheduleConfig {
     #[serde(default)]
     pub per: SchedulePer,
     /// With `per = "epoch"`: the number of the first epoch, 0 (`main_moco.py`,
-    /// lightly) or 1 (the MoCo colab, whose last epoch then trains at lr 0).
+    /// lightly) or 1 (the MoCo colab, whose last epoch then trains at lr 0);
+    /// not used with `per = "step"`.
     #[serde(default)]
     pub first_epoch: u64,
     /// Linear warmup from 0, in epochs (fractions allowed).
@@ -755,9 +756,6 @@ impl TrainConfig {
                 }
             }
             _ => {}
-        }
-        if self.schedule.per == SchedulePer::Step && self.schedule.first_epoch != 0 {
-            bail!("schedule.first_epoch applies to schedule.per = \"epoch\" only");
         }
         if !(0.0..1.0).contains(&self.optimizer.momentum) {
             bail!(

@@ -307,6 +307,23 @@ pub fn eval_pipeline(cfg: &TrainConfig, data: &ImageDataset) -> Result<Compose> 
     Ok(Compose::new(steps)?)
 }
 
+/// `main_lincls.py`'s training views: RandomResizedCrop to `image_size`
+/// (scale (0.08, 1), torchvision's ratio), horizontal flip, the recipe's
+/// normalisation.
+pub fn lincls_pipeline(cfg: &TrainConfig, data: &ImageDataset) -> Result<Compose> {
+    let s = cfg.data.image_size;
+    let normalize = eval_pipeline(cfg, data)?
+        .transforms()
+        .last()
+        .cloned()
+        .ok_or_else(|| anyhow!("the evaluation pipeline has no normalisation"))?;
+    Ok(Compose::new(vec![
+        RandomResizedCrop::new([s, s], (0.08, 1.0), mocca_aug::DEFAULT_RATIO, true)?.into(),
+        mocca_aug::RandomHorizontalFlip::new(0.5)?.into(),
+        normalize,
+    ])?)
+}
+
 pub fn image_u8(data: &ImageDataset, i: usize) -> Result<ImageU8<'_>> {
     let v = data.image(i);
     ImageU8::new(v.pixels, v.height, v.width, v.channels).with_context(|| format!("image {i}"))
