@@ -564,24 +564,3 @@ fn the_colab_stem_init_leaves_the_other_convolutions_kaiming_normal() {
         "std {std} vs {expected}"
     );
 }
-
-#[test]
-fn scratch_narrow_split2() {
-    for (w, s, n, hw) in [
-        (0.0625, 2, 8, 16),
-        (0.03125, 2, 8, 16),
-        (0.03125, 4, 16, 12),
-        (0.0625, 1, 8, 16),
-        (0.0625, 2, 8, 8),
-        (0.25, 2, 8, 16),
-    ] {
-        eprintln!("== width {w} splits {s} n {n} hw {hw}");
-        let cfg = ResNetConfig {
-            stem: Stem::Cifar,
-            width: w,
-            bn_splits: s,
-            ..ResNetConfig::resnet18()
-        };
-        assert_fast_gradient_matches_native(cfg, (n, 3, hw, hw), |_| 1e-3);
-    }
-}

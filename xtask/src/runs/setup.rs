@@ -507,7 +507,140 @@ pub fn encoder_from_state(
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::MethodName;
     use super::*;
+
+    /// Per-parameter statistics of a model over the reference's ten seeds: (name, mean of
+    /// the per-seed means, mean of the per-seed sample standard deviations).
+    fn init_stats(cfg: &TrainConfig, seeds: &[u64]) -> Vec<(String, Vec<usize>, f64, f64)> {
+        use mocca_methods::Encoder;
+        let mut acc: Vec<(String, Vec<usize>, f64, f64)> = Vec::new();
+        for (i, &seed) in seeds.iter().enumerate() {
+            let mut cfg = cfg.clone();
+            cfg.seed = seed;
+            let enc = build_encoder(&cfg, &Device::Cpu).unwrap();
+            for (j, (name, var)) in enc.named_parameters().into_iter().enumerate() {
+                let v: Vec<f64> = var
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_dtype(candle_core::DType::F64)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let n = v.len() as f64;
+                let mean = v.iter().sum::<f64>() / n;
+                let std = if v.len() > 1 {
+                    (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+                } else {
+                    0.0
+                };
+                if i == 0 {
+                    acc.push((name, var.dims().to_vec(), 0.0, 0.0));
+                }
+                acc[j].2 += mean / seeds.len() as f64;
+                acc[j].3 += std / seeds.len() as f64;
+            }
+        }
+        acc
+    }
+
+    /// `tests/golden/methods/init_stats.json.gz`: PyTorch's initial weights of the colab's
+    /// `ModelBase` and lightly's `SimCLRModel` at width 0.125 over seeds 0-9
+    /// (`scripts/reference_curves.py init-stats`).
+    fn reference_init_stats(model: &str) -> Vec<serde_json::Value> {
+        use std::io::Read;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/golden/methods/init_stats.json.gz");
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc["width"].as_f64(), Some(0.125));
+        doc["models"][model]["params"].as_array().unwrap().clone()
+    }
+
+    /// Every reference parameter has ours of the same shape, no parameter of ours is extra,
+    /// each standard deviation is within 5 % of PyTorch's (the ten-seed average of a 216-value
+    /// tensor's std is good to about 1.5 %) and each mean within three seed-to-seed standard
+    /// deviations of PyTorch's mean.
+    fn assert_initialises_as(recipe: MethodName, model: &str, rename: impl Fn(&str) -> String) {
+        use super::super::config::{ConfigBuilder, Recipe};
+        let mut b = ConfigBuilder::from_preset(recipe, Recipe::Cifar);
+        b.set("model.width=0.125").unwrap();
+        let ours = init_stats(&b.build().unwrap(), &(0..10).collect::<Vec<_>>());
+        let reference = reference_init_stats(model);
+        assert_eq!(ours.len(), reference.len(), "{model}: parameter count");
+        for r in &reference {
+            let name = rename(r["name"].as_str().unwrap());
+            let (_, shape, mean, std) = ours
+                .iter()
+                .find(|(n, ..)| *n == name)
+                .unwrap_or_else(|| panic!("{model}: no parameter {name}"));
+            let shape_ref: Vec<usize> = r["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(*shape, shape_ref, "{name}: shape");
+            let (mean_ref, std_ref) = (r["mean"].as_f64().unwrap(), r["std"].as_f64().unwrap());
+            let spread = r["std_of_mean_over_seeds"].as_f64().unwrap();
+            if std_ref == 0.0 {
+                // Summing ten seeds' means rounds; the values themselves are exact.
+                assert!(
+                    *std == 0.0 && (mean - mean_ref).abs() < 1e-12,
+                    "{name}: constant {mean_ref} at init, ours mean {mean} std {std}"
+                );
+                continue;
+            }
+            assert!(
+                (std / std_ref - 1.0).abs() < 0.05,
+                "{name}: std {std:.5} against PyTorch's {std_ref:.5}"
+            );
+            assert!(
+                (mean - mean_ref).abs() <= 3.0 * spread,
+                "{name}: mean {mean:.5} against PyTorch's {mean_ref:.5} (spread {spread:.5})"
+            );
+        }
+    }
+
+    /// torchvision's ResNet under `prefix.<index>` of an `nn.Sequential` (conv1, bn1, relu /
+    /// maxpool slots, layer1..4) → our `backbone.` keys.
+    fn sequential_resnet_key(rest: &str, first_layer: usize) -> String {
+        let (index, tail) = rest.split_once('.').unwrap();
+        let index: usize = index.parse().unwrap();
+        let module = match index {
+            0 => "conv1".to_string(),
+            1 => "bn1".to_string(),
+            i => format!("layer{}", i - first_layer + 1),
+        };
+        format!("backbone.{module}.{}", tail.replace("shortcut.", "downsample."))
+    }
+
+    #[test]
+    fn moco_cifar_initialises_as_the_colab() {
+        // The colab's ModelBase: net = [conv1, bn1, relu, layer1..4, avgpool, flatten, fc].
+        assert_initialises_as(MethodName::Moco, "colab_ModelBase", |k| {
+            let rest = k.strip_prefix("net.").unwrap();
+            match rest.strip_prefix("9.") {
+                Some(p) => format!("head.layers.0.{p}"),
+                None => sequential_resnet_key(rest, 3),
+            }
+        });
+    }
+
+    #[test]
+    fn simclr_cifar_initialises_as_lightly() {
+        // lightly's benchmark backbone: [conv1, bn1, layer1..4, pool]; its head's layers are ours.
+        assert_initialises_as(MethodName::Simclr, "lightly_SimCLRModel", |k| {
+            match k.strip_prefix("backbone.") {
+                Some(rest) => sequential_resnet_key(rest, 2),
+                None => k.replace("projection_head.", "head."),
+            }
+        });
+    }
 
     #[test]
     fn spread_subset_covers_the_whole_range() {
