@@ -616,7 +616,10 @@ mod tests {
             1 => "bn1".to_string(),
             i => format!("layer{}", i - first_layer + 1),
         };
-        format!("backbone.{module}.{}", tail.replace("shortcut.", "downsample."))
+        format!(
+            "backbone.{module}.{}",
+            tail.replace("shortcut.", "downsample.")
+        )
     }
 
     #[test]
