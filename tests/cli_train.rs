@@ -72,6 +72,12 @@ fn mocov2_run_leaves_config_metrics_checkpoint_and_the_other_commands_use_it() {
     ] {
         assert!(out.stderr.contains(source), "{}", out.stderr);
     }
+    assert!(
+        out.stderr.contains("kNN monitor on 128 images: about"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("sized for a GPU"), "{}", out.stderr);
 
     // The checkpoint holds both encoders, the optimiser, the queue and the step.
     let state = tensor_bytes(&run_dir.join("checkpoint.safetensors"));
@@ -248,6 +254,44 @@ fn simclr_and_the_other_negative_sources_train_through_the_cli() {
     );
     assert_eq!(key.code, Some(1));
     assert!(key.stderr.contains("no key encoder"), "{}", key.stderr);
+}
+
+#[test]
+fn a_gpu_sized_recipe_on_the_cpu_is_named_timed_and_run_as_asked() {
+    let fx = fixture();
+    let cfg = fx.write("tiny.toml", &tiny_config("mocov2", 2, 16));
+    let data = fx.data();
+    let out = run(
+        BIN,
+        fx.dir.path(),
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            "runs/wide",
+            "--set",
+            "model.width=0.5",
+        ],
+    );
+    assert!(out.success(), "train failed: {out:?}");
+    for said in [
+        "recipe is sized for a GPU (width 0.5, batch 16, 2 epochs = 12 steps)",
+        "cargo xtask train mocov2 --width 0.125",
+        "kNN monitor on 128 images: about",
+        "estimate: ",
+        "for the remaining 5 steps",
+    ] {
+        assert!(
+            out.stderr.contains(said),
+            "stderr lacks `{said}`:\n{}",
+            out.stderr
+        );
+    }
+    let config = std::fs::read_to_string(fx.path("runs/wide/config.toml")).unwrap();
+    assert!(config.contains("width = 0.5"), "{config}");
 }
 
 #[test]

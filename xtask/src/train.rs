@@ -10,6 +10,7 @@
 //! same steps and ends with the same weights, bit for bit, as one that was
 //! never stopped.
 
+mod cpu_advice;
 mod progress;
 
 use crate::runs::config::{
@@ -479,6 +480,9 @@ impl Trainer {
             runs::device_label(&self.device),
             self.out.display()
         );
+        if self.device.is_cpu() && cpu_advice::gpu_sized(c) {
+            eprintln!("{}", cpu_advice::gpu_recipe_note(c, self.total_steps));
+        }
     }
 
     fn elapsed(&self) -> f64 {
@@ -504,6 +508,31 @@ impl Trainer {
             return Ok(());
         };
         let encoder = self.method.encoder(self.sources[0].encoder)?;
+        if step == 0 && self.device.is_cpu() {
+            // Time one batch first: on a CPU the first kNN of a full-size run takes minutes,
+            // and the user should know before waiting through it.
+            let b = self.cfg.run.eval_batch_size.max(1);
+            let train_idx =
+                setup::spread_subset(self.data.train.len(), self.cfg.run.knn_train_limit);
+            let n_test = setup::spread_subset(test.len(), self.cfg.run.knn_test_limit).len();
+            let first = &train_idx[..b.min(train_idx.len())];
+            let pipeline = setup::eval_pipeline(&self.cfg, &self.data.train)?;
+            let t = Instant::now();
+            setup::embed_sources(
+                encoder,
+                &self.sources,
+                &self.data.train,
+                first,
+                &pipeline,
+                b,
+                &self.device,
+            )?;
+            let per_batch = t.elapsed().as_secs_f64() * b as f64 / first.len().max(1) as f64;
+            eprintln!(
+                "{}",
+                cpu_advice::knn_note(per_batch, b, train_idx.len() + n_test)
+            );
+        }
         let t0 = Instant::now();
         let results = setup::knn(
             &self.cfg,
@@ -595,6 +624,9 @@ impl Trainer {
         let mut epoch_started = Instant::now();
         let mut window = (start, Instant::now());
         let mut last_saved = start;
+        // GPU-sized runs on a CPU: timed from the end of their first step to the estimate.
+        let estimate = self.device.is_cpu() && cpu_advice::gpu_sized(&self.cfg);
+        let mut timed_from: Option<Instant> = None;
         for item in loader {
             let loaded = item?;
             let x: Vec<Tensor> = loaded
@@ -629,6 +661,18 @@ impl Trainer {
                 loss: stats.loss,
                 lr: stats.lr,
             });
+            if estimate {
+                if step == start + 1 {
+                    timed_from = Some(Instant::now());
+                } else if step == start + 1 + cpu_advice::ESTIMATE_AFTER_STEPS {
+                    if let Some(t) = timed_from {
+                        let per_step =
+                            t.elapsed().as_secs_f64() / cpu_advice::ESTIMATE_AFTER_STEPS as f64;
+                        progress.break_line();
+                        eprintln!("{}", cpu_advice::estimate_note(per_step, total - step));
+                    }
+                }
+            }
             if step % self.cfg.run.log_every == 0 || step == end {
                 let dt = window.1.elapsed().as_secs_f64();
                 let ips = if dt > 0.0 {

@@ -1,0 +1,136 @@
+//! What a CPU user is told before a GPU-sized recipe runs for days: that it is one, how long it
+//! will take (measured on its first steps), and a command sized for the CPU. The recipe is never
+//! changed: the user asked for it, and a run that silently shrank would not be the recipe's.
+
+use crate::runs::config::{MethodName, TrainConfig};
+use crate::train::progress::fmt_duration;
+
+/// Steps timed before the estimate (the first is left out: it warms the allocator and the
+/// kernels' packing buffers).
+pub const ESTIMATE_AFTER_STEPS: u64 = 6;
+
+/// Whether `cfg` is sized for a GPU: the recipes' full-size networks (ResNet-18 at width 1
+/// trains at about 10 images/s on two CPU cores, so one CIFAR-10 epoch takes over an hour).
+pub fn gpu_sized(cfg: &TrainConfig) -> bool {
+    cfg.model.width >= 0.5
+}
+
+/// A run of the same method sized for a 2-core CPU (docs/results.md).
+pub fn cpu_sized_command(method: MethodName) -> &'static str {
+    match method {
+        // The learning-parity runs beside the colab's code: about 10 minutes a core.
+        MethodName::Moco => {
+            "cargo xtask train moco --width 0.125 --batch-size 256 --epochs 10 --knn-every 1 \
+             --knn-train-limit 10000 --knn-test-limit 2000"
+        }
+        // The README's 30-minute runs.
+        MethodName::Mocov2 => {
+            "cargo xtask train mocov2 --width 0.125 --batch-size 256 --epochs 9 --knn-every 1 \
+             --knn-train-limit 10000 --knn-test-limit 2000"
+        }
+        MethodName::Simclr => {
+            "cargo xtask train simclr --width 0.125 --batch-size 256 --epochs 6 --knn-every 1 \
+             --knn-train-limit 10000 --knn-test-limit 2000"
+        }
+    }
+}
+
+/// The note printed before a GPU-sized run starts on the CPU.
+pub fn gpu_recipe_note(cfg: &TrainConfig, total_steps: u64) -> String {
+    format!(
+        "note: the {} {} recipe is sized for a GPU (width {}, batch {}, {} epochs = {total_steps} \
+         steps) and runs here on the CPU; an estimate of its time follows its first steps. It is \
+         run as asked; for a run sized for this CPU try\n  {}",
+        cfg.method.as_str(),
+        cfg.recipe.as_str(),
+        cfg.model.width,
+        cfg.batch_size,
+        cfg.epochs,
+        cpu_sized_command(cfg.method)
+    )
+}
+
+/// The estimate from the steps timed so far: training time left at the measured rate.
+pub fn estimate_note(seconds_per_step: f64, steps_left: u64) -> String {
+    format!(
+        "estimate: {:.1} s a step on this CPU, about {} for the remaining {steps_left} steps \
+         (kNN and checkpoints not included); Ctrl-C saves a checkpoint to resume from",
+        seconds_per_step,
+        fmt_long(seconds_per_step * steps_left as f64)
+    )
+}
+
+/// The note before a kNN pass on the CPU, extrapolated from one timed batch.
+pub fn knn_note(seconds_per_batch: f64, batch: usize, images: usize) -> String {
+    let batches = images.div_ceil(batch.max(1));
+    format!(
+        "kNN monitor on {images} images: about {} on this CPU (fewer with --knn-train-limit / \
+         --knn-test-limit, none before the first step with --set eval.knn_at_start=false)",
+        fmt_long(seconds_per_batch * batches as f64)
+    )
+}
+
+/// Like [`fmt_duration`], with days spelt out (a GPU recipe on a CPU runs for days).
+fn fmt_long(secs: f64) -> String {
+    let days = secs / 86_400.0;
+    if days >= 1.0 {
+        format!("{days:.1} days")
+    } else {
+        fmt_duration(secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runs::config::{ConfigBuilder, Recipe};
+
+    fn preset(method: MethodName) -> TrainConfig {
+        ConfigBuilder::from_preset(method, Recipe::Cifar)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_full_width_recipes_are_gpu_sized() {
+        for m in [MethodName::Moco, MethodName::Mocov2, MethodName::Simclr] {
+            assert!(gpu_sized(&preset(m)), "{}", m.as_str());
+        }
+    }
+
+    #[test]
+    fn a_width_eighth_run_is_cpu_sized() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        b.set("model.width=0.125").unwrap();
+        assert!(!gpu_sized(&b.build().unwrap()));
+    }
+
+    #[test]
+    fn the_note_names_the_recipe_and_a_cpu_sized_command_of_the_same_method() {
+        let note = gpu_recipe_note(&preset(MethodName::Simclr), 78_000);
+        assert!(
+            note.contains("simclr cifar recipe is sized for a GPU"),
+            "{note}"
+        );
+        assert!(note.contains("200 epochs = 78000 steps"), "{note}");
+        assert!(
+            note.contains("cargo xtask train simclr --width 0.125"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn estimates_of_days_are_spelt_in_days() {
+        // The colab recipe at full width: 97 steps an epoch, 200 epochs, about 50 s a step.
+        let note = estimate_note(50.0, 19_400);
+        assert!(note.contains("about 11.2 days"), "{note}");
+        assert_eq!(fmt_long(3_725.0), "1:02:05");
+    }
+
+    #[test]
+    fn the_knn_note_extrapolates_one_batch_to_every_batch() {
+        // 60,000 images in batches of 512: 118 batches of 3.4 s.
+        let note = knn_note(3.4, 512, 60_000);
+        assert!(note.contains("60000 images: about 6:41"), "{note}");
+    }
+}
