@@ -111,5 +111,59 @@ fn infonce(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm, ntxent, infonce);
+/// The memory bank's two ways of drawing K negatives (InstDisc's per query, or one set shared
+/// by the batch) at the MoCo paper's bank settings: N 256 queries, K 4096 of 50,000 rows.
+/// Both include the gather of the rows; the draws themselves are `mocca-queue`'s.
+fn memory_bank(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let (n, k, rows) = (256usize, 4096usize, 50_000usize);
+    let mut g = c.benchmark_group("memory_bank");
+    g.sample_size(10);
+    let loss = InfoNCELoss::new(InfoNCEConfig {
+        temperature: 0.07,
+        ..Default::default()
+    })
+    .unwrap();
+    let q = Var::randn(0f32, 1.0, (n, D), &dev).unwrap();
+    let key = Tensor::randn(0f32, 1.0, (n, D), &dev).unwrap();
+    let bank = unit_rows(rows, D, &dev);
+    // A fixed pseudo-random draw (an LCG: the benchmark needs rows spread over the bank,
+    // not a particular generator).
+    let mut x = 12345u64;
+    let mut draw = |len: usize| -> Vec<u32> {
+        (0..len)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 33) % rows as u64) as u32
+            })
+            .collect()
+    };
+    let shared = Tensor::from_vec(draw(k), k, &dev).unwrap();
+    let per_query = Tensor::from_vec(draw(n * k), (n, k), &dev).unwrap();
+    g.throughput(Throughput::Elements(4 * (n * k * D) as u64));
+    g.bench_function(BenchmarkId::new("shared/fwd_bwd", k), |b| {
+        b.iter(|| {
+            let negatives = bank.index_select(&shared, 0).unwrap();
+            loss.forward(&q, &key, &negatives)
+                .unwrap()
+                .loss
+                .backward()
+                .unwrap()
+        })
+    });
+    g.bench_function(BenchmarkId::new("per_query/fwd_bwd", k), |b| {
+        b.iter(|| {
+            loss.forward_indexed(&q, &key, &bank, &per_query)
+                .unwrap()
+                .loss
+                .backward()
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, gemm, ntxent, infonce, memory_bank);
 criterion_main!(benches);
