@@ -157,18 +157,12 @@ pub fn run(args: &[String]) -> Result<()> {
     .context("computing test-set features")?;
     if kind == Kind::Lincls {
         let mut lc = LinclsConfig::main_lincls(classes);
-        if let Some(e) = o.epochs {
-            lc.epochs = e;
-        }
-        if let Some(lr) = o.lr {
-            lc.lr = lr;
-        }
-        if let Some(wd) = o.weight_decay {
-            lc.weight_decay = wd;
-        }
-        if let Some(pb) = o.probe_batch {
-            lc.batch_size = pb;
-        }
+        o.override_classifier(
+            &mut lc.epochs,
+            &mut lc.lr,
+            &mut lc.weight_decay,
+            &mut lc.batch_size,
+        );
         let train_set = LinclsData {
             encoder: &encoder,
             data: &train,
@@ -203,18 +197,12 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         Kind::Linear => {
             let mut lc = LinearProbeConfig::new(classes);
-            if let Some(e) = o.epochs {
-                lc.epochs = e;
-            }
-            if let Some(lr) = o.lr {
-                lc.lr = lr;
-            }
-            if let Some(wd) = o.weight_decay {
-                lc.weight_decay = wd;
-            }
-            if let Some(pb) = o.probe_batch {
-                lc.batch_size = pb;
-            }
+            o.override_classifier(
+                &mut lc.epochs,
+                &mut lc.lr,
+                &mut lc.weight_decay,
+                &mut lc.batch_size,
+            );
             let r = linear_probe(&f_train, &tr_labels, &f_test, &te_labels, &lc)?;
             println!("{r}");
         }
@@ -247,6 +235,20 @@ struct Options {
 }
 
 impl Options {
+    /// The flags both linear evaluations share, over the protocol's own values.
+    fn override_classifier(
+        &self,
+        epochs: &mut usize,
+        lr: &mut f64,
+        weight_decay: &mut f64,
+        batch: &mut usize,
+    ) {
+        *epochs = self.epochs.unwrap_or(*epochs);
+        *lr = self.lr.unwrap_or(*lr);
+        *weight_decay = self.weight_decay.unwrap_or(*weight_decay);
+        *batch = self.probe_batch.unwrap_or(*batch);
+    }
+
     fn apply(&mut self, kind: Kind, flag: &str, v: &str) -> Result<()> {
         let num = |v: &str| -> Result<usize> {
             v.parse()

@@ -300,12 +300,25 @@ pub(crate) fn infonce(
         need_grad,
         state: state.clone(),
     };
+    apply_infonce(q, k, negatives, op, need_grad, &state)
+}
+
+/// Runs an InfoNCE op over `(q, k, third)`, recording the backward pass only when a gradient
+/// is wanted.
+fn apply_infonce<O: candle_core::CustomOp3 + Send + Sync + 'static>(
+    q: &Tensor,
+    k: &Tensor,
+    third: &Tensor,
+    op: O,
+    need_grad: bool,
+    state: &SharedState,
+) -> candle_core::Result<Fused> {
     let loss = if need_grad {
-        q.apply_op3(k, negatives, op)?
+        q.apply_op3(k, third, op)?
     } else {
-        q.apply_op3_no_bwd(k, negatives, &op)?
+        q.apply_op3_no_bwd(k, third, &op)?
     };
-    finish(loss, &state)
+    finish(loss, state)
 }
 
 /// InfoNCE with per-query negatives: `q`, `k` `[n, d]` and `bank` `[rows, d]` contiguous f32
@@ -326,10 +339,5 @@ pub(crate) fn infonce_indexed(
         indices,
         state: state.clone(),
     };
-    let loss = if need_grad {
-        q.apply_op3(k, bank, op)?
-    } else {
-        q.apply_op3_no_bwd(k, bank, &op)?
-    };
-    finish(loss, &state)
+    apply_infonce(q, k, bank, op, need_grad, &state)
 }
