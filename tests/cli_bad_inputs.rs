@@ -53,8 +53,10 @@ fn without_data_the_error_says_where_it_looked_and_how_to_get_it() {
         &[
             "$MOCCA_DATA",
             "data",
-            "../shared/data",
-            "rebuild_cifar10_bins.py",
+            ".cache/mocca",
+            "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+            "c32a1d4ab5d03f1284b67883e8d87530",
+            "downloads are off",
         ],
     );
     assert!(!empty.path().join("runs/x/checkpoint.safetensors").exists());

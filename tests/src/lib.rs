@@ -134,7 +134,12 @@ impl Outcome {
 /// only sees what a test sets up).
 pub fn command(bin: &str, cwd: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(bin);
-    c.args(args).current_dir(cwd).env_remove("MOCCA_DATA");
+    // Never the network, never the user's cache.
+    c.args(args)
+        .current_dir(cwd)
+        .env_remove("MOCCA_DATA")
+        .env("MOCCA_NO_DOWNLOAD", "1")
+        .env("XDG_CACHE_HOME", cwd.join(".cache"));
     c
 }
 

@@ -42,8 +42,11 @@ resolved config is saved as RUN/config.toml.
   --config FILE.toml         overrides, any subset of the config's keys
   --set KEY=VALUE            one override, e.g. --set moco.queue_size=8192
   --print-config             print the resolved config and exit
-  --data DIR                 dataset folder (default: $MOCCA_DATA, ./data,
-                             ../shared/data); CIFAR-10 binary, MNIST, image folder
+  --data DIR                 dataset folder (default: $MOCCA_DATA, ./data, the
+                             per-user cache ~/.cache/mocca); CIFAR-10 binary,
+                             MNIST, image folder. Without one, CIFAR-10 is
+                             downloaded into the cache (MD5-checked, resumable)
+  --no-download              never download (also MOCCA_NO_DOWNLOAD=1)
   --device auto|cpu|cuda     default auto: CUDA GPU 0 if this build has CUDA
                              and the GPU opens, else the CPU (said on stderr)
   --out DIR                  run folder (default runs/<method>-<recipe>)
@@ -143,6 +146,7 @@ fn parse_args(args: &[String]) -> Result<Option<Args>> {
             "--set" => a.sets.push(value(&mut i, arg)?),
             "--out" => a.out = Some(PathBuf::from(value(&mut i, arg)?)),
             "--print-config" => a.print_config = true,
+            "--no-download" => setup::forbid_downloads(),
             "--resume" => {
                 let dir = args.get(i + 1).filter(|n| !n.starts_with('-'));
                 if let Some(d) = dir {

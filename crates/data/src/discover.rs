@@ -98,23 +98,33 @@ pub fn open(path: impl AsRef<Path>, split: Split) -> Result<ImageDataset> {
     }
 }
 
-/// Finds a dataset folder for the trainer.
+/// Finds a dataset folder for the trainer, without the network.
 ///
 /// With `explicit` (a `--data` flag), that path must hold a dataset: it is
 /// never silently replaced by another. Otherwise, in order: `$MOCCA_DATA`
-/// (likewise binding when set), then `./data` and `../shared/data`, each
-/// searched for `cifar-10-batches-bin/` and then an unpacked `cifar-10-jpeg/`.
-/// The result goes to [`open`]. When nothing is found the error lists every
-/// place looked at and the ways to get CIFAR-10.
+/// (likewise binding when set), then `./data` and the per-user cache
+/// ([`download::default_root`]), each searched for `cifar-10-batches-bin/`
+/// and then `cifar-10-jpeg/`. The result goes to [`open`]. When nothing is
+/// found the error ([`DataError::NotFound`]) lists every place looked at and
+/// how to get CIFAR-10 ([`download::fetch`] gets it into the cache).
+///
+/// [`download::default_root`]: crate::download::default_root
+/// [`download::fetch`]: crate::download::fetch
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
     let cwd = std::env::current_dir().map_err(|e| DataError::io(".", e))?;
-    locate_in(explicit, std::env::var_os("MOCCA_DATA"), &cwd)
+    locate_in(
+        explicit,
+        std::env::var_os("MOCCA_DATA"),
+        &cwd,
+        crate::download::default_root().as_deref(),
+    )
 }
 
 pub(crate) fn locate_in(
     explicit: Option<&Path>,
     env: Option<OsString>,
     cwd: &Path,
+    cache: Option<&Path>,
 ) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return detect(cwd.join(p)).map(|(_, dir)| dir);
@@ -129,8 +139,9 @@ pub(crate) fn locate_in(
         }
         None => report.push_str("  $MOCCA_DATA: not set\n"),
     }
-    let mut packed = None;
-    for base in [cwd.join("data"), cwd.join("../shared/data")] {
+    let mut bases = vec![cwd.join("data")];
+    bases.extend(cache.map(Path::to_path_buf));
+    for base in &bases {
         let shown = base.display();
         if !base.is_dir() {
             let _ = writeln!(report, "  {shown}: no such folder");
@@ -147,33 +158,23 @@ pub(crate) fn locate_in(
                 None => notes.push(format!("{sub}/ holds no dataset")),
             }
         }
-        let tarball = base.join("cifar-10-jpeg.tar.xz");
-        if tarball.is_file() {
-            notes.push("cifar-10-jpeg.tar.xz is there, not unpacked".into());
-            packed.get_or_insert(tarball);
-        }
         if notes.is_empty() {
             notes.push("no cifar-10-batches-bin/ or cifar-10-jpeg/".into());
         }
         let _ = writeln!(report, "  {shown}: {}", notes.join("; "));
     }
-    report.push_str("Get CIFAR-10 with one of:\n");
-    report.push_str(
-        "  python3 ../shared/data/rebuild_cifar10_bins.py data   \
-         (writes data/cifar-10-batches-bin; needs Pillow and numpy)\n",
-    );
-    if let Some(t) = packed {
-        let _ = writeln!(
-            report,
-            "  mkdir -p data && tar xJf {} -C data   (the JPEG image-folder copy)",
-            t.display()
-        );
-    }
-    report.push_str(
-        "  the CIFAR-10 binary version from https://www.cs.toronto.edu/~kriz/cifar.html, \
-         unpacked into data/\n  \
-         a build with mocca-data's `download` feature, which fetches it from the Hugging Face Hub\n\
+    let cache_shown =
+        cache.map_or_else(|| "a data folder".to_string(), |c| c.display().to_string());
+    let _ = write!(
+        report,
+        "Get CIFAR-10 with one of:\n  \
+         `cargo xtask train` without --no-download, which downloads it into {cache_shown}\n  \
+         {}\n  \
          or point --data or $MOCCA_DATA at a dataset folder.",
+        crate::download::by_hand(
+            &crate::download::Dataset::Cifar10.archive(),
+            cache.unwrap_or(Path::new("data"))
+        )
     );
     Err(DataError::NotFound(report))
 }
@@ -245,18 +246,19 @@ mod tests {
     }
 
     #[test]
-    fn locate_prefers_data_then_shared_data() {
+    fn locate_prefers_data_then_the_cache() {
         let t = tempfile::tempdir().unwrap();
         let cwd = t.path().join("main");
-        png(&t.path().join("shared/data/cifar-10-jpeg/train/cat/0.png"));
+        let cache = t.path().join("cache/mocca");
+        png(&cache.join("cifar-10-jpeg/train/cat/0.png"));
         std::fs::create_dir_all(&cwd).unwrap();
         assert_eq!(
-            locate_in(None, None, &cwd).unwrap(),
-            cwd.join("../shared/data/cifar-10-jpeg")
+            locate_in(None, None, &cwd, Some(&cache)).unwrap(),
+            cache.join("cifar-10-jpeg")
         );
         cifar_dir(&cwd.join("data/cifar-10-batches-bin"));
         assert_eq!(
-            locate_in(None, None, &cwd).unwrap(),
+            locate_in(None, None, &cwd, Some(&cache)).unwrap(),
             cwd.join("data/cifar-10-batches-bin")
         );
     }
@@ -268,15 +270,15 @@ mod tests {
         cifar_dir(&cwd.join("data/cifar-10-batches-bin"));
         cifar_dir(&cwd.join("mine"));
         let env = Some(OsString::from("mine"));
-        assert_eq!(locate_in(None, env, cwd).unwrap(), cwd.join("mine"));
+        assert_eq!(locate_in(None, env, cwd, None).unwrap(), cwd.join("mine"));
         assert_eq!(
-            locate_in(Some(Path::new("mine")), None, cwd).unwrap(),
+            locate_in(Some(Path::new("mine")), None, cwd, None).unwrap(),
             cwd.join("mine")
         );
-        let typo = locate_in(Some(Path::new("mnie")), None, cwd).unwrap_err();
+        let typo = locate_in(Some(Path::new("mnie")), None, cwd, None).unwrap_err();
         assert!(typo.to_string().contains("mnie"), "{typo}");
         let env = Some(OsString::from("nowhere"));
-        let msg = locate_in(None, env, cwd).unwrap_err().to_string();
+        let msg = locate_in(None, env, cwd, None).unwrap_err().to_string();
         assert!(msg.starts_with("$MOCCA_DATA=nowhere"), "{msg}");
     }
 
@@ -284,21 +286,19 @@ mod tests {
     fn nothing_found_lists_places_and_remedies() {
         let t = tempfile::tempdir().unwrap();
         let cwd = t.path().join("main");
+        let cache = t.path().join("cache/mocca");
         std::fs::create_dir_all(cwd.join("data")).unwrap();
-        std::fs::create_dir_all(t.path().join("shared/data")).unwrap();
-        std::fs::write(t.path().join("shared/data/cifar-10-jpeg.tar.xz"), b"").unwrap();
-        let msg = locate_in(None, None, &cwd).unwrap_err().to_string();
+        let msg = locate_in(None, None, &cwd, Some(&cache))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("$MOCCA_DATA: not set"), "{msg}");
         assert!(
             msg.contains("data: no cifar-10-batches-bin/ or cifar-10-jpeg/"),
             "{msg}"
         );
-        assert!(
-            msg.contains("cifar-10-jpeg.tar.xz is there, not unpacked"),
-            "{msg}"
-        );
-        assert!(msg.contains("rebuild_cifar10_bins.py data"), "{msg}");
-        assert!(msg.contains("tar xJf"), "{msg}");
-        assert!(msg.contains("`download` feature"), "{msg}");
+        assert!(msg.contains("cache/mocca: no such folder"), "{msg}");
+        assert!(msg.contains("without --no-download"), "{msg}");
+        assert!(msg.contains("c32a1d4ab5d03f1284b67883e8d87530"), "{msg}");
+        assert!(!msg.contains("shared"), "{msg}");
     }
 }

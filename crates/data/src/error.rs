@@ -60,9 +60,20 @@ pub enum DataError {
     #[error("cannot start the loader thread: {0}")]
     Thread(#[source] std::io::Error),
 
-    /// Downloading a dataset failed (feature `download`).
-    #[error("download of {dataset} failed: {message}")]
-    Download { dataset: String, message: String },
+    /// Downloading a dataset failed, or was needed and not allowed; the message says how to
+    /// get the files by hand.
+    #[error("{url}: {message}")]
+    Download { url: String, message: String },
+
+    /// A downloaded (or given) archive is not the published one.
+    #[error("{}: MD5 {actual}, expected {expected} (from {url}); {hint}", path.display())]
+    ChecksumMismatch {
+        path: PathBuf,
+        url: String,
+        expected: String,
+        actual: String,
+        hint: String,
+    },
 }
 
 impl DataError {

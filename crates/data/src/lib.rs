@@ -12,8 +12,9 @@
 //! - [`BatchSampler`]: an epoch's order is a pure function of (seed, epoch),
 //!   so a resumed run sees the same batches; [`Loader`] prepares the next
 //!   batch on a background thread with the caller's closure.
-//! - Feature `download` (off by default): the `download` module fetches
-//!   CIFAR-10 / MNIST and writes them in the formats above.
+//! - [`download`]: CIFAR-10, CIFAR-100 and STL-10 from their official URLs on
+//!   first use (MD5-checked, resumable, unpacked atomically), by default into
+//!   the per-user cache [`download::default_root`] that [`locate`] searches.
 //!
 //! No tensors here: the closure given to the [`Loader`] turns indices into
 //! whatever the model wants (augmented views, a Candle tensor).
@@ -54,7 +55,6 @@
 pub mod cifar10;
 mod dataset;
 mod discover;
-#[cfg(feature = "download")]
 pub mod download;
 mod error;
 mod fsutil;

@@ -121,7 +121,8 @@ impl Seeds {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Dataset folder; absent = discover (`$MOCCA_DATA`, `./data`, `../shared/data`).
+    /// Dataset folder; absent = discover (`$MOCCA_DATA`, `./data`, the per-user cache), else
+    /// download CIFAR-10 into the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Side of the square crops the encoder sees.
