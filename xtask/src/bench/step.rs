@@ -30,7 +30,8 @@ use crate::runs::{self, setup};
 const USAGE: &str = "usage: cargo xtask bench step [options]
 
 ResNet-18 (CIFAR stem) SimCLR training step, batch x 2 views:
-forward, NT-Xent, backward, SGD. Compare with ../shared/peers/torch_peers.py --step-only.
+forward, NT-Xent, backward, SGD: the workload of the PyTorch peer script that
+docs/benchmarks.md times beside it.
 
 options:
   --width W[,W...]       width multipliers (default 1,0.25)
