@@ -1,7 +1,7 @@
 //! Bad inputs end with a message naming the problem and exit code 1: no
 //! panic, no half-written checkpoint.
 
-use mocca_tests::{run, temp_files, tensor_bytes, tiny_config, Fixture, Outcome};
+use mocca_tests::{command, run, temp_files, tensor_bytes, tiny_config, Fixture, Outcome};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mocca-cli");
 
@@ -59,6 +59,78 @@ fn without_data_the_error_says_where_it_looked_and_how_to_get_it() {
             "downloads are off",
         ],
     );
+    assert!(!empty.path().join("runs/x/checkpoint.safetensors").exists());
+}
+
+/// A base URL on 127.0.0.1 where nothing listens (a port bound, then closed): a download
+/// attempt fails at once, and nothing outside this machine is ever contacted.
+fn dead_mirror() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
+
+#[test]
+fn no_download_flag_forbids_the_network() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = command(
+        BIN,
+        empty.path(),
+        &["train", "moco", "--no-download", "--out", "runs/x"],
+    )
+    .env_remove("MOCCA_NO_DOWNLOAD")
+    // Were the flag ignored, the attempt would fail here, not reach the dataset's server.
+    .env("MOCCA_DOWNLOAD_MIRROR", dead_mirror())
+    .output()
+    .unwrap();
+    let out = Outcome::from(out);
+    assert_clean_failure(
+        &out,
+        &[
+            "downloads are off",
+            "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+        ],
+    );
+    assert!(!out.stderr.contains("downloading"), "{}", out.stderr);
+    assert!(!empty.path().join(".cache/mocca").exists());
+}
+
+#[test]
+fn without_a_network_the_download_error_says_what_to_fetch_and_where() {
+    let empty = tempfile::tempdir().unwrap();
+    let mirror = dead_mirror();
+    let out = command(BIN, empty.path(), &["train", "moco", "--out", "runs/x"])
+        .env_remove("MOCCA_NO_DOWNLOAD")
+        .env("MOCCA_DOWNLOAD_MIRROR", &mirror)
+        .output()
+        .unwrap();
+    let out = Outcome::from(out);
+    let cache = empty.path().join(".cache/mocca");
+    assert_clean_failure(
+        &out,
+        &[
+            // Which folder, and that it downloads.
+            &format!("downloading it into {}", cache.display()),
+            // The one error: the URL, the checksum, where the file goes by hand.
+            "cannot connect",
+            &format!("{mirror}/cifar-10-binary.tar.gz"),
+            "c32a1d4ab5d03f1284b67883e8d87530",
+            &format!(
+                "put it at {}",
+                cache.join("cifar-10-binary.tar.gz").display()
+            ),
+            &format!("giving {}", cache.join("cifar-10-batches-bin").display()),
+        ],
+    );
+    assert!(!out.stderr.contains("shared/data"), "{}", out.stderr);
+    // Nothing that looks like a dataset, no temporary file or folder.
+    let left: Vec<_> = std::fs::read_dir(&cache)
+        .map(|rd| rd.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
     assert!(!empty.path().join("runs/x/checkpoint.safetensors").exists());
 }
 

@@ -144,13 +144,19 @@ pub fn command(bin: &str, cwd: &Path, args: &[&str]) -> Command {
 }
 
 pub fn run(bin: &str, cwd: &Path, args: &[&str]) -> Outcome {
-    let out = command(bin, cwd, args)
+    command(bin, cwd, args)
         .output()
-        .expect("the CLI binary runs");
-    Outcome {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        .expect("the CLI binary runs")
+        .into()
+}
+
+impl From<std::process::Output> for Outcome {
+    fn from(out: std::process::Output) -> Self {
+        Outcome {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! encoder on the labelled train / test splits, saying which encoder and layer.
 
 use crate::runs::config::{EncoderChoice, LayerChoice, TrainConfig};
-use crate::runs::{checkpoint_path, load_checkpoint, select_device, setup};
+use crate::runs::{checkpoint_path, fetch, load_checkpoint, select_device, setup};
 use anyhow::{anyhow, bail, Context, Result};
 use mocca_methods::eval::{
     knn_evaluate, linear_probe, KnnConfig, LinclsConfig, LinearClassifier, LinearProbeConfig,
@@ -17,7 +17,9 @@ Evaluates the encoder of a checkpoint on the dataset's train (neighbours /
 classifier training) and test splits; the test images are not augmented.
 
   --run PATH                 run folder or checkpoint file (also positional)
-  --data DIR                 dataset folder (default: the run's, else discovery)
+  --data DIR                 dataset folder (default: the run's, else found or
+                             downloaded as `cargo xtask train` does)
+  --no-download              never use the network (also MOCCA_NO_DOWNLOAD=1)
   --encoder query|key        MoCo's query or momentum encoder (default: the
                              run's eval.encoder)
   --layer backbone|head      pooled backbone features or head output (default:
@@ -58,12 +60,18 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let mut run: Option<PathBuf> = None;
     let mut sets: Vec<(String, String)> = Vec::new();
+    let mut no_download = false;
     let mut i = 0;
     while i < rest.len() {
         let a = rest[i].as_str();
         if a == "-h" || a == "--help" {
             println!("{USAGE}");
             return Ok(());
+        }
+        if a == "--no-download" {
+            no_download = true;
+            i += 1;
+            continue;
         }
         if let Some(flag) = a.strip_prefix("--") {
             let v = rest
@@ -120,7 +128,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let (state, meta) = load_checkpoint(&ckpt, &device)?;
     let encoder = setup::encoder_from_state(&cfg, source.encoder, &state, &device)?;
 
-    let data_dir = setup::locate_data(&cfg)?;
+    let data_dir = fetch::locate_data(&cfg, fetch::downloads_allowed(no_download))?;
     let (train, test) = setup::open_splits(&data_dir)?;
     let test = test.ok_or_else(|| {
         anyhow!(

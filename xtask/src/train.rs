@@ -18,7 +18,7 @@ use crate::runs::config::{
 };
 use crate::runs::metrics::{read_records, truncate_after, MetricsWriter, Record};
 use crate::runs::{
-    self, files, load_checkpoint, save_checkpoint, setup, CheckpointMeta, CHECKPOINT_FILE,
+    self, fetch, files, load_checkpoint, save_checkpoint, setup, CheckpointMeta, CHECKPOINT_FILE,
     CONFIG_FILE, METRICS_FILE,
 };
 use anyhow::{anyhow, bail, Context, Result};
@@ -42,11 +42,15 @@ resolved config is saved as RUN/config.toml.
   --config FILE.toml         overrides, any subset of the config's keys
   --set KEY=VALUE            one override, e.g. --set moco.queue_size=8192
   --print-config             print the resolved config and exit
-  --data DIR                 dataset folder (default: $MOCCA_DATA, ./data, the
-                             per-user cache ~/.cache/mocca); CIFAR-10 binary,
-                             MNIST, image folder. Without one, CIFAR-10 is
-                             downloaded into the cache (MD5-checked, resumable)
-  --no-download              never download (also MOCCA_NO_DOWNLOAD=1)
+  --data DIR                 dataset folder: CIFAR-10 binary, MNIST, image
+                             folder (default: $MOCCA_DATA, else the first of
+                             ./data and the per-user cache $XDG_CACHE_HOME/mocca
+                             or ~/.cache/mocca that holds CIFAR-10; if none
+                             does, CIFAR-10 is downloaded into the cache from
+                             its official URL, MD5-checked, resumable)
+  --no-download              never use the network (also MOCCA_NO_DOWNLOAD=1);
+                             the error says what to fetch by hand, and where.
+                             MOCCA_DOWNLOAD_MIRROR=URL downloads from URL/<file>
   --device auto|cpu|cuda     default auto: CUDA GPU 0 if this build has CUDA
                              and the GPU opens, else the CPU (said on stderr)
   --out DIR                  run folder (default runs/<method>-<recipe>)
@@ -99,6 +103,8 @@ struct Args {
     out: Option<PathBuf>,
     resume: Option<Option<PathBuf>>,
     print_config: bool,
+    /// `--no-download`: the data must be found; the network is never used.
+    no_download: bool,
 }
 
 /// Config keys the dedicated flags set.
@@ -146,7 +152,7 @@ fn parse_args(args: &[String]) -> Result<Option<Args>> {
             "--set" => a.sets.push(value(&mut i, arg)?),
             "--out" => a.out = Some(PathBuf::from(value(&mut i, arg)?)),
             "--print-config" => a.print_config = true,
-            "--no-download" => setup::forbid_downloads(),
+            "--no-download" => a.no_download = true,
             "--resume" => {
                 let dir = args.get(i + 1).filter(|n| !n.starts_with('-'));
                 if let Some(d) = dir {
@@ -268,7 +274,7 @@ pub fn run(args: &[String]) -> Result<()> {
             out.display()
         );
     }
-    Trainer::start(cfg, &out, None)
+    Trainer::start(cfg, &out, None, fetch::downloads_allowed(a.no_download))
 }
 
 fn resume_run(a: &Args, dir: &Path) -> Result<()> {
@@ -300,7 +306,12 @@ fn resume_run(a: &Args, dir: &Path) -> Result<()> {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
-    Trainer::start(cfg, dir, Some(ckpt))
+    Trainer::start(
+        cfg,
+        dir,
+        Some(ckpt),
+        fetch::downloads_allowed(a.no_download),
+    )
 }
 
 /// The training images, and the test images for kNN monitoring.
@@ -329,11 +340,16 @@ struct Trainer {
 }
 
 impl Trainer {
-    fn start(mut cfg: TrainConfig, out: &Path, resume_from: Option<PathBuf>) -> Result<()> {
+    fn start(
+        mut cfg: TrainConfig,
+        out: &Path,
+        resume_from: Option<PathBuf>,
+        allow_download: bool,
+    ) -> Result<()> {
         install_interrupt_handler();
         let device = runs::select_device(cfg.run.device)?;
         let sources = setup::monitor_sources(&cfg)?;
-        let data_dir = setup::locate_data(&cfg)?;
+        let data_dir = fetch::locate_data(&cfg, allow_download)?;
         let (train, test) = setup::open_splits(&data_dir)?;
         // The saved config names the data actually read, so `eval` and
         // `--resume` find it from any working directory.
@@ -810,6 +826,18 @@ mod tests {
         assert_eq!(cfg.data.path.as_deref(), Some("/tmp/d"));
         assert_eq!(cfg.moco.unwrap().negatives, Negatives::Bank);
         assert_eq!(a.out, Some(PathBuf::from("runs/x")));
+    }
+
+    #[test]
+    fn no_download_is_a_flag_of_this_invocation_not_a_config_key() {
+        let a = parse_args(&args("moco --no-download --epochs 2"))
+            .unwrap()
+            .unwrap();
+        assert!(a.no_download);
+        assert!(!fetch::downloads_allowed(a.no_download));
+        // It holds for this invocation only: nothing of it is saved with the run.
+        assert!(!resolve_fresh(&a).unwrap().to_toml().contains("download"));
+        assert!(!parse_args(&args("moco")).unwrap().unwrap().no_download);
     }
 
     #[test]

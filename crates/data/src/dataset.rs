@@ -138,7 +138,7 @@ impl ImageDataset {
                 "zero-sized image shape {shape:?}"
             )));
         }
-        if pixels.len() % shape.len() != 0 {
+        if !pixels.len().is_multiple_of(shape.len()) {
             return Err(DataError::InvalidArgument(format!(
                 "{} bytes is not a whole number of {}x{}x{} images",
                 pixels.len(),

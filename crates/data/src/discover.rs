@@ -167,10 +167,10 @@ pub(crate) fn locate_in(
         cache.map_or_else(|| "a data folder".to_string(), |c| c.display().to_string());
     let _ = write!(
         report,
-        "Get CIFAR-10 with one of:\n  \
-         `cargo xtask train` without --no-download, which downloads it into {cache_shown}\n  \
-         {}\n  \
-         or point --data or $MOCCA_DATA at a dataset folder.",
+        "Get CIFAR-10 in one of these ways:\n  \
+         - without --no-download, `cargo xtask train` downloads it into {cache_shown}\n  \
+         - {}\n  \
+         - point --data or $MOCCA_DATA at a dataset folder.",
         crate::download::by_hand(
             &crate::download::Dataset::Cifar10.archive(),
             cache.unwrap_or(Path::new("data"))

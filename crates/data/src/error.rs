@@ -60,10 +60,16 @@ pub enum DataError {
     #[error("cannot start the loader thread: {0}")]
     Thread(#[source] std::io::Error),
 
-    /// Downloading a dataset failed, or was needed and not allowed; the message says how to
+    /// Downloading a dataset failed (no connection, an HTTP error status, a body cut short);
+    /// the message says what happened, whether a partial file was kept to resume, and how to
     /// get the files by hand.
     #[error("{url}: {message}")]
     Download { url: String, message: String },
+
+    /// A dataset is not in its data folder and the network may not be used; the message says
+    /// how to get the files by hand.
+    #[error("{url}: {message}")]
+    DownloadsOff { url: String, message: String },
 
     /// A downloaded (or given) archive is not the published one.
     #[error("{}: MD5 {actual}, expected {expected} (from {url}); {hint}", path.display())]

@@ -15,6 +15,7 @@
 //! checkpoint or the new one, never a mix.
 
 pub mod config;
+pub mod fetch;
 pub mod files;
 pub mod metrics;
 pub mod setup;

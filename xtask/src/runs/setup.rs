@@ -22,7 +22,7 @@ use mocca_methods::{
     EncoderRole, FeatureLayer, FeatureSource, Features, Method, MoCo, MoCoConfig, NegativeSource,
     ResNetEncoder, SimCLR, SimCLRConfig,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub fn resnet_config(cfg: &TrainConfig) -> ResNetConfig {
     let base = match cfg.model.arch {
@@ -466,76 +466,6 @@ pub fn monitor_sources(cfg: &TrainConfig) -> Result<Vec<FeatureSource>> {
         .into_iter()
         .map(|l| feature_source(cfg, cfg.eval.encoder, l))
         .collect()
-}
-
-/// The dataset folder for `cfg` (explicit, or found in the usual places).
-static NO_DOWNLOAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// `--no-download`: the data must be found; the network is never used.
-pub fn forbid_downloads() {
-    NO_DOWNLOAD.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
-fn downloads_allowed() -> bool {
-    let env = std::env::var("MOCCA_NO_DOWNLOAD").unwrap_or_default();
-    !NO_DOWNLOAD.load(std::sync::atomic::Ordering::Relaxed) && !matches!(env.as_str(), "1" | "true")
-}
-
-/// The run's dataset folder: `data.path` (`--data`), `$MOCCA_DATA`, `./data` or the per-user
-/// cache; when none holds it, CIFAR-10 is downloaded into the cache, as torchvision's
-/// `download=True` does (unless `--no-download` or `MOCCA_NO_DOWNLOAD=1`).
-pub fn locate_data(cfg: &TrainConfig) -> Result<PathBuf> {
-    use mocca_data::download::{self, Dataset, FetchOptions};
-    let explicit = cfg.data.path.as_deref().map(Path::new);
-    let env_set = std::env::var_os("MOCCA_DATA").is_some_and(|v| !v.is_empty());
-    match mocca_data::locate(explicit) {
-        Err(mocca_data::DataError::NotFound(report)) if explicit.is_none() && !env_set => {
-            let Some(root) = download::default_root() else {
-                bail!("{report}\n(neither $XDG_CACHE_HOME nor $HOME is set for the data cache)");
-            };
-            if !downloads_allowed() {
-                bail!("{report}\n(downloads are off: --no-download / MOCCA_NO_DOWNLOAD=1)");
-            }
-            let archive = Dataset::Cifar10.archive();
-            eprintln!(
-                "CIFAR-10 is not in ./data or {}: downloading it there from {} (--data DIR or \
-                 $MOCCA_DATA use another folder; --no-download forbids this)",
-                root.display(),
-                archive.url
-            );
-            let mut opts = FetchOptions {
-                progress: Some(download_bar()),
-                ..FetchOptions::default()
-            };
-            let dir = download::fetch(Dataset::Cifar10, &root, &mut opts)?;
-            eprintln!(
-                "CIFAR-10 checked (MD5 {}) and unpacked in {}",
-                archive.md5,
-                dir.display()
-            );
-            Ok(dir)
-        }
-        found => Ok(found?),
-    }
-}
-
-/// Bytes, rate and ETA on stderr (drawn only when stderr is a terminal).
-fn download_bar() -> Box<mocca_data::download::ProgressFn> {
-    let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}, ETA {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    Box::new(move |done, total| {
-        if let Some(t) = total {
-            bar.set_length(t);
-        }
-        bar.set_position(done);
-        if Some(done) == total {
-            bar.finish();
-        }
-    })
 }
 
 /// The training split, and the test split when the dataset has one.
