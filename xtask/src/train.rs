@@ -529,29 +529,15 @@ impl Trainer {
         };
         let encoder = self.method.encoder(self.sources[0].encoder)?;
         if step == 0 && self.device.is_cpu() {
-            // Time one batch first: on a CPU the first kNN of a full-size run takes minutes,
-            // and the user should know before waiting through it.
-            let b = self.cfg.run.eval_batch_size.max(1);
-            let train_idx =
-                setup::spread_subset(self.data.train.len(), self.cfg.run.knn_train_limit);
-            let n_test = setup::spread_subset(test.len(), self.cfg.run.knn_test_limit).len();
-            let first = &train_idx[..b.min(train_idx.len())];
-            let pipeline = setup::eval_pipeline(&self.cfg, &self.data.train)?;
-            let t = Instant::now();
-            setup::embed_sources(
+            let note = cpu_advice::first_knn_note(
+                &self.cfg,
                 encoder,
                 &self.sources,
                 &self.data.train,
-                first,
-                &pipeline,
-                b,
+                test,
                 &self.device,
             )?;
-            let per_batch = t.elapsed().as_secs_f64() * b as f64 / first.len().max(1) as f64;
-            eprintln!(
-                "{}",
-                cpu_advice::knn_note(per_batch, b, train_idx.len() + n_test)
-            );
+            eprintln!("{note}");
         }
         let t0 = Instant::now();
         let results = setup::knn(

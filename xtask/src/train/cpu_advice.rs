@@ -3,7 +3,13 @@
 //! changed: the user asked for it, and a run that silently shrank would not be the recipe's.
 
 use crate::runs::config::{MethodName, TrainConfig};
+use crate::runs::setup;
 use crate::train::progress::fmt_duration;
+use anyhow::Result;
+use candle_core::Device;
+use mocca_data::ImageDataset;
+use mocca_methods::{Encoder, FeatureSource};
+use std::time::Instant;
 
 /// Steps timed before the estimate (the first is left out: it warms the allocator and the
 /// kernels' packing buffers).
@@ -68,6 +74,28 @@ pub fn knn_note(seconds_per_batch: f64, batch: usize, images: usize) -> String {
          --knn-test-limit, none before the first step with --set eval.knn_at_start=false)",
         fmt_long(seconds_per_batch * batches as f64)
     )
+}
+
+/// [`knn_note`] for the kNN monitor's first pass, from one batch of its training images
+/// embedded and timed first: on a CPU the first kNN of a full-size run takes minutes, and the
+/// user should know before waiting through it.
+pub fn first_knn_note(
+    cfg: &TrainConfig,
+    encoder: &dyn Encoder,
+    sources: &[FeatureSource],
+    train: &ImageDataset,
+    test: &ImageDataset,
+    device: &Device,
+) -> Result<String> {
+    let b = cfg.run.eval_batch_size.max(1);
+    let train_idx = setup::spread_subset(train.len(), cfg.run.knn_train_limit);
+    let n_test = setup::spread_subset(test.len(), cfg.run.knn_test_limit).len();
+    let first = &train_idx[..b.min(train_idx.len())];
+    let pipeline = setup::eval_pipeline(cfg, train)?;
+    let t = Instant::now();
+    setup::embed_sources(encoder, sources, train, first, &pipeline, b, device)?;
+    let per_batch = t.elapsed().as_secs_f64() * b as f64 / first.len().max(1) as f64;
+    Ok(knn_note(per_batch, b, train_idx.len() + n_test))
 }
 
 /// Like [`fmt_duration`], with days spelt out (a GPU recipe on a CPU runs for days).
