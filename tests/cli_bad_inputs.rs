@@ -346,3 +346,32 @@ fn a_truncated_checkpoint_is_refused_on_resume() {
     let out = run(BIN, fx.dir.path(), &["train", "--resume", "runs/x"]);
     assert_clean_failure(&out, &["checkpoint.safetensors is truncated"]);
 }
+
+#[test]
+fn an_unlabeled_train_split_the_data_lacks_is_named() {
+    let fx = Fixture::new(2, 8, 2, 16);
+    let cfg = tiny(&fx, "moco");
+    let out = run(
+        BIN,
+        fx.dir.path(),
+        &[
+            "train",
+            "--config",
+            &cfg,
+            "--data",
+            fx.data().to_str().unwrap(),
+            "--set",
+            "data.train_split=unlabeled",
+            "--out",
+            "runs/x",
+        ],
+    );
+    assert_clean_failure(
+        &out,
+        &[
+            "data.train_split = \"unlabeled\" cannot be read from",
+            "an image folder has no unlabeled split",
+        ],
+    );
+    assert!(!fx.path("runs/x/checkpoint.safetensors").exists());
+}

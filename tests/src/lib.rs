@@ -63,6 +63,68 @@ pub fn write_image_folder(
     }
 }
 
+/// `root/stl10_binary/` in STL-10's release layout (mocca-data's writer): `classes` x
+/// `train_per_class` labeled training images, `classes` x `test_per_class` test images and
+/// `unlabeled` unlabeled ones, all 96 px patterns as [`pattern_image`] draws them.
+pub fn write_stl10(
+    root: &Path,
+    classes: usize,
+    train_per_class: usize,
+    test_per_class: usize,
+    unlabeled: usize,
+) -> PathBuf {
+    use mocca_data::{stl10, ImageDataset, ImageShape, Split};
+    let dir = root.join("stl10_binary");
+    let shape = ImageShape {
+        height: 96,
+        width: 96,
+        channels: 3,
+    };
+    let names: Vec<String> = (0..classes).map(|c| format!("class_{c}")).collect();
+    let set = |n: usize, first: usize, labeled: bool| {
+        let mut pixels = Vec::new();
+        for i in 0..n {
+            pixels.extend(pattern_image(i % classes, first + i, 96).into_raw());
+        }
+        let labels = labeled.then(|| (0..n).map(|i| (i % classes) as u32).collect());
+        let names = if labeled { names.clone() } else { Vec::new() };
+        ImageDataset::from_uniform(shape, pixels, labels, names).unwrap()
+    };
+    stl10::write(&dir, Split::Train, &set(classes * train_per_class, 0, true)).unwrap();
+    stl10::write(
+        &dir,
+        Split::Test,
+        &set(classes * test_per_class, 10_000, true),
+    )
+    .unwrap();
+    stl10::write(&dir, Split::Unlabeled, &set(unlabeled, 20_000, false)).unwrap();
+    dir
+}
+
+/// `root/cifar-100-binary/` at the release's sizes (50,000 + 10,000 records of 3,074 bytes, the
+/// reader wants whole files): record `i` has fine label `i % 100`, coarse label `i % 20`, and a
+/// flat image whose colour is its fine label's, plus a little noise.
+pub fn write_cifar100(root: &Path) -> PathBuf {
+    let dir = root.join("cifar-100-binary");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, n) in [("train.bin", 50_000usize), ("test.bin", 10_000)] {
+        let mut bytes = vec![0u8; n * 3074];
+        for (i, rec) in bytes.chunks_mut(3074).enumerate() {
+            let fine = i % 100;
+            rec[0] = (i % 20) as u8;
+            rec[1] = fine as u8;
+            for (c, plane) in rec[2..].chunks_mut(1024).enumerate() {
+                let base = ((fine * (37 + 50 * c)) % 200) as u8;
+                for (p, v) in plane.iter_mut().enumerate() {
+                    *v = base + ((i * 7 + p * 13) % 23) as u8;
+                }
+            }
+        }
+        std::fs::write(dir.join(file), bytes).unwrap();
+    }
+    dir
+}
+
 /// A tiny-model configuration (TOML, to be merged over a preset): ResNet-18
 /// at width 1/16 on 16 px images, so a step takes milliseconds.
 pub fn tiny_config(method: &str, epochs: usize, batch: usize) -> String {

@@ -37,17 +37,21 @@ Trains an encoder without labels. Settings come from an embedded preset
 (method x recipe), then --config, then --set and the flags below; the
 resolved config is saved as RUN/config.toml.
 
-  --recipe cifar|paper       preset family (default cifar: the MoCo CIFAR-10
-                             colab, lightly's CIFAR-10 SimCLR; paper: ImageNet)
+  --recipe cifar|cifar100|stl10|paper
+                             preset family (default cifar: the MoCo CIFAR-10
+                             colab, lightly's CIFAR-10 SimCLR; cifar100: the
+                             same on CIFAR-100; stl10: 96 px on STL-10's
+                             train+unlabeled images; paper: ImageNet)
   --config FILE.toml         overrides, any subset of the config's keys
   --set KEY=VALUE            one override, e.g. --set moco.queue_size=8192
   --print-config             print the resolved config and exit
-  --data DIR                 dataset folder: CIFAR-10 binary, MNIST, image
-                             folder (default: $MOCCA_DATA, else the first of
-                             ./data and the per-user cache $XDG_CACHE_HOME/mocca
-                             or ~/.cache/mocca that holds CIFAR-10; if none
-                             does, CIFAR-10 is downloaded into the cache from
-                             its official URL, MD5-checked, resumable)
+  --data DIR                 dataset folder: CIFAR-10, CIFAR-100 or STL-10
+                             binary, MNIST, image folder (default: $MOCCA_DATA,
+                             else the first of ./data and the per-user cache
+                             $XDG_CACHE_HOME/mocca or ~/.cache/mocca that holds
+                             the recipe's dataset; if none does, it is
+                             downloaded into the cache from its official URL,
+                             MD5-checked, resumable)
   --no-download              never use the network (also MOCCA_NO_DOWNLOAD=1);
                              the error says what to fetch by hand, and where.
                              MOCCA_DOWNLOAD_MIRROR=URL downloads from URL/<file>
@@ -316,6 +320,10 @@ fn resume_run(a: &Args, dir: &Path) -> Result<()> {
 
 /// The training images, and the test images for kNN monitoring.
 struct Data {
+    /// What the encoder trains on: `data.train_split` (the train split unless the recipe
+    /// says otherwise, e.g. STL-10's train+unlabeled).
+    ssl: Arc<ImageDataset>,
+    /// The kNN monitor's labeled memory set: the train split.
     train: Arc<ImageDataset>,
     test: Option<ImageDataset>,
 }
@@ -351,14 +359,16 @@ impl Trainer {
         let sources = setup::monitor_sources(&cfg)?;
         let data_dir = fetch::locate_data(&cfg, allow_download)?;
         let (train, test) = setup::open_splits(&data_dir)?;
+        let train = Arc::new(train);
+        let ssl = setup::open_train_split(&data_dir, cfg.data.train_split, &train)?;
         // The saved config names the data actually read, so `eval` and
         // `--resume` find it from any working directory.
         let abs = std::fs::canonicalize(&data_dir).unwrap_or_else(|_| data_dir.clone());
         cfg.data.path = Some(abs.display().to_string());
         let stop_after = cfg.run.stop_after_steps.take();
-        describe_data(&data_dir, &train, test.as_ref());
+        describe_data(&data_dir, &cfg, &ssl, &train, test.as_ref());
         let sampler = BatchSampler::new(
-            train.len(),
+            ssl.len(),
             cfg.batch_size,
             Order::Shuffled {
                 seed: cfg.data_seed(),
@@ -368,7 +378,7 @@ impl Trainer {
         .map_err(|e| anyhow!("batch_size {}: {e}", cfg.batch_size))?;
         let steps_per_epoch = sampler.batches_per_epoch() as u64;
         let total_steps = steps_per_epoch * cfg.epochs as u64;
-        let mut method = setup::build_method(&cfg, steps_per_epoch, train.len(), &device)?;
+        let mut method = setup::build_method(&cfg, steps_per_epoch, ssl.len(), &device)?;
         // Views are checked once here, not deep inside the loader thread.
         let views = setup::train_views(&cfg)?;
 
@@ -379,7 +389,7 @@ impl Trainer {
         let mut elapsed_before = 0.0;
         if let Some(ckpt) = &resume_from {
             let (state, meta) = load_checkpoint(ckpt, &device)?;
-            if (meta.train_images, meta.steps_per_epoch) != (train.len(), steps_per_epoch) {
+            if (meta.train_images, meta.steps_per_epoch) != (ssl.len(), steps_per_epoch) {
                 bail!(
                     "{} was taken on {} training images ({} steps per epoch); the data at {} has {} \
                      ({steps_per_epoch} steps per epoch): resume on the same dataset",
@@ -387,7 +397,7 @@ impl Trainer {
                     meta.train_images,
                     meta.steps_per_epoch,
                     data_dir.display(),
-                    train.len()
+                    ssl.len()
                 );
             }
             method
@@ -433,10 +443,7 @@ impl Trainer {
             cfg,
             out: out.to_path_buf(),
             device,
-            data: Data {
-                train: Arc::new(train),
-                test,
-            },
+            data: Data { ssl, train, test },
             method,
             metrics,
             steps_per_epoch,
@@ -517,7 +524,7 @@ impl Trainer {
             epoch: (step / self.steps_per_epoch) as usize,
             step_in_epoch: (step % self.steps_per_epoch) as usize,
             finished: step == self.total_steps,
-            train_images: self.data.train.len(),
+            train_images: self.data.ssl.len(),
             steps_per_epoch: self.steps_per_epoch,
         };
         save_checkpoint(&self.out.join(CHECKPOINT_FILE), &state, &meta)
@@ -593,14 +600,14 @@ impl Trainer {
         }
 
         let sampler = BatchSampler::new(
-            self.data.train.len(),
+            self.data.ssl.len(),
             self.cfg.batch_size,
             Order::Shuffled {
                 seed: self.cfg.data_seed(),
             },
             true,
         )?;
-        let data = Arc::clone(&self.data.train);
+        let data = Arc::clone(&self.data.ssl);
         let seed = self.cfg.aug_seed();
         let batches = sampler
             .iter_from(0, start as usize)
@@ -778,15 +785,30 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn describe_data(dir: &Path, train: &ImageDataset, test: Option<&ImageDataset>) {
-    let shape = match train.uniform_shape() {
+fn describe_data(
+    dir: &Path,
+    cfg: &TrainConfig,
+    ssl: &ImageDataset,
+    train: &ImageDataset,
+    test: Option<&ImageDataset>,
+) {
+    let shape = match ssl.uniform_shape() {
         Some(s) => format!("{}x{}x{}", s.height, s.width, s.channels),
         None => "mixed sizes".into(),
     };
+    let split = cfg.data.train_split.split();
+    let trained_on = if split == mocca_data::Split::Train {
+        format!("{} training images ({shape})", ssl.len())
+    } else {
+        format!(
+            "trains on {} {split} images ({shape}), kNN memory {} training images",
+            ssl.len(),
+            train.len()
+        )
+    };
     eprintln!(
-        "data: {} — {} training images ({shape}), {} test images, {} classes",
+        "data: {} — {trained_on}, {} test images, {} classes",
         dir.display(),
-        train.len(),
         test.map_or("no".to_string(), |t| t.len().to_string()),
         train.class_names().len()
     );

@@ -55,11 +55,12 @@ const SHAPE: ImageShape = ImageShape {
     channels: 3,
 };
 
-/// File names of `split`.
+/// File names of `split` (none for the unlabeled splits, which CIFAR-10 does not have).
 pub fn split_files(split: Split) -> &'static [&'static str] {
     match split {
         Split::Train => &TRAIN_FILES,
         Split::Test => &TEST_FILES,
+        Split::Unlabeled | Split::TrainUnlabeled => &[],
     }
 }
 
@@ -81,6 +82,9 @@ pub fn open(dir: impl AsRef<Path>, split: Split) -> Result<ImageDataset> {
 pub(crate) fn open_with(dir: &Path, split: Split, records_per_file: usize) -> Result<ImageDataset> {
     let expected = (records_per_file * RECORD_BYTES) as u64;
     let files: Vec<PathBuf> = split_files(split).iter().map(|f| dir.join(f)).collect();
+    if files.is_empty() {
+        return Err(split.missing_from(dir, "CIFAR-10"));
+    }
     // Check every size before reading anything, so a bad fifth file is
     // reported at once rather than after reading 120 MB.
     for path in &files {
@@ -133,11 +137,16 @@ fn default_names() -> Vec<String> {
 }
 
 fn class_names_in(dir: &Path) -> Result<Vec<String>> {
-    let meta = dir.join(META_FILE);
+    names_file(&dir.join(META_FILE))?.map_or_else(|| Ok(default_names()), Ok)
+}
+
+/// The class names listed in `meta`, one per line (blank lines skipped), or `None` when there
+/// is no such file.
+pub(crate) fn names_file(meta: &Path) -> Result<Option<Vec<String>>> {
     if !meta.is_file() {
-        return Ok(default_names());
+        return Ok(None);
     }
-    let text = std::fs::read_to_string(&meta).map_err(|e| DataError::io(&meta, e))?;
+    let text = std::fs::read_to_string(meta).map_err(|e| DataError::io(meta, e))?;
     let names: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -145,38 +154,67 @@ fn class_names_in(dir: &Path) -> Result<Vec<String>> {
         .map(String::from)
         .collect();
     if names.is_empty() {
-        return Err(DataError::malformed(&meta, "lists no class names"));
+        return Err(DataError::malformed(meta, "lists no class names"));
     }
-    Ok(names)
+    Ok(Some(names))
 }
 
 fn read_files(files: &[PathBuf], class_names: Vec<String>) -> Result<ImageDataset> {
+    read_records(files, class_names, RecordLayout::CIFAR10)
+}
+
+/// Where a record's label and pixels lie: CIFAR-10's records are `[label, pixels]`,
+/// CIFAR-100's `[coarse label, fine label, pixels]`; the pixels are the same 3 planes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecordLayout {
+    pub label_at: usize,
+    pub pixels_at: usize,
+}
+
+impl RecordLayout {
+    pub const CIFAR10: RecordLayout = RecordLayout {
+        label_at: 0,
+        pixels_at: 1,
+    };
+
+    pub fn bytes(self) -> usize {
+        self.pixels_at + SHAPE.len()
+    }
+}
+
+/// Reads whole files of `layout` records (sizes already checked), in order.
+pub(crate) fn read_records(
+    files: &[PathBuf],
+    class_names: Vec<String>,
+    layout: RecordLayout,
+) -> Result<ImageDataset> {
+    let (record, at) = (layout.bytes(), layout.label_at);
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
     for path in files {
         let raw = fsutil::read(path)?;
-        let n = raw.len() / RECORD_BYTES;
+        let n = raw.len() / record;
         if let Some((i, rec)) = raw
-            .chunks_exact(RECORD_BYTES)
+            .chunks_exact(record)
             .enumerate()
-            .find(|(_, r)| r[0] as usize >= class_names.len())
+            .find(|(_, r)| r[at] as usize >= class_names.len())
         {
             return Err(DataError::malformed(
                 path,
                 format!(
                     "record {i} has label {}, but there are {} classes",
-                    rec[0],
+                    rec[at],
                     class_names.len()
                 ),
             ));
         }
-        labels.extend(raw.chunks_exact(RECORD_BYTES).map(|r| r[0] as u32));
+        labels.extend(raw.chunks_exact(record).map(|r| r[at] as u32));
         let start = pixels.len();
         pixels.resize(start + n * SHAPE.len(), 0);
         pixels[start..]
             .par_chunks_mut(SHAPE.len())
-            .zip(raw.par_chunks_exact(RECORD_BYTES))
-            .for_each(|(hwc, rec)| planes_to_hwc(&rec[1..], hwc));
+            .zip(raw.par_chunks_exact(record))
+            .for_each(|(hwc, rec)| planes_to_hwc(&rec[layout.pixels_at..], hwc));
     }
     ImageDataset::from_uniform(SHAPE, pixels, Some(labels), class_names)
 }
@@ -219,6 +257,9 @@ pub(crate) fn write_with(
         )));
     }
     let files = split_files(split);
+    if files.is_empty() {
+        return Err(split.missing_from(dir, "CIFAR-10"));
+    }
     let want = files.len() * records_per_file;
     if dataset.len() != want {
         return Err(DataError::InvalidArgument(format!(

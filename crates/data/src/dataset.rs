@@ -1,20 +1,69 @@
 use crate::error::{DataError, Result};
+use std::path::Path;
 
-/// Which part of a dataset to read.
+/// Which part of a dataset to read (torchvision's `split` names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Split {
-    /// The training images (CIFAR-10: 50,000; MNIST: 60,000).
+    /// The labeled training images (CIFAR-10: 50,000; MNIST: 60,000; STL-10: 5,000).
     Train,
-    /// The held-out images (CIFAR-10: 10,000; MNIST: 10,000).
+    /// The held-out images (CIFAR-10: 10,000; MNIST: 10,000; STL-10: 8,000).
     Test,
+    /// Images without labels, for self-supervised training only (STL-10: 100,000).
+    Unlabeled,
+    /// `Train` then `Unlabeled`, as one unlabeled set (STL-10: 105,000; what solo-learn
+    /// pretrains on).
+    TrainUnlabeled,
+}
+
+impl Split {
+    /// Every split, in the order above.
+    pub const ALL: [Split; 4] = [
+        Split::Train,
+        Split::Test,
+        Split::Unlabeled,
+        Split::TrainUnlabeled,
+    ];
+
+    /// torchvision's name: `train`, `test`, `unlabeled`, `train+unlabeled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+            Split::Unlabeled => "unlabeled",
+            Split::TrainUnlabeled => "train+unlabeled",
+        }
+    }
+
+    /// The error for a split a dataset does not have (CIFAR-10 has no unlabeled images...).
+    pub(crate) fn missing_from(self, path: &Path, dataset: &str) -> DataError {
+        DataError::NoSuchSplit {
+            path: path.to_path_buf(),
+            message: format!(
+                "{dataset} has no {self} split (it has train and test; unlabeled and \
+                 train+unlabeled are STL-10's)"
+            ),
+        }
+    }
 }
 
 impl std::fmt::Display for Split {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Split::Train => "train",
-            Split::Test => "test",
-        })
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Split {
+    type Err = DataError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Split::ALL
+            .into_iter()
+            .find(|split| split.as_str() == s)
+            .ok_or_else(|| {
+                DataError::InvalidArgument(format!(
+                    "unknown split `{s}`: expected train, test, unlabeled or train+unlabeled"
+                ))
+            })
     }
 }
 

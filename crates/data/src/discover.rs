@@ -2,8 +2,9 @@
 //! (`locate`).
 
 use crate::dataset::{ImageDataset, Split};
+use crate::download::Dataset;
 use crate::error::{DataError, Result};
-use crate::{cifar10, image_folder, mnist};
+use crate::{cifar10, cifar100, image_folder, mnist, stl10};
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,10 @@ use std::path::{Path, PathBuf};
 pub enum Format {
     /// `data_batch_{1..5}.bin` + `test_batch.bin` ([`cifar10`]).
     Cifar10Binary,
+    /// `train.bin` + `test.bin` ([`cifar100`]).
+    Cifar100Binary,
+    /// `{train,test}_{X,y}.bin` + `unlabeled_X.bin` ([`stl10`]).
+    Stl10Binary,
     /// `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` ([`mnist`]).
     MnistIdx,
     /// `<class>/*.{jpg,jpeg,png}`, optionally under `train/` and `test/`
@@ -22,28 +27,39 @@ pub enum Format {
 
 /// Subfolders `open` looks into when the folder itself holds no dataset, in
 /// order of preference (exact pixels before JPEG copies).
-const KNOWN_SUBFOLDERS: [&str; 4] = [
+const KNOWN_SUBFOLDERS: [&str; 6] = [
     "cifar-10-batches-bin",
     "cifar-10-jpeg",
+    "cifar-100-binary",
+    "stl10_binary",
     "mnist",
     "MNIST/raw",
 ];
 
 const LOOKED_FOR: &str = "CIFAR-10 binary batches (data_batch_1.bin … test_batch.bin), \
-MNIST IDX files (train-images-idx3-ubyte[.gz], t10k-…), an image folder \
+CIFAR-100 binary files (train.bin, test.bin), STL-10 binary files (train_X.bin, test_X.bin, \
+unlabeled_X.bin), MNIST IDX files (train-images-idx3-ubyte[.gz], t10k-…), an image folder \
 (<class>/*.jpg|jpeg|png, or train/<class>/… and test/<class>/…), \
-or one of the subfolders cifar-10-batches-bin, cifar-10-jpeg, mnist, MNIST/raw";
+or one of the subfolders cifar-10-batches-bin, cifar-10-jpeg, cifar-100-binary, stl10_binary, \
+mnist, MNIST/raw";
 
-fn detect_here(dir: &Path) -> Option<Format> {
+/// The binary formats, recognised by their file names.
+fn detect_binary(dir: &Path) -> Option<Format> {
     if cifar10::looks_like(dir) {
         Some(Format::Cifar10Binary)
+    } else if cifar100::looks_like(dir) {
+        Some(Format::Cifar100Binary)
+    } else if stl10::looks_like(dir) {
+        Some(Format::Stl10Binary)
     } else if mnist::looks_like(dir) {
         Some(Format::MnistIdx)
-    } else if image_folder::looks_like(dir) {
-        Some(Format::ImageFolder)
     } else {
         None
     }
+}
+
+fn detect_here(dir: &Path) -> Option<Format> {
+    detect_binary(dir).or_else(|| image_folder::looks_like(dir).then_some(Format::ImageFolder))
 }
 
 /// Which format `path` holds and the folder to read it from (`path` itself,
@@ -64,11 +80,8 @@ pub fn detect(path: impl AsRef<Path>) -> Result<(Format, PathBuf)> {
     }
     // Files directly inside win over subfolders, so pointing at a batches
     // folder reads exactly it.
-    if cifar10::looks_like(path) {
-        return Ok((Format::Cifar10Binary, path.to_path_buf()));
-    }
-    if mnist::looks_like(path) {
-        return Ok((Format::MnistIdx, path.to_path_buf()));
+    if let Some(format) = detect_binary(path) {
+        return Ok((format, path.to_path_buf()));
     }
     for sub in KNOWN_SUBFOLDERS {
         let dir = path.join(sub);
@@ -93,6 +106,8 @@ pub fn open(path: impl AsRef<Path>, split: Split) -> Result<ImageDataset> {
     let (format, dir) = detect(path)?;
     match format {
         Format::Cifar10Binary => cifar10::open(dir, split),
+        Format::Cifar100Binary => cifar100::open(dir, split),
+        Format::Stl10Binary => stl10::open(dir, split),
         Format::MnistIdx => mnist::open(dir, split),
         Format::ImageFolder => image_folder::open(dir, split),
     }
@@ -100,23 +115,25 @@ pub fn open(path: impl AsRef<Path>, split: Split) -> Result<ImageDataset> {
 
 /// Finds a dataset folder for the trainer, without the network.
 ///
-/// With `explicit` (a `--data` flag), that path must hold a dataset: it is
-/// never silently replaced by another. Otherwise, in order: `$MOCCA_DATA`
+/// With `explicit` (a `--data` flag), that path must hold a dataset (any format [`open`]
+/// reads): it is never silently replaced by another. Otherwise, in order: `$MOCCA_DATA`
 /// (likewise binding when set), then `./data` and the per-user cache
-/// ([`download::default_root`]), each searched for `cifar-10-batches-bin/`
-/// and then `cifar-10-jpeg/`. The result goes to [`open`]. When nothing is
-/// found the error ([`DataError::NotFound`]) lists every place looked at and
-/// how to get CIFAR-10 ([`download::fetch`] gets it into the cache).
+/// ([`download::default_root`]), each searched for `dataset`'s folders
+/// ([`Dataset::folders`]: `cifar-10-batches-bin/` then `cifar-10-jpeg/` for CIFAR-10,
+/// `cifar-100-binary/`, `stl10_binary/`). The result goes to [`open`]. When nothing is found
+/// the error ([`DataError::NotFound`]) lists every place looked at and how to get `dataset`
+/// ([`download::fetch`] gets it into the cache).
 ///
 /// [`download::default_root`]: crate::download::default_root
 /// [`download::fetch`]: crate::download::fetch
-pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+pub fn locate(explicit: Option<&Path>, dataset: Dataset) -> Result<PathBuf> {
     let cwd = std::env::current_dir().map_err(|e| DataError::io(".", e))?;
     locate_in(
         explicit,
         std::env::var_os("MOCCA_DATA"),
         &cwd,
         crate::download::default_root().as_deref(),
+        dataset,
     )
 }
 
@@ -125,11 +142,13 @@ pub(crate) fn locate_in(
     env: Option<OsString>,
     cwd: &Path,
     cache: Option<&Path>,
+    dataset: Dataset,
 ) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return detect(cwd.join(p)).map(|(_, dir)| dir);
     }
-    let mut report = String::from("no CIFAR-10 data found. Looked in:\n");
+    let name = dataset.name();
+    let mut report = format!("no {name} data found. Looked in:\n");
     match env.filter(|v| !v.is_empty()) {
         Some(v) => {
             let p = cwd.join(PathBuf::from(&v));
@@ -148,7 +167,7 @@ pub(crate) fn locate_in(
             continue;
         }
         let mut notes = Vec::new();
-        for sub in ["cifar-10-batches-bin", "cifar-10-jpeg"] {
+        for sub in dataset.folders() {
             let dir = base.join(sub);
             if !dir.is_dir() {
                 continue;
@@ -159,7 +178,8 @@ pub(crate) fn locate_in(
             }
         }
         if notes.is_empty() {
-            notes.push("no cifar-10-batches-bin/ or cifar-10-jpeg/".into());
+            let wanted: Vec<String> = dataset.folders().iter().map(|f| format!("{f}/")).collect();
+            notes.push(format!("no {}", wanted.join(" or ")));
         }
         let _ = writeln!(report, "  {shown}: {}", notes.join("; "));
     }
@@ -167,14 +187,11 @@ pub(crate) fn locate_in(
         cache.map_or_else(|| "a data folder".to_string(), |c| c.display().to_string());
     let _ = write!(
         report,
-        "Get CIFAR-10 in one of these ways:\n  \
+        "Get {name} in one of these ways:\n  \
          - without --no-download, `cargo xtask train` downloads it into {cache_shown}\n  \
          - {}\n  \
          - point --data or $MOCCA_DATA at a dataset folder.",
-        crate::download::by_hand(
-            &crate::download::Dataset::Cifar10.archive(),
-            cache.unwrap_or(Path::new("data"))
-        )
+        crate::download::by_hand(&dataset.archive(), cache.unwrap_or(Path::new("data")))
     );
     Err(DataError::NotFound(report))
 }
@@ -253,12 +270,12 @@ mod tests {
         png(&cache.join("cifar-10-jpeg/train/cat/0.png"));
         std::fs::create_dir_all(&cwd).unwrap();
         assert_eq!(
-            locate_in(None, None, &cwd, Some(&cache)).unwrap(),
+            locate_in(None, None, &cwd, Some(&cache), Dataset::Cifar10).unwrap(),
             cache.join("cifar-10-jpeg")
         );
         cifar_dir(&cwd.join("data/cifar-10-batches-bin"));
         assert_eq!(
-            locate_in(None, None, &cwd, Some(&cache)).unwrap(),
+            locate_in(None, None, &cwd, Some(&cache), Dataset::Cifar10).unwrap(),
             cwd.join("data/cifar-10-batches-bin")
         );
     }
@@ -270,16 +287,59 @@ mod tests {
         cifar_dir(&cwd.join("data/cifar-10-batches-bin"));
         cifar_dir(&cwd.join("mine"));
         let env = Some(OsString::from("mine"));
-        assert_eq!(locate_in(None, env, cwd, None).unwrap(), cwd.join("mine"));
         assert_eq!(
-            locate_in(Some(Path::new("mine")), None, cwd, None).unwrap(),
+            locate_in(None, env, cwd, None, Dataset::Cifar10).unwrap(),
             cwd.join("mine")
         );
-        let typo = locate_in(Some(Path::new("mnie")), None, cwd, None).unwrap_err();
+        assert_eq!(
+            locate_in(Some(Path::new("mine")), None, cwd, None, Dataset::Cifar10).unwrap(),
+            cwd.join("mine")
+        );
+        let typo =
+            locate_in(Some(Path::new("mnie")), None, cwd, None, Dataset::Cifar10).unwrap_err();
         assert!(typo.to_string().contains("mnie"), "{typo}");
         let env = Some(OsString::from("nowhere"));
-        let msg = locate_in(None, env, cwd, None).unwrap_err().to_string();
+        let msg = locate_in(None, env, cwd, None, Dataset::Cifar10)
+            .unwrap_err()
+            .to_string();
         assert!(msg.starts_with("$MOCCA_DATA=nowhere"), "{msg}");
+    }
+
+    #[test]
+    fn stl10_and_cifar100_are_found_by_their_release_folders() {
+        let t = tempfile::tempdir().unwrap();
+        let cwd = t.path();
+        std::fs::create_dir_all(cwd.join("data/stl10_binary")).unwrap();
+        std::fs::write(cwd.join("data/stl10_binary/test_X.bin"), b"").unwrap();
+        std::fs::create_dir_all(cwd.join("data/cifar-100-binary")).unwrap();
+        std::fs::write(cwd.join("data/cifar-100-binary/test.bin"), b"").unwrap();
+        cifar_dir(&cwd.join("data/cifar-10-batches-bin"));
+        for (dataset, folder, format) in [
+            (Dataset::Stl10, "stl10_binary", Format::Stl10Binary),
+            (
+                Dataset::Cifar100,
+                "cifar-100-binary",
+                Format::Cifar100Binary,
+            ),
+        ] {
+            let dir = locate_in(None, None, cwd, None, dataset).unwrap();
+            assert_eq!(dir, cwd.join("data").join(folder));
+            assert_eq!(detect(&dir).unwrap().0, format);
+            assert_eq!(detect(cwd.join("data")).unwrap().0, Format::Cifar10Binary);
+        }
+    }
+
+    #[test]
+    fn a_missing_stl10_names_its_folder_and_archive() {
+        let t = tempfile::tempdir().unwrap();
+        let cwd = t.path();
+        cifar_dir(&cwd.join("data/cifar-10-batches-bin"));
+        let msg = locate_in(None, None, cwd, None, Dataset::Stl10)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("no STL-10 data found"), "{msg}");
+        assert!(msg.contains("data: no stl10_binary/"), "{msg}");
+        assert!(msg.contains("91f7769df0f17e558f3565bffb0c7dfb"), "{msg}");
     }
 
     #[test]
@@ -288,7 +348,7 @@ mod tests {
         let cwd = t.path().join("main");
         let cache = t.path().join("cache/mocca");
         std::fs::create_dir_all(cwd.join("data")).unwrap();
-        let msg = locate_in(None, None, &cwd, Some(&cache))
+        let msg = locate_in(None, None, &cwd, Some(&cache), Dataset::Cifar10)
             .unwrap_err()
             .to_string();
         assert!(msg.contains("$MOCCA_DATA: not set"), "{msg}");

@@ -108,6 +108,25 @@ impl Dataset {
     /// Every dataset, in a fixed order.
     pub const ALL: [Dataset; 3] = [Dataset::Cifar10, Dataset::Cifar100, Dataset::Stl10];
 
+    /// The folders of a data folder that hold it, in order of preference: its archive's
+    /// folder, and for CIFAR-10 also `cifar-10-jpeg/` (an image-folder copy).
+    pub fn folders(self) -> &'static [&'static str] {
+        match self {
+            Dataset::Cifar10 => &["cifar-10-batches-bin", "cifar-10-jpeg"],
+            Dataset::Cifar100 => &["cifar-100-binary"],
+            Dataset::Stl10 => &["stl10_binary"],
+        }
+    }
+
+    /// The archive's size, rounded, for messages before a download.
+    pub fn download_size(self) -> &'static str {
+        match self {
+            Dataset::Cifar10 => "170 MB",
+            Dataset::Cifar100 => "168 MB",
+            Dataset::Stl10 => "2.6 GB",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Dataset::Cifar10 => "CIFAR-10",

@@ -38,6 +38,7 @@ fn split_dir(root: &Path, split: Split) -> Option<PathBuf> {
     let names: &[&str] = match split {
         Split::Train => &["train"],
         Split::Test => &["test", "val"],
+        Split::Unlabeled | Split::TrainUnlabeled => &[],
     };
     names.iter().map(|n| root.join(n)).find(|p| p.is_dir())
 }
@@ -120,14 +121,17 @@ pub fn open(root: impl AsRef<Path>, split: Split) -> Result<ImageDataset> {
             what: "image folder".into(),
         });
     }
+    if matches!(split, Split::Unlabeled | Split::TrainUnlabeled) {
+        return Err(split.missing_from(root, "an image folder"));
+    }
     let (dir, class_names) = if has_split_dirs(root) {
         let dir = split_dir(root, split).ok_or_else(|| DataError::NoSuchSplit {
             path: root.to_path_buf(),
             message: format!(
                 "has train/test subfolders but no {} folder",
                 match split {
-                    Split::Train => "train/",
                     Split::Test => "test/ (or val/)",
+                    _ => "train/",
                 }
             ),
         })?;

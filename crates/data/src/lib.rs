@@ -5,10 +5,12 @@
 //!
 //! - [`ImageDataset`]: 8-bit HWC images (any size, 1 or 3 channels), optional
 //!   labels, class names; [`ImageDataset::uniform_shape`] for fast paths.
-//! - Readers: [`cifar10`] (binary batches), [`mnist`] (IDX, plain or gzip),
-//!   [`image_folder`] (`<class>/*.jpg|png`, decoded in parallel) and the
-//!   [`synthetic`] set for smoke tests; [`open`] picks the reader from the
-//!   folder's contents, [`locate`] finds CIFAR-10 in the usual places.
+//! - Readers: [`cifar10`] and [`cifar100`] (binary batches), [`stl10`] (96 px,
+//!   with its 100,000 unlabeled images as [`Split::Unlabeled`]), [`mnist`]
+//!   (IDX, plain or gzip), [`image_folder`] (`<class>/*.jpg|png`, decoded in
+//!   parallel) and the [`synthetic`] set for smoke tests; [`open`] picks the
+//!   reader from the folder's contents, [`locate`] finds a dataset in the
+//!   usual places.
 //! - [`BatchSampler`]: an epoch's order is a pure function of (seed, epoch),
 //!   so a resumed run sees the same batches; [`Loader`] prepares the next
 //!   batch on a background thread with the caller's closure.
@@ -53,6 +55,7 @@
 //! ```
 
 pub mod cifar10;
+pub mod cifar100;
 mod dataset;
 mod discover;
 pub mod download;
@@ -63,6 +66,7 @@ mod loader;
 pub mod mnist;
 mod rng;
 mod sampler;
+pub mod stl10;
 pub mod synthetic;
 
 pub use dataset::{ImageDataset, ImageShape, ImageView, Split};

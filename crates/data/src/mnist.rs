@@ -18,11 +18,13 @@ use std::path::{Path, PathBuf};
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
 
-/// (images, labels) base file names of `split`.
-pub fn split_files(split: Split) -> (&'static str, &'static str) {
+/// (images, labels) base file names of `split`; `None` for the unlabeled splits, which MNIST
+/// does not have.
+pub fn split_files(split: Split) -> Option<(&'static str, &'static str)> {
     match split {
-        Split::Train => ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-        Split::Test => ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+        Split::Train => Some(("train-images-idx3-ubyte", "train-labels-idx1-ubyte")),
+        Split::Test => Some(("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")),
+        Split::Unlabeled | Split::TrainUnlabeled => None,
     }
 }
 
@@ -38,17 +40,17 @@ fn find(dir: &Path, base: &str) -> PathBuf {
 }
 
 pub(crate) fn looks_like(dir: &Path) -> bool {
-    [Split::Train, Split::Test].iter().any(|&s| {
-        let (images, _) = split_files(s);
-        find(dir, images).is_file()
-    })
+    [Split::Train, Split::Test]
+        .iter()
+        .any(|&s| split_files(s).is_some_and(|(images, _)| find(dir, images).is_file()))
 }
 
 /// Reads `split` from a folder of MNIST IDX files: 60,000 (train) or 10,000
 /// (test) 28×28 grayscale images with labels.
 pub fn open(dir: impl AsRef<Path>, split: Split) -> Result<ImageDataset> {
     let dir = dir.as_ref();
-    let (images_base, labels_base) = split_files(split);
+    let (images_base, labels_base) =
+        split_files(split).ok_or_else(|| split.missing_from(dir, "MNIST"))?;
     let images_path = find(dir, images_base);
     let labels_path = find(dir, labels_base);
     let what = |kind: &str, base: &str| format!("MNIST {split} {kind}: {base} or {base}.gz");
@@ -178,7 +180,9 @@ pub fn write(dir: impl AsRef<Path>, split: Split, dataset: &ImageDataset) -> Res
         ));
     }
     let n = dataset.len() as u32;
-    let (images_base, labels_base) = split_files(split);
+    let (images_base, labels_base) = split_files(split).ok_or_else(|| {
+        DataError::InvalidArgument(format!("MNIST has no {split} split to write"))
+    })?;
     let mut images = Vec::with_capacity(16 + dataset.len() * shape.len());
     for word in [IMAGES_MAGIC, n, shape.height as u32, shape.width as u32] {
         images.extend_from_slice(&word.to_be_bytes());

@@ -22,6 +22,7 @@ use crate::dataset::{ImageDataset, ImageShape, Split};
 use crate::error::{DataError, Result};
 use crate::rng::{derive, SplitMix64};
 use rayon::prelude::*;
+use std::path::Path;
 
 /// Size and seed of a synthetic set.
 #[derive(Clone, Debug, PartialEq)]
@@ -101,6 +102,9 @@ pub fn generate(config: &SyntheticConfig, split: Split) -> Result<ImageDataset> 
         match split {
             Split::Train => 1,
             Split::Test => 2,
+            Split::Unlabeled | Split::TrainUnlabeled => {
+                return Err(split.missing_from(Path::new("synthetic"), "the synthetic set"))
+            }
         },
     );
     let mut pixels = vec![0u8; len * shape.len()];

@@ -114,7 +114,11 @@ fn synthetic(count: usize, side: usize) -> Sources {
 /// The first `count` CIFAR-10 training images, or `None` (with the reason)
 /// when no CIFAR-10 can be found.
 fn cifar(dir: Option<&PathBuf>, count: usize) -> std::result::Result<Sources, String> {
-    let path = mocca_data::locate(dir.map(|p| p.as_path())).map_err(|e| e.to_string())?;
+    let path = mocca_data::locate(
+        dir.map(|p| p.as_path()),
+        mocca_data::download::Dataset::Cifar10,
+    )
+    .map_err(|e| e.to_string())?;
     let ds = mocca_data::open(&path, mocca_data::Split::Train).map_err(|e| e.to_string())?;
     match ds.uniform_shape() {
         Some(s) if s.height == 32 && s.width == 32 && s.channels == 3 => {}

@@ -50,23 +50,82 @@ impl MethodName {
 pub enum Recipe {
     /// 32 px CIFAR-10 recipes (MoCo colab, lightly's CIFAR SimCLR).
     Cifar,
+    /// The CIFAR-10 recipes on CIFAR-100 (solo-learn's CIFAR-100 statistics).
+    Cifar100,
+    /// 96 px STL-10: the CIFAR recipes' method settings on solo-learn's STL-10 data settings
+    /// (train+unlabeled, ImageNet stem).
+    Stl10,
     /// The papers' ImageNet settings.
     Paper,
 }
 
 impl Recipe {
+    pub const ALL: [Recipe; 4] = [Self::Cifar, Self::Cifar100, Self::Stl10, Self::Paper];
+
     pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "cifar" => Ok(Self::Cifar),
-            "paper" => Ok(Self::Paper),
-            other => bail!("unknown recipe `{other}`: expected cifar or paper"),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                anyhow!("unknown recipe `{s}`: expected cifar, cifar100, stl10 or paper")
+            })
     }
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Cifar => "cifar",
+            Self::Cifar100 => "cifar100",
+            Self::Stl10 => "stl10",
             Self::Paper => "paper",
         }
+    }
+}
+
+/// A dataset the trainer finds by name in the usual places, or downloads.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetName {
+    Cifar10,
+    Cifar100,
+    Stl10,
+}
+
+impl DatasetName {
+    pub fn dataset(self) -> mocca_data::download::Dataset {
+        use mocca_data::download::Dataset;
+        match self {
+            Self::Cifar10 => Dataset::Cifar10,
+            Self::Cifar100 => Dataset::Cifar100,
+            Self::Stl10 => Dataset::Stl10,
+        }
+    }
+}
+
+/// The split the encoder trains on, without its labels (torchvision's names); the kNN monitor
+/// and the evaluations always use `train` and `test`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TrainSplit {
+    #[default]
+    #[serde(rename = "train")]
+    Train,
+    /// STL-10's 100,000 unlabeled images.
+    #[serde(rename = "unlabeled")]
+    Unlabeled,
+    /// STL-10's 5,000 training images and its 100,000 unlabeled ones (solo-learn's choice).
+    #[serde(rename = "train+unlabeled")]
+    TrainUnlabeled,
+}
+
+impl TrainSplit {
+    pub fn split(self) -> mocca_data::Split {
+        match self {
+            Self::Train => mocca_data::Split::Train,
+            Self::Unlabeled => mocca_data::Split::Unlabeled,
+            Self::TrainUnlabeled => mocca_data::Split::TrainUnlabeled,
+        }
+    }
+
+    fn is_train(&self) -> bool {
+        *self == Self::Train
     }
 }
 
@@ -125,8 +184,23 @@ pub struct DataConfig {
     /// download CIFAR-10 into the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The dataset to find in the usual places (or download) when `path` and `$MOCCA_DATA`
+    /// are not given; absent: CIFAR-10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetName>,
+    /// The split trained on (labels unused).
+    #[serde(default, skip_serializing_if = "TrainSplit::is_train")]
+    pub train_split: TrainSplit,
     /// Side of the square crops the encoder sees.
     pub image_size: usize,
+}
+
+impl DataConfig {
+    /// The dataset looked for (and downloaded) when no folder is given.
+    pub fn dataset(&self) -> mocca_data::download::Dataset {
+        self.dataset
+            .map_or(mocca_data::download::Dataset::Cifar10, DatasetName::dataset)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -500,20 +574,40 @@ fn default_eval_batch() -> usize {
 const PRESETS: &[(&str, &str)] = &[
     ("moco-cifar", include_str!("presets/moco-cifar.toml")),
     ("moco-paper", include_str!("presets/moco-paper.toml")),
+    ("moco-cifar100", include_str!("presets/moco-cifar100.toml")),
+    (
+        "mocov2-cifar100",
+        include_str!("presets/mocov2-cifar100.toml"),
+    ),
+    (
+        "simclr-cifar100",
+        include_str!("presets/simclr-cifar100.toml"),
+    ),
+    ("moco-stl10", include_str!("presets/moco-stl10.toml")),
+    ("mocov2-stl10", include_str!("presets/mocov2-stl10.toml")),
+    ("simclr-stl10", include_str!("presets/simclr-stl10.toml")),
     ("mocov2-cifar", include_str!("presets/mocov2-cifar.toml")),
     ("mocov2-paper", include_str!("presets/mocov2-paper.toml")),
     ("simclr-cifar", include_str!("presets/simclr-cifar.toml")),
     ("simclr-paper", include_str!("presets/simclr-paper.toml")),
 ];
 
-/// The embedded preset's TOML text (with its source comments).
-pub fn preset_text(method: MethodName, recipe: Recipe) -> &'static str {
-    let name = format!("{}-{}", method.as_str(), recipe.as_str());
-    PRESETS
+fn preset_doc(name: &str) -> toml::Table {
+    let text = PRESETS
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, t)| *t)
-        .expect("every method x recipe has a preset")
+        .expect("every method x recipe has a preset");
+    let mut doc: toml::Table = toml::from_str(text).expect("embedded presets parse");
+    match doc.remove("base") {
+        Some(toml::Value::String(base)) => {
+            let mut full = preset_doc(&base);
+            merge(&mut full, doc);
+            full
+        }
+        Some(_) => panic!("preset {name}: base is the name of another preset"),
+        None => doc,
+    }
 }
 
 /// Builds configs from the layers described in the module docs.
@@ -522,10 +616,12 @@ pub struct ConfigBuilder {
 }
 
 impl ConfigBuilder {
+    /// The embedded preset of `method` x `recipe`. A preset may start from another one
+    /// (`base = "mocov2-cifar"`) and give only what differs.
     pub fn from_preset(method: MethodName, recipe: Recipe) -> Self {
-        let doc: toml::Table =
-            toml::from_str(preset_text(method, recipe)).expect("embedded presets parse");
-        Self { doc }
+        Self {
+            doc: preset_doc(&format!("{}-{}", method.as_str(), recipe.as_str())),
+        }
     }
 
     /// Starts from a complete document (e.g. a run's saved `config.toml`).
@@ -914,12 +1010,90 @@ mod tests {
     #[test]
     fn every_preset_parses_and_validates() {
         for method in [MethodName::Moco, MethodName::Mocov2, MethodName::Simclr] {
-            for recipe in [Recipe::Cifar, Recipe::Paper] {
+            for recipe in Recipe::ALL {
                 let cfg = ConfigBuilder::from_preset(method, recipe).build().unwrap();
                 assert_eq!(cfg.method, method);
                 assert_eq!(cfg.recipe, recipe);
             }
         }
+    }
+
+    const METHODS: [MethodName; 3] = [MethodName::Moco, MethodName::Mocov2, MethodName::Simclr];
+
+    fn preset(method: MethodName, recipe: Recipe) -> TrainConfig {
+        ConfigBuilder::from_preset(method, recipe).build().unwrap()
+    }
+
+    #[test]
+    fn the_cifar100_recipes_are_the_cifar_ones_on_cifar100() {
+        for method in METHODS {
+            let (c10, c100) = (
+                preset(method, Recipe::Cifar),
+                preset(method, Recipe::Cifar100),
+            );
+            assert_eq!(c100.data.dataset, Some(DatasetName::Cifar100));
+            assert_eq!(c100.data.dataset(), mocca_data::download::Dataset::Cifar100);
+            assert_eq!(c10.data.dataset(), mocca_data::download::Dataset::Cifar10);
+            let mean = c100.augmentation.mean.unwrap();
+            if method == MethodName::Simclr {
+                assert_eq!(mean, [0.485, 0.456, 0.406], "lightly's ImageNet statistics");
+            } else {
+                assert_eq!(
+                    mean,
+                    [0.5071, 0.4865, 0.4409],
+                    "solo-learn's CIFAR-100 mean"
+                );
+            }
+            let same = TrainConfig {
+                recipe: Recipe::Cifar,
+                data: c10.data.clone(),
+                augmentation: c10.augmentation.clone(),
+                ..c100.clone()
+            };
+            assert_eq!(same, c10, "{}: only the data differs", method.as_str());
+        }
+    }
+
+    #[test]
+    fn the_stl10_recipes_keep_the_cifar_methods_on_solo_learns_stl10_data() {
+        for method in METHODS {
+            let (cifar, stl) = (preset(method, Recipe::Cifar), preset(method, Recipe::Stl10));
+            assert_eq!(stl.data.dataset, Some(DatasetName::Stl10));
+            assert_eq!(stl.data.train_split, TrainSplit::TrainUnlabeled);
+            assert_eq!(stl.data.image_size, 96);
+            assert_eq!(stl.model.stem, Stem::Imagenet);
+            assert!(stl.model.stem_relu);
+            assert_eq!(stl.augmentation.mean, Some([0.4914, 0.4823, 0.4466]));
+            assert_eq!(stl.augmentation.std, Some([0.247, 0.243, 0.261]));
+            let aug = match method {
+                MethodName::Moco => "mocov1",
+                MethodName::Mocov2 => "mocov2",
+                MethodName::Simclr => "simclr",
+            };
+            assert_eq!(stl.augmentation.preset, aug);
+            // The method's own settings are the CIFAR recipe's.
+            assert_eq!(
+                (stl.epochs, stl.batch_size, stl.model.head, stl.model.width),
+                (
+                    cifar.epochs,
+                    cifar.batch_size,
+                    cifar.model.head,
+                    cifar.model.width
+                )
+            );
+            assert_eq!(stl.moco, cifar.moco);
+            assert_eq!(stl.loss, cifar.loss);
+            assert_eq!(stl.optimizer, cifar.optimizer);
+            assert_eq!(stl.schedule, cifar.schedule);
+            assert_eq!(stl.eval, cifar.eval);
+        }
+    }
+
+    #[test]
+    fn a_cifar_run_saves_no_dataset_keys() {
+        let text = preset(MethodName::Moco, Recipe::Cifar).to_toml();
+        assert!(!text.contains("dataset"), "{text}");
+        assert!(!text.contains("train_split"), "{text}");
     }
 
     #[test]

@@ -21,27 +21,30 @@ fn env_forbids(v: Option<&std::ffi::OsStr>) -> bool {
 }
 
 /// The run's dataset folder: `data.path` (`--data`), `$MOCCA_DATA`, `./data` or the per-user
-/// cache; when none holds a dataset, CIFAR-10 is fetched into the cache (downloaded unless
-/// `allow_network` is false; an archive already in the cache is only checked and unpacked).
-/// An explicit folder that holds no dataset stays an error: it is never filled nor replaced.
+/// cache; when none holds the recipe's dataset (`data.dataset`, CIFAR-10 if not named), it is
+/// fetched into the cache (downloaded unless `allow_network` is false; an archive already in
+/// the cache is only checked and unpacked). An explicit folder that holds no dataset stays an
+/// error: it is never filled nor replaced.
 pub fn locate_data(cfg: &TrainConfig, allow_network: bool) -> Result<PathBuf> {
     let explicit = cfg.data.path.as_deref().map(Path::new);
     let env_set = std::env::var_os("MOCCA_DATA").is_some_and(|v| !v.is_empty());
-    let report = match mocca_data::locate(explicit) {
+    let dataset = cfg.data.dataset();
+    let name = dataset.name();
+    let report = match mocca_data::locate(explicit, dataset) {
         Err(mocca_data::DataError::NotFound(report)) if explicit.is_none() && !env_set => report,
         found => return Ok(found?),
     };
     let Some(root) = download::default_root() else {
         bail!("{report}\n(neither $XDG_CACHE_HOME nor $HOME is set, so there is no data cache)");
     };
-    let archive = cifar10_archive();
+    let archive = official_or_mirrored(dataset);
     let file = root.join(&archive.file);
     let part = root.join(format!("{}.part", archive.file));
     let target = root.join(&archive.folder);
     if target.is_dir() {
         // There, but not a dataset (the report says what is missing): not ours to replace.
         bail!(
-            "{report}\n({} is not a whole dataset: remove it and run again to download CIFAR-10 \
+            "{report}\n({} is not a whole dataset: remove it and run again to download {name} \
              anew)",
             target.display()
         );
@@ -63,10 +66,11 @@ pub fn locate_data(cfg: &TrainConfig, allow_network: bool) -> Result<PathBuf> {
             )
         });
         eprintln!(
-            "data: CIFAR-10 is not in ./data or {root}: downloading it into {root} from {} \
-             (about 170 MB{resumed}; --data DIR or $MOCCA_DATA read another folder, \
+            "data: {name} is not in ./data or {root}: downloading it into {root} from {} \
+             (about {}{resumed}; --data DIR or $MOCCA_DATA read another folder, \
              --no-download forbids downloads)",
             archive.url,
+            dataset.download_size(),
             root = root.display(),
         );
     }
@@ -76,17 +80,17 @@ pub fn locate_data(cfg: &TrainConfig, allow_network: bool) -> Result<PathBuf> {
     };
     let dir = download::fetch_archive(&archive, &root, &mut opts)?;
     eprintln!(
-        "data: CIFAR-10 checked (MD5 {}) and unpacked in {}",
+        "data: {name} checked (MD5 {}) and unpacked in {}",
         archive.md5,
         dir.display()
     );
     Ok(dir)
 }
 
-/// CIFAR-10's official archive, or the same file at `$MOCCA_DOWNLOAD_MIRROR` (a base URL: a
+/// The dataset's official archive, or the same file at `$MOCCA_DOWNLOAD_MIRROR` (a base URL: a
 /// local copy of the datasets' server, or a test's).
-fn cifar10_archive() -> download::Archive {
-    let official = Dataset::Cifar10.archive();
+fn official_or_mirrored(dataset: Dataset) -> download::Archive {
+    let official = dataset.archive();
     match std::env::var("MOCCA_DOWNLOAD_MIRROR") {
         Ok(base) if !base.trim().is_empty() => official.mirrored(base.trim()),
         _ => official,

@@ -5,7 +5,7 @@
 
 use super::config::{
     Arch, BankSampling, EncoderChoice, Grouping, HeadKind, LayerChoice, Negatives, OptimizerName,
-    Reduction, ScheduleKind, SchedulePer, Stem, TrainConfig,
+    Reduction, ScheduleKind, SchedulePer, Stem, TrainConfig, TrainSplit,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -23,6 +23,7 @@ use mocca_methods::{
     ResNetEncoder, SimCLR, SimCLRConfig,
 };
 use std::path::Path;
+use std::sync::Arc;
 
 pub fn resnet_config(cfg: &TrainConfig) -> ResNetConfig {
     let base = match cfg.model.arch {
@@ -477,6 +478,26 @@ pub fn open_splits(dir: &Path) -> Result<(ImageDataset, Option<ImageDataset>)> {
         Err(e) => return Err(e.into()),
     };
     Ok((train, test))
+}
+
+/// The split a run trains on: the train split itself (shared), or another split of the same
+/// folder (STL-10's unlabeled images), which must be there.
+pub fn open_train_split(
+    dir: &Path,
+    split: TrainSplit,
+    train: &Arc<ImageDataset>,
+) -> Result<Arc<ImageDataset>> {
+    if split == TrainSplit::Train {
+        return Ok(Arc::clone(train));
+    }
+    let s = split.split();
+    let ssl = mocca_data::open(dir, s).with_context(|| {
+        format!(
+            "data.train_split = \"{s}\" cannot be read from {}",
+            dir.display()
+        )
+    })?;
+    Ok(Arc::new(ssl))
 }
 
 /// Loads an encoder's part of a checkpoint into a fresh encoder.
