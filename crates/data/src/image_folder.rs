@@ -108,12 +108,35 @@ fn image_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Reads `split` of the image folder at `root`.
+/// Reads `split` of the image folder at `root`: [`list`], then every file decoded in parallel.
 ///
 /// A folder without `train/`/`test/` subfolders is a single split: it is the
 /// train split, and asking for the test split is an error (evaluating on the
 /// training images would be silently wrong).
 pub fn open(root: impl AsRef<Path>, split: Split) -> Result<ImageDataset> {
+    let listing = list(root, split)?;
+    let decoded: Vec<Result<(ImageShape, Vec<u8>)>> =
+        listing.files.par_iter().map(|p| decode(p)).collect();
+    let mut images = Vec::with_capacity(decoded.len());
+    for d in decoded {
+        images.push(d?);
+    }
+    ImageDataset::from_images(images, listing.labels, listing.class_names)
+}
+
+/// The image files of one split of an image folder, in the order [`open`] reads them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
+    pub files: Vec<PathBuf>,
+    /// The label of each file (its class folder's index in `class_names`); `None` for a
+    /// folder of images without class folders.
+    pub labels: Option<Vec<u32>>,
+    pub class_names: Vec<String>,
+}
+
+/// Lists `split` of the image folder at `root` without decoding anything (for a loader that
+/// decodes each batch as it needs it, where a whole set would not fit in memory).
+pub fn list(root: impl AsRef<Path>, split: Split) -> Result<Listing> {
     let root = root.as_ref();
     if !root.is_dir() {
         return Err(DataError::MissingFile {
@@ -193,22 +216,22 @@ pub fn open(root: impl AsRef<Path>, split: Split) -> Result<ImageDataset> {
             ),
         ));
     }
-
-    let decoded: Vec<Result<(ImageShape, Vec<u8>)>> = files.par_iter().map(|p| decode(p)).collect();
-    let mut images = Vec::with_capacity(decoded.len());
-    for d in decoded {
-        images.push(d?);
-    }
-    ImageDataset::from_images(images, labeled.then_some(labels), class_names)
+    Ok(Listing {
+        files,
+        labels: labeled.then_some(labels),
+        class_names,
+    })
 }
 
-fn decode(path: &Path) -> Result<(ImageShape, Vec<u8>)> {
+/// Reads and decodes one image file (JPEG or PNG, by its contents) into 8-bit RGB, HWC.
+pub fn decode(path: &Path) -> Result<(ImageShape, Vec<u8>)> {
     let bytes = fsutil::read(path)?;
     let img = image::load_from_memory(&bytes).map_err(|e| DataError::Decode {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let rgb = img.to_rgb8();
+    // No copy when the file is RGB already (every JPEG photo).
+    let rgb = img.into_rgb8();
     let shape = ImageShape {
         height: rgb.height() as usize,
         width: rgb.width() as usize,

@@ -8,7 +8,8 @@
 //! - Readers: [`cifar10`] and [`cifar100`] (binary batches), [`stl10`] (96 px,
 //!   with its 100,000 unlabeled images as [`Split::Unlabeled`]), [`mnist`]
 //!   (IDX, plain or gzip), [`image_folder`] (`<class>/*.jpg|png`, decoded in
-//!   parallel) and the [`synthetic`] set for smoke tests; [`open`] picks the
+//!   parallel; [`image_folder::list`] and [`image_folder::decode`] for a loader
+//!   that decodes as it goes) and the [`synthetic`] set for smoke tests; [`open`] picks the
 //!   reader from the folder's contents, [`locate`] finds a dataset in the
 //!   usual places.
 //! - [`BatchSampler`]: an epoch's order is a pure function of (seed, epoch),

@@ -141,12 +141,6 @@ fn cifar(dir: Option<&PathBuf>, count: usize) -> std::result::Result<Sources, St
     })
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 pub fn run(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
     let mut builder = rayon::ThreadPoolBuilder::new();
@@ -166,7 +160,7 @@ pub fn run(args: &[String]) -> Result<()> {
     println!(
         "augmentation throughput, 2 views per source image, {} rayon threads, load average {}",
         pool.current_num_threads(),
-        load_average()
+        super::load_average()
     );
     println!(
         "32 px sources: {}; 256 px sources: {}\n",
