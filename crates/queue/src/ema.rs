@@ -40,6 +40,9 @@ struct Pair {
 /// The update is the same f32 arithmetic as MoCo's
 /// `param_k.data * m + param_q.data * (1. - m)` (two products, one sum, no
 /// fused multiply-add), so it reproduces PyTorch's values bit for bit.
+/// lightly calls this step `update_momentum(model, model_ema, m)`; here it is
+/// [`MomentumUpdate::update`].
+#[doc(alias = "update_momentum")]
 #[derive(Debug)]
 pub struct MomentumUpdate {
     params: Vec<Pair>,
@@ -93,7 +96,9 @@ impl MomentumUpdate {
     }
 
     /// One momentum step with `momentum` m ∈ [0, 1] (m = 1 leaves the key
-    /// encoder unchanged, m = 0 copies the query encoder).
+    /// encoder unchanged, m = 0 copies the query encoder): lightly's
+    /// `update_momentum`.
+    #[doc(alias = "update_momentum")]
     pub fn update(&self, momentum: f64) -> Result<(), QueueError> {
         check_momentum(momentum)?;
         for p in &self.params {
