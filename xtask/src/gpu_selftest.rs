@@ -3,7 +3,7 @@
 //! result, in f32 and in bf16 mixed precision. One `OK`/`FAIL` line per check, a summary, and
 //! a non-zero exit code on any failure.
 //!
-//! The reference is always the CPU: `mocca_backbones::ops` (fused f32 kernels) and the losses'
+//! The reference is always the CPU: `mocca_kernels` (fused f32 kernels) and the losses'
 //! fused CPU path. Under test on CUDA are the same public functions, which take the composed
 //! Candle-op path there (cuDNN / cuBLAS convolutions, Candle's CUDA kernels). With `--device
 //! cpu` the composed path is called directly on the CPU, so the command, and every composed
@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use mocca_aug::{ImageU8, Preset};
-use mocca_backbones::ops::{self, composed};
+use mocca_kernels::composed;
 use mocca_losses::{Implementation, InfoNCEConfig, InfoNCELoss, NTXentConfig, NTXentLoss};
 use mocca_queue::{MomentumQueue, MomentumQueueConfig, MomentumUpdate, QueueMode};
 
@@ -160,7 +160,7 @@ impl Ctx<'_> {
     /// fused kernel that serves as the reference).
     fn conv(&self, x: &Tensor, w: &Tensor, s: usize, p: usize) -> candle_core::Result<Tensor> {
         if self.cuda() {
-            ops::conv2d_nhwc(x, w, s, p)
+            mocca_kernels::conv2d_nhwc(x, w, s, p)
         } else {
             composed::conv2d_nhwc(x, w, s, p)
         }
@@ -226,7 +226,7 @@ fn check_conv(ctx: &Ctx, cin: usize, cout: usize, k: usize, s: usize, p: usize) 
     let x0 = ctx.round(&values(&[4, 9, 9, cin], 11, 1.0))?;
     let w0 = ctx.round(&values(&[cout, cin, k, k], 12, 0.3))?;
     let (xr, wr) = (Var::from_tensor(&x0)?, Var::from_tensor(&w0)?);
-    let yr = ops::conv2d_nhwc(&xr, &wr, s, p)?;
+    let yr = mocca_kernels::conv2d_nhwc(&xr, &wr, s, p)?;
     let gr = objective(&yr, 13)?.backward()?;
     let (x, w) = (ctx.act(&x0)?, ctx.param(&w0)?);
     let y = ctx.conv(&x, &ctx.cast(&w)?, s, p)?;
@@ -249,11 +249,11 @@ fn check_bn_train(ctx: &Ctx, groups: usize, relu: bool) -> Result<Fields> {
         Var::from_tensor(&g0)?,
         Var::from_tensor(&b0)?,
     );
-    let outr = ops::batch_norm_train(&xr, &gr_, &br, 1e-5, groups, relu)?;
+    let outr = mocca_kernels::batch_norm_train(&xr, &gr_, &br, 1e-5, groups, relu)?;
     let gradr = objective(&outr.y, 24)?.backward()?;
     let (x, gamma, beta) = (ctx.act(&x0)?, ctx.param(&g0)?, ctx.param(&b0)?);
     let out = if ctx.cuda() {
-        ops::batch_norm_train(&x, &gamma, &beta, 1e-5, groups, relu)?
+        mocca_kernels::batch_norm_train(&x, &gamma, &beta, 1e-5, groups, relu)?
     } else {
         composed::batch_norm_train(&x, &gamma, &beta, 1e-5, groups, relu)?
     };
@@ -288,13 +288,13 @@ fn check_bn_eval(ctx: &Ctx) -> Result<Fields> {
         Var::from_tensor(&g0)?,
         Var::from_tensor(&b0)?,
     );
-    let yr = ops::batch_norm_eval(&xr, &gr_, &br, &rm, &rv, 1e-5, true)?;
+    let yr = mocca_kernels::batch_norm_eval(&xr, &gr_, &br, &rm, &rv, 1e-5, true)?;
     let gradr = objective(&yr, 36)?.backward()?;
     let (x, gamma, beta) = (ctx.act(&x0)?, ctx.param(&g0)?, ctx.param(&b0)?);
     // Running statistics stay f32 under mixed precision.
     let (rmd, rvd) = (rm.to_device(ctx.dev)?, rv.to_device(ctx.dev)?);
     let y = if ctx.cuda() {
-        ops::batch_norm_eval(&x, &gamma, &beta, &rmd, &rvd, 1e-5, true)?
+        mocca_kernels::batch_norm_eval(&x, &gamma, &beta, &rmd, &rvd, 1e-5, true)?
     } else {
         composed::batch_norm_eval(&x, &gamma, &beta, &rmd, &rvd, 1e-5, true)?
     };
@@ -319,11 +319,11 @@ fn check_add_relu(ctx: &Ctx) -> Result<Fields> {
     let a0 = ctx.round(&values(&[4, 6, 6, 8], 41, 1.0))?;
     let b0 = ctx.round(&values(&[4, 6, 6, 8], 42, 1.0))?;
     let (ar, br) = (Var::from_tensor(&a0)?, Var::from_tensor(&b0)?);
-    let yr = ops::add_relu(&ar, &br)?;
+    let yr = mocca_kernels::add_relu(&ar, &br)?;
     let gr = objective(&yr, 43)?.backward()?;
     let (a, b) = (ctx.act(&a0)?, ctx.act(&b0)?);
     let y = if ctx.cuda() {
-        ops::add_relu(&a, &b)?
+        mocca_kernels::add_relu(&a, &b)?
     } else {
         composed::add_relu(&a, &b)?
     };
@@ -338,11 +338,11 @@ fn check_add_relu(ctx: &Ctx) -> Result<Fields> {
 fn check_max_pool(ctx: &Ctx) -> Result<Fields> {
     let x0 = ctx.round(&values(&[2, 9, 9, 8], 51, 1.0))?;
     let xr = Var::from_tensor(&x0)?;
-    let yr = ops::max_pool2d_nhwc(&xr, 3, 2, 1)?;
+    let yr = mocca_kernels::max_pool2d_nhwc(&xr, 3, 2, 1)?;
     let gr = objective(&yr, 52)?.backward()?;
     let x = ctx.act(&x0)?;
     let y = if ctx.cuda() {
-        ops::max_pool2d_nhwc(&x, 3, 2, 1)?
+        mocca_kernels::max_pool2d_nhwc(&x, 3, 2, 1)?
     } else {
         composed::max_pool2d_nhwc(&x, 3, 2, 1)?
     };
@@ -356,11 +356,11 @@ fn check_max_pool(ctx: &Ctx) -> Result<Fields> {
 fn check_avg_pool(ctx: &Ctx) -> Result<Fields> {
     let x0 = ctx.round(&values(&[4, 5, 5, 16], 61, 1.0))?;
     let xr = Var::from_tensor(&x0)?;
-    let yr = ops::global_avg_pool_nhwc(&xr)?;
+    let yr = mocca_kernels::global_avg_pool_nhwc(&xr)?;
     let gr = objective(&yr, 62)?.backward()?;
     let x = ctx.act(&x0)?;
     let y = if ctx.cuda() {
-        ops::global_avg_pool_nhwc(&x)?
+        mocca_kernels::global_avg_pool_nhwc(&x)?
     } else {
         composed::global_avg_pool_nhwc(&x)?
     };

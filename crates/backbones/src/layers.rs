@@ -1,8 +1,7 @@
-//! The two compute paths behind every layer: Candle's own ops in NCHW, or [`crate::ops`] in NHWC.
+//! The two compute paths behind every layer: Candle's own ops in NCHW, or [`mocca_kernels`]
+//! in NHWC.
 
 use candle_core::{DType, Result, Tensor, D};
-
-use crate::ops;
 
 /// Which kernels a model runs on.
 ///
@@ -13,7 +12,7 @@ pub enum Backend {
     /// Candle's native ops on NCHW activations: `Tensor::conv2d`, BatchNorm composed from
     /// tensor ops. The reference the fast path is tested and benchmarked against.
     Native,
-    /// This crate's fused training ops ([`crate::ops`]) on NHWC ("channels last") activations:
+    /// The fused training ops of [`mocca_kernels`] on NHWC ("channels last") activations:
     /// convolutions as GEMMs, one-pass BatchNorm, fused residual add + ReLU.
     #[default]
     Fast,
@@ -47,8 +46,8 @@ impl Backend {
     ) -> Result<Tensor> {
         let w = autocast(w, x)?;
         match self {
-            Backend::Native => ops::composed::conv2d_nchw(x, &w, pad, stride, 1),
-            Backend::Fast => ops::conv2d_nhwc(x, &w, stride, pad),
+            Backend::Native => mocca_kernels::composed::conv2d_nchw(x, &w, pad, stride, 1),
+            Backend::Fast => mocca_kernels::conv2d_nhwc(x, &w, stride, pad),
         }
     }
 
@@ -56,7 +55,7 @@ impl Backend {
     pub(crate) fn add_relu(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         match self {
             Backend::Native => (a + b)?.relu(),
-            Backend::Fast => ops::add_relu(a, b),
+            Backend::Fast => mocca_kernels::add_relu(a, b),
         }
     }
 
@@ -71,7 +70,7 @@ impl Backend {
     ) -> Result<Tensor> {
         match self {
             Backend::Native => max_pool2d_nchw(x, k, stride, pad),
-            Backend::Fast => ops::max_pool2d_nhwc(x, k, stride, pad),
+            Backend::Fast => mocca_kernels::max_pool2d_nhwc(x, k, stride, pad),
         }
     }
 
@@ -79,7 +78,7 @@ impl Backend {
     pub(crate) fn global_avg_pool(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Backend::Native => x.mean((2, 3)),
-            Backend::Fast => ops::global_avg_pool_nhwc(x),
+            Backend::Fast => mocca_kernels::global_avg_pool_nhwc(x),
         }
     }
 }

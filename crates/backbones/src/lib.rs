@@ -1,6 +1,7 @@
 //! Trainable backbones and heads for contrastive learning: ResNet-18/34/50 with torchvision's
-//! parameter names, the projection / prediction heads of MoCo, SimCLR, BYOL and SimSiam, and the
-//! fast convolution and BatchNorm training ops ([`ops`]) they run on.
+//! parameter names and the projection / prediction heads of MoCo, SimCLR, BYOL and SimSiam.
+//! Models only: the fast convolution, BatchNorm and pooling training ops they run on live in
+//! [`mocca_kernels`] (crate `mocca-kernels`), which knows nothing of models.
 //!
 //! # Models
 //! [`ResNet`] (He et al. 2016) maps NCHW images to pooled features `[N, feature_dim]`; it has
@@ -22,13 +23,14 @@
 //! I64).
 //!
 //! # Backends
-//! [`Backend::Fast`] runs [`ops`] on NHWC activations (the model transposes its NCHW input once
-//! at the stem); [`Backend::Native`] runs Candle's own NCHW ops and is the reference for tests
-//! and benchmarks. Parameters and results agree between them up to float rounding.
+//! [`Backend::Fast`] runs [`mocca_kernels`] on NHWC activations (the model transposes its NCHW
+//! input once at the stem); [`Backend::Native`] runs Candle's own NCHW ops and is the reference
+//! for tests and benchmarks. Parameters and results agree between them up to float rounding.
 //!
 //! On the CPU in f32, a training-mode forward of the fast backend runs the stem and every block
-//! as one op ([`ops::residual_units_train`]) with its own backward pass, and the convolutions
-//! pick direct register-tile kernels or GEMMs per layer (docs/benchmarks.md has the figures).
+//! as one op ([`mocca_kernels::residual_units_train`]) with its own backward pass, and the
+//! convolutions pick direct register-tile kernels or GEMMs per layer (docs/benchmarks.md has the
+//! figures).
 //! Its activation buffers are 1–32 MiB each: under glibc, a program built on this crate trains
 //! faster with `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824` (or the
 //! same two `mallopt` calls, as `cargo xtask` makes), which keep them on the heap between steps.
@@ -65,7 +67,6 @@ mod error;
 mod heads;
 mod layers;
 mod norm;
-pub mod ops;
 mod resnet;
 mod state;
 

@@ -7,7 +7,6 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::error::{Error, Result};
 use crate::layers::{autocast, batch_norm_train_native, Backend};
-use crate::ops;
 use crate::state::{lock, ModelState, RunningStats, SharedStats, StateDict};
 
 /// Settings of a [`BatchNorm`] layer; defaults are torch's (`eps` 1e-5, `momentum` 0.1, affine).
@@ -309,7 +308,7 @@ impl BatchNorm {
             }
             Backend::Fast => {
                 let (w, b) = self.affine_params(x)?;
-                let out = ops::batch_norm_train(x, &w, &b, self.cfg.eps, groups, relu)?;
+                let out = mocca_kernels::batch_norm_train(x, &w, &b, self.cfg.eps, groups, relu)?;
                 (out.y, out.mean, out.var)
             }
         };
@@ -408,7 +407,7 @@ impl BatchNorm {
                     DType::F16 | DType::BF16 => (rm, rv),
                     other => (rm.to_dtype(other)?, rv.to_dtype(other)?),
                 };
-                Ok(ops::batch_norm_eval(
+                Ok(mocca_kernels::batch_norm_eval(
                     x,
                     &w,
                     &b,

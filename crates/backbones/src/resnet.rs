@@ -8,7 +8,6 @@ use candle_nn::{Init, VarBuilder};
 use crate::error::{Error, Result};
 use crate::layers::Backend;
 use crate::norm::{with_strided_groups, BatchNorm, BatchNormConfig, SplitGrouping};
-use crate::ops;
 use crate::state::{ModelState, StateDict};
 
 /// The first layers, before the four residual stages.
@@ -244,8 +243,8 @@ fn fused(x: &Tensor, train: bool, backend: Backend) -> bool {
 
 /// A conv + BatchNorm pair as one layer of a fused unit; `params` are the BatchNorm's affine
 /// parameters.
-fn conv_bn<'a>(conv: &'a Conv, params: &'a (Tensor, Tensor)) -> ops::ConvBn<'a> {
-    ops::ConvBn {
+fn conv_bn<'a>(conv: &'a Conv, params: &'a (Tensor, Tensor)) -> mocca_kernels::ConvBn<'a> {
+    mocca_kernels::ConvBn {
         weight: &conv.weight,
         stride: conv.stride,
         padding: conv.padding,
@@ -287,7 +286,7 @@ fn forward_fused_units(x: &Tensor, units: &[FusedUnit]) -> Result<Tensor> {
         .iter()
         .map(|u| u.bns().iter().map(|bn| bn.affine_params(x)).collect())
         .collect::<Result<_>>()?;
-    let mains: Vec<Vec<ops::ConvBn>> = units
+    let mains: Vec<Vec<mocca_kernels::ConvBn>> = units
         .iter()
         .zip(&params)
         .map(|(u, p)| {
@@ -298,23 +297,25 @@ fn forward_fused_units(x: &Tensor, units: &[FusedUnit]) -> Result<Tensor> {
                 .collect()
         })
         .collect();
-    let specs: Vec<ops::ResidualUnit> = units
+    let specs: Vec<mocca_kernels::ResidualUnit> = units
         .iter()
         .zip(&mains)
         .zip(&params)
-        .map(|((u, main), p)| ops::ResidualUnit {
+        .map(|((u, main), p)| mocca_kernels::ResidualUnit {
             main,
             shortcut: match u.downsample {
-                Some((conv, _)) => ops::Shortcut::Projection(conv_bn(conv, &p[u.layers.len()])),
-                None if u.residual => ops::Shortcut::Identity,
-                None if u.relu => ops::Shortcut::None,
-                None => ops::Shortcut::NoneWithoutRelu,
+                Some((conv, _)) => {
+                    mocca_kernels::Shortcut::Projection(conv_bn(conv, &p[u.layers.len()]))
+                }
+                None if u.residual => mocca_kernels::Shortcut::Identity,
+                None if u.relu => mocca_kernels::Shortcut::None,
+                None => mocca_kernels::Shortcut::NoneWithoutRelu,
             },
         })
         .collect();
     let first_bn = units[0].layers[0].1;
     let cfg = first_bn.config();
-    let out = ops::residual_units_train(x, &specs, cfg.eps, cfg.splits)?;
+    let out = mocca_kernels::residual_units_train(x, &specs, cfg.eps, cfg.splits)?;
     for ((u, stats), dims) in units.iter().zip(&out.stats).zip(&bn_dims) {
         for ((bn, (mean, var)), d) in u.bns().into_iter().zip(stats).zip(dims) {
             bn.update_running_stats(d, mean, var)?;

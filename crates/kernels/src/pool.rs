@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{f32_operand, threads, with_f32};
-use super::OpError;
+use crate::cpu::{f32_operand, threads, with_f32};
+use crate::OpError;
 
 /// Shapes of a max-pool: input `[n, h, w, c]`, output `[n, ho, wo, c]`.
 #[derive(Clone, Copy, Debug)]

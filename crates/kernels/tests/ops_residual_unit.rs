@@ -5,7 +5,7 @@
 mod ops_util;
 
 use candle_core::{DType, Tensor, Var};
-use mocca_backbones::ops::{self, ConvBn, ResidualUnit, Shortcut};
+use mocca_kernels::{ConvBn, ResidualUnit, Shortcut};
 use ops_util::*;
 
 /// One conv + BN layer's variables: weight `[cout, cin, k, k]`, gamma, beta.
@@ -57,7 +57,12 @@ impl Unit {
 }
 
 /// Runs `units` on `x` with the variables `vars` (in `Unit::vars` order, all units in turn).
-fn run(x: &Var, units: &[Unit], vars: &[&Var], groups: usize) -> ops::ResidualUnitsOutput {
+fn run(
+    x: &Var,
+    units: &[Unit],
+    vars: &[&Var],
+    groups: usize,
+) -> mocca_kernels::ResidualUnitsOutput {
     let mut at = 0;
     let mut layer = |l: &LayerVars| {
         let v = &vars[at..at + 3];
@@ -89,7 +94,7 @@ fn run(x: &Var, units: &[Unit], vars: &[&Var], groups: usize) -> ops::ResidualUn
             },
         })
         .collect();
-    ops::residual_units_train(x.as_tensor(), &specs, 1e-5, groups).unwrap()
+    mocca_kernels::residual_units_train(x.as_tensor(), &specs, 1e-5, groups).unwrap()
 }
 
 fn check(x_dims: [usize; 4], units: &[Unit], groups: usize, what: &str) {
@@ -233,7 +238,7 @@ fn a_unit_whose_output_cannot_take_the_identity_shortcut_is_an_error() {
         main: &[layer],
         shortcut: Shortcut::Identity,
     };
-    let err = ops::residual_units_train(x.as_tensor(), &[unit], 1e-5, 1)
+    let err = mocca_kernels::residual_units_train(x.as_tensor(), &[unit], 1e-5, 1)
         .unwrap_err()
         .to_string();
     assert!(
@@ -249,7 +254,7 @@ fn a_unit_without_layers_is_an_error() {
         main: &[],
         shortcut: Shortcut::Identity,
     };
-    let err = ops::residual_units_train(x.as_tensor(), &[unit], 1e-5, 1)
+    let err = mocca_kernels::residual_units_train(x.as_tensor(), &[unit], 1e-5, 1)
         .unwrap_err()
         .to_string();
     assert!(err.contains("at least one convolution"), "{err}");
@@ -271,7 +276,7 @@ fn batch_norm_parameters_of_the_wrong_length_are_an_error() {
         main: &[layer],
         shortcut: Shortcut::None,
     };
-    let err = ops::residual_units_train(x.as_tensor(), &[unit], 1e-5, 1)
+    let err = mocca_kernels::residual_units_train(x.as_tensor(), &[unit], 1e-5, 1)
         .unwrap_err()
         .to_string();
     assert!(err.contains("gamma must have shape [8]"), "{err}");

@@ -4,7 +4,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
-use mocca_backbones::ops::{self, BatchNormOutput};
+use mocca_kernels::BatchNormOutput;
 
 /// Uniform values in [-1, 1) from a hash of (seed, index): reproducible, no RNG crate.
 pub fn data(len: usize, seed: u64) -> Vec<f32> {
@@ -111,8 +111,8 @@ pub const PATHS: [Path; 2] = [Path::Fast, Path::Composed];
 impl Path {
     pub fn conv(self, x: &Tensor, w: &Tensor, s: usize, p: usize) -> Result<Tensor> {
         match self {
-            Path::Fast => ops::conv2d_nhwc(x, w, s, p),
-            Path::Composed => ops::composed::conv2d_nhwc(x, w, s, p),
+            Path::Fast => mocca_kernels::conv2d_nhwc(x, w, s, p),
+            Path::Composed => mocca_kernels::composed::conv2d_nhwc(x, w, s, p),
         }
     }
 
@@ -126,8 +126,10 @@ impl Path {
         relu: bool,
     ) -> Result<BatchNormOutput> {
         match self {
-            Path::Fast => ops::batch_norm_train(x, gamma, beta, eps, groups, relu),
-            Path::Composed => ops::composed::batch_norm_train(x, gamma, beta, eps, groups, relu),
+            Path::Fast => mocca_kernels::batch_norm_train(x, gamma, beta, eps, groups, relu),
+            Path::Composed => {
+                mocca_kernels::composed::batch_norm_train(x, gamma, beta, eps, groups, relu)
+            }
         }
     }
 
@@ -143,29 +145,31 @@ impl Path {
         relu: bool,
     ) -> Result<Tensor> {
         match self {
-            Path::Fast => ops::batch_norm_eval(x, gamma, beta, rm, rv, eps, relu),
-            Path::Composed => ops::composed::batch_norm_eval(x, gamma, beta, rm, rv, eps, relu),
+            Path::Fast => mocca_kernels::batch_norm_eval(x, gamma, beta, rm, rv, eps, relu),
+            Path::Composed => {
+                mocca_kernels::composed::batch_norm_eval(x, gamma, beta, rm, rv, eps, relu)
+            }
         }
     }
 
     pub fn add_relu(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         match self {
-            Path::Fast => ops::add_relu(a, b),
-            Path::Composed => ops::composed::add_relu(a, b),
+            Path::Fast => mocca_kernels::add_relu(a, b),
+            Path::Composed => mocca_kernels::composed::add_relu(a, b),
         }
     }
 
     pub fn max_pool(self, x: &Tensor, k: usize, s: usize, p: usize) -> Result<Tensor> {
         match self {
-            Path::Fast => ops::max_pool2d_nhwc(x, k, s, p),
-            Path::Composed => ops::composed::max_pool2d_nhwc(x, k, s, p),
+            Path::Fast => mocca_kernels::max_pool2d_nhwc(x, k, s, p),
+            Path::Composed => mocca_kernels::composed::max_pool2d_nhwc(x, k, s, p),
         }
     }
 
     pub fn avg_pool(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Path::Fast => ops::global_avg_pool_nhwc(x),
-            Path::Composed => ops::composed::global_avg_pool_nhwc(x),
+            Path::Fast => mocca_kernels::global_avg_pool_nhwc(x),
+            Path::Composed => mocca_kernels::composed::global_avg_pool_nhwc(x),
         }
     }
 }

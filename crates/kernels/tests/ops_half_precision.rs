@@ -4,7 +4,6 @@
 mod ops_util;
 
 use candle_core::{DType, Tensor, Var};
-use mocca_backbones::ops;
 use ops_util::*;
 
 fn bf16_var(t: &Tensor) -> Var {
@@ -22,16 +21,16 @@ fn batch_norm_residual_chain_in_bf16_matches_f32() {
     let beta = Tensor::from_vec(vec![0.1f32, -0.1, 0.0, 0.2, -0.2, 0.05], 6, &dev).unwrap();
     let x16 = bf16_var(&x32);
     // f32 parameters under bf16 activations, as mixed precision keeps them.
-    let y16 = ops::batch_norm_train(&x16, &gamma, &beta, 1e-5, 2, true)
+    let y16 = mocca_kernels::batch_norm_train(&x16, &gamma, &beta, 1e-5, 2, true)
         .unwrap()
         .y;
-    let s16 = ops::add_relu(&y16, &x16).unwrap();
-    let z16 = ops::global_avg_pool_nhwc(&s16).unwrap();
-    let y32 = ops::batch_norm_train(&x32, &gamma, &beta, 1e-5, 2, true)
+    let s16 = mocca_kernels::add_relu(&y16, &x16).unwrap();
+    let z16 = mocca_kernels::global_avg_pool_nhwc(&s16).unwrap();
+    let y32 = mocca_kernels::batch_norm_train(&x32, &gamma, &beta, 1e-5, 2, true)
         .unwrap()
         .y;
-    let s32 = ops::add_relu(&y32, &x32).unwrap();
-    let z32 = ops::global_avg_pool_nhwc(&s32).unwrap();
+    let s32 = mocca_kernels::add_relu(&y32, &x32).unwrap();
+    let z32 = mocca_kernels::global_avg_pool_nhwc(&s32).unwrap();
     assert_eq!(z16.dtype(), DType::BF16);
     assert_close(&f64s(&z16), &f64s(&z32), TOL, "forward");
     let r = tensor(z32.dims(), 3);
@@ -52,8 +51,8 @@ fn convolution_in_half_precision_matches_f32() {
             let w32 = var(&[5, 4, 3, 3], 5);
             let to16 = |v: &Var| Var::from_tensor(&v.to_dtype(dt).unwrap()).unwrap();
             let (x16, w16) = (to16(&x32), to16(&w32));
-            let y32 = ops::conv2d_nhwc(&x32, &w32, s, p).unwrap();
-            let y16 = ops::conv2d_nhwc(&x16, &w16, s, p).unwrap();
+            let y32 = mocca_kernels::conv2d_nhwc(&x32, &w32, s, p).unwrap();
+            let y16 = mocca_kernels::conv2d_nhwc(&x16, &w16, s, p).unwrap();
             assert_eq!(y16.dtype(), dt);
             let what = format!("{dt:?} s{s} p{p}");
             assert_close(&f64s(&y16), &f64s(&y32), tol, &format!("y {what}"));
@@ -84,8 +83,8 @@ fn max_pool_in_bf16_is_exact_on_representable_inputs() {
     let vals: Vec<f32> = (0..n).map(|i| ((i * 37) % n) as f32 - 40.0).collect();
     let x32 = Var::from_vec(vals, &xd[..], &candle_core::Device::Cpu).unwrap();
     let x16 = bf16_var(&x32);
-    let y32 = ops::max_pool2d_nhwc(&x32, 3, 2, 1).unwrap();
-    let y16 = ops::max_pool2d_nhwc(&x16, 3, 2, 1).unwrap();
+    let y32 = mocca_kernels::max_pool2d_nhwc(&x32, 3, 2, 1).unwrap();
+    let y16 = mocca_kernels::max_pool2d_nhwc(&x16, 3, 2, 1).unwrap();
     assert_eq!(y16.dtype(), DType::BF16);
     assert_close(&f64s(&y16), &f64s(&y32), 0.0, "forward");
     let r = Tensor::ones(y32.dims(), DType::F32, &candle_core::Device::Cpu).unwrap();

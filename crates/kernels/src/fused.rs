@@ -6,7 +6,7 @@
 //! A ResNet block built from single-layer ops hands Candle six activation gradients per block;
 //! at width 0.25 those passes cost as much as a third of the convolutions. As one op, a block
 //! exposes one activation gradient (its input's), keeps its intermediates in private buffers,
-//! and runs the layer kernels of this module (`conv.rs`, `batchnorm.rs`) back to back.
+//! and runs the layer kernels of this crate (`conv/`, `batchnorm.rs`) back to back.
 //!
 //! The parameters travel as one packed 1-D tensor (`Tensor::cat` of the flattened weights,
 //! gammas and betas, in layer order); Candle's `cat` backward hands each parameter its slice of
@@ -17,10 +17,10 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::batchnorm::{bn_geometry, train_backward, train_forward, Saved};
-use super::conv::{conv_dgrad, conv_dgrad_add, conv_forward, conv_wgrad, ConvGeom, Kernel, Pass};
-use super::cpu::{f32_operand, with_f32};
-use super::OpError;
+use crate::batchnorm::{bn_geometry, train_backward, train_forward, Saved};
+use crate::conv::{conv_dgrad, conv_dgrad_add, conv_forward, conv_wgrad, ConvGeom, Kernel, Pass};
+use crate::cpu::{f32_operand, with_f32};
+use crate::OpError;
 
 const NAME: &str = "residual_units";
 

@@ -7,7 +7,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::OpError;
+use crate::OpError;
 
 /// The contiguous f32 data behind a CPU storage and its layout.
 pub(crate) fn f32_slice<'a>(

@@ -10,8 +10,8 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{f32_operand, output_buffer, with_f32};
-use super::OpError;
+use crate::cpu::{f32_operand, output_buffer, with_f32};
+use crate::OpError;
 
 const NAME: &str = "batch_norm";
 

@@ -14,12 +14,13 @@ use candle_core::{
     CpuStorage, CudaStorage, CustomOp3, DType, Layout, MetalStorage, Result, Shape, Tensor,
 };
 
-use super::batchnorm::bn_geometry;
-use super::conv::ConvGeom;
-use super::pool::PoolGeom;
-use super::{check_bn_params, BatchNormOutput, OpError};
+use crate::batchnorm::bn_geometry;
+use crate::check::check_bn_params;
+use crate::conv::ConvGeom;
+use crate::pool::PoolGeom;
+use crate::{BatchNormOutput, OpError};
 
-/// See [`super::conv2d_nhwc`].
+/// See [`crate::conv2d_nhwc`].
 pub fn conv2d_nhwc(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     let g = ConvGeom::new(x.dims(), w.dims(), stride, padding)?;
     let y = conv_forward(&x.detach(), &w.detach(), &g)?;
@@ -41,7 +42,7 @@ fn conv_forward(x: &Tensor, w: &Tensor, g: &ConvGeom) -> Result<Tensor> {
 /// 16-bit kernel, so there half-precision operands are widened to f32 and the result rounded
 /// back: bf16 operands, f32 accumulation, a bf16 result, which is what cuDNN and cuBLAS compute
 /// in bf16 on the GPU. Differentiable (the casts are graph ops).
-pub(crate) fn conv2d_nchw(
+pub fn conv2d_nchw(
     x: &Tensor,
     w: &Tensor,
     padding: usize,
@@ -218,7 +219,7 @@ fn stats_dtype(dt: DType) -> DType {
     }
 }
 
-/// See [`super::batch_norm_train`].
+/// See [`crate::batch_norm_train`].
 pub fn batch_norm_train(
     x: &Tensor,
     gamma: &Tensor,
@@ -252,7 +253,7 @@ pub fn batch_norm_train(
     })
 }
 
-/// See [`super::batch_norm_eval`].
+/// See [`crate::batch_norm_eval`].
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_eval(
     x: &Tensor,
@@ -263,7 +264,7 @@ pub fn batch_norm_eval(
     eps: f64,
     relu: bool,
 ) -> Result<Tensor> {
-    let c = super::check_bn_eval_input(x)?;
+    let c = crate::check::check_bn_eval_input(x)?;
     check_bn_params(
         c,
         &[
@@ -287,13 +288,13 @@ pub fn batch_norm_eval(
     y.to_dtype(x.dtype())
 }
 
-/// See [`super::add_relu`].
+/// See [`crate::add_relu`].
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    super::check_same_shape("add_relu", a, b)?;
+    crate::check::check_same_shape("add_relu", a, b)?;
     relu_exact(&a.add(b)?)
 }
 
-/// See [`super::max_pool2d_nhwc`]. Each window position contributes through a mask that is one
+/// See [`crate::max_pool2d_nhwc`]. Each window position contributes through a mask that is one
 /// only for the first maximum of its window, so the gradient goes where PyTorch sends it.
 pub fn max_pool2d_nhwc(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let g = PoolGeom::new(x.dims(), kernel, stride, padding)?;
@@ -353,9 +354,9 @@ fn zero_strided(t: &Tensor, dim: usize, stride: usize) -> Result<Tensor> {
     t.reshape(dims)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
 }
 
-/// See [`super::global_avg_pool_nhwc`].
+/// See [`crate::global_avg_pool_nhwc`].
 pub fn global_avg_pool_nhwc(x: &Tensor) -> Result<Tensor> {
-    super::check_rank4("global_avg_pool_nhwc", x)?;
+    crate::check::check_rank4("global_avg_pool_nhwc", x)?;
     let dt = stats_dtype(x.dtype());
     x.to_dtype(dt)?.mean((1, 2))?.to_dtype(x.dtype())
 }

@@ -1,20 +1,19 @@
 //! Speed of the training ops against Candle's native ones, and the machine's GEMM rate, in one
 //! run (the machine is shared: compare the ratios within a run, not runs with each other).
 //!
-//! `cargo bench -p mocca-backbones --bench ops` (add e.g. `-- conv3x3` to filter). Reported
+//! `cargo bench -p mocca-kernels --bench ops` (add e.g. `-- conv3x3` to filter). Reported
 //! rates: convolutions as GFLOP/s ("Gelem/s" in criterion's output: one element = one FLOP,
 //! 2·N·Ho·Wo·Cout·Cin·kh·kw per pass); BatchNorm as GB/s over the 8 tensor-sized passes of the
 //! fused kernels (forward: 2 reads, 1 write; backward: 2 reads each of x and dy, 1 write), the
 //! same byte count credited to both implementations.
 //!
-//! Ours: `ops::conv2d_nhwc` on NHWC, input and weight gradients timed through `backward()` with
-//! only that operand tracked. Candle-native: `Tensor::conv2d` on NCHW; its input and weight
-//! gradients are timed as the calls its backward makes (`conv_transpose2d`, and `conv2d` of
-//! transposed tensors), and `fwd+bwd` through `backward()` for both.
+//! Ours: `mocca_kernels::conv2d_nhwc` on NHWC, input and weight gradients timed through
+//! `backward()` with only that operand tracked. Candle-native: `Tensor::conv2d` on NCHW; its
+//! input and weight gradients are timed as the calls its backward makes (`conv_transpose2d`,
+//! and `conv2d` of transposed tensors), and `fwd+bwd` through `backward()` for both.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mocca_backbones::ops;
 
 /// A loss whose gradient w.r.t. its input is a fixed tensor: `backward()` then runs the op's
 /// backward with exactly that output gradient and no extra element-wise work.
@@ -98,19 +97,25 @@ fn conv3x3(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(2 * (N * HW * HW * C * C * 9) as u64));
     group.bench_function(BenchmarkId::new("fwd", "ours"), |b| {
-        b.iter(|| ops::conv2d_nhwc(&x_nhwc, &w, 1, 1).unwrap())
+        b.iter(|| mocca_kernels::conv2d_nhwc(&x_nhwc, &w, 1, 1).unwrap())
     });
     group.bench_function(BenchmarkId::new("fwd", "candle"), |b| {
         b.iter(|| x_nchw.conv2d(&w, 1, 1, 1, 1).unwrap())
     });
-    let y = with_grad(&ops::conv2d_nhwc(&xv_nhwc, &w, 1, 1).unwrap(), &dy_nhwc);
+    let y = with_grad(
+        &mocca_kernels::conv2d_nhwc(&xv_nhwc, &w, 1, 1).unwrap(),
+        &dy_nhwc,
+    );
     group.bench_function(BenchmarkId::new("input_grad", "ours"), |b| {
         b.iter(|| y.backward().unwrap())
     });
     group.bench_function(BenchmarkId::new("input_grad", "candle"), |b| {
         b.iter(|| dy_nchw.conv_transpose2d(&w, 1, 0, 1, 1).unwrap())
     });
-    let y = with_grad(&ops::conv2d_nhwc(&x_nhwc, &wv, 1, 1).unwrap(), &dy_nhwc);
+    let y = with_grad(
+        &mocca_kernels::conv2d_nhwc(&x_nhwc, &wv, 1, 1).unwrap(),
+        &dy_nhwc,
+    );
     group.bench_function(BenchmarkId::new("weight_grad", "ours"), |b| {
         b.iter(|| y.backward().unwrap())
     });
@@ -131,7 +136,7 @@ fn conv3x3(c: &mut Criterion) {
     ));
     group.bench_function(BenchmarkId::new("fwd+bwd", "ours"), |b| {
         b.iter(|| {
-            let y = ops::conv2d_nhwc(&xv_nhwc, &wv, 1, 1).unwrap();
+            let y = mocca_kernels::conv2d_nhwc(&xv_nhwc, &wv, 1, 1).unwrap();
             with_grad(&y, &dy_nhwc).backward().unwrap()
         })
     });
@@ -176,7 +181,8 @@ fn batch_norm(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(8 * (N * HW * HW * C * 4) as u64));
     group.bench_function(BenchmarkId::new("fwd+bwd", "ours"), |b| {
         b.iter(|| {
-            let out = ops::batch_norm_train(&xv_nhwc, &gamma, &beta, 1e-5, 1, false).unwrap();
+            let out =
+                mocca_kernels::batch_norm_train(&xv_nhwc, &gamma, &beta, 1e-5, 1, false).unwrap();
             with_grad(&out.y, &dy_nhwc).backward().unwrap()
         })
     });

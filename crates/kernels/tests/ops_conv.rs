@@ -4,7 +4,6 @@
 mod ops_util;
 
 use candle_core::{DType, Device, Tensor, Var};
-use mocca_backbones::ops;
 use ops_util::*;
 
 /// (x dims NHWC, C_out, kernel (kh, kw), stride, padding)
@@ -117,7 +116,7 @@ fn forward_matches_f64_reference_across_many_tiles() {
         // (33 + 2 - 3) and (31 + 2 - 3) are even: Candle's backward works here.
         let wd = [24, xd[3], 3, 3];
         let (x, w) = (var(&xd, 5), var(&wd, 6));
-        let y = ops::conv2d_nhwc(&x, &w, s, p).unwrap();
+        let y = mocca_kernels::conv2d_nhwc(&x, &w, s, p).unwrap();
         let (want, yd) = conv_ref(&f64s(&x), xd, &f64s(&w), wd, s, p);
         assert_eq!(y.dims(), &yd);
         assert_close(&f64s(&y), &want, 1e-5, &format!("{xd:?} s{s} p{p}"));
@@ -137,7 +136,7 @@ fn composed_path_works_in_f64() {
         Var::from_tensor(&x.to_dtype(DType::F64).unwrap()).unwrap(),
         Var::from_tensor(&w.to_dtype(DType::F64).unwrap()).unwrap(),
     );
-    let y = ops::conv2d_nhwc(&x64, &w64, case.3, case.4).unwrap();
+    let y = mocca_kernels::conv2d_nhwc(&x64, &w64, case.3, case.4).unwrap();
     assert_eq!(y.dtype(), DType::F64);
     let (want, _) = conv_ref(&f64s(&x), case.0, &f64s(&w), wd, case.3, case.4);
     assert_close(&f64s(&y), &want, 1e-12, "f64 forward");
@@ -170,7 +169,9 @@ fn no_input_gradient_for_a_constant_input() {
 fn channel_mismatch_is_an_error_naming_both_shapes() {
     let x = tensor(&[1, 5, 5, 3], 1);
     let w = tensor(&[4, 2, 3, 3], 2);
-    let err = ops::conv2d_nhwc(&x, &w, 1, 1).unwrap_err().to_string();
+    let err = mocca_kernels::conv2d_nhwc(&x, &w, 1, 1)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("3 channels") && err.contains("[4, 2, 3, 3]"),
         "{err}"
@@ -180,10 +181,10 @@ fn channel_mismatch_is_an_error_naming_both_shapes() {
 #[test]
 fn nchw_input_of_wrong_rank_and_zero_stride_are_errors() {
     let w = tensor(&[4, 3, 3, 3], 2);
-    let err = ops::conv2d_nhwc(&tensor(&[5, 5, 3], 1), &w, 1, 1).unwrap_err();
+    let err = mocca_kernels::conv2d_nhwc(&tensor(&[5, 5, 3], 1), &w, 1, 1).unwrap_err();
     assert!(err.to_string().contains("[N, H, W, C_in]"), "{err}");
-    let err = ops::conv2d_nhwc(&tensor(&[1, 5, 5, 3], 1), &w, 0, 1).unwrap_err();
+    let err = mocca_kernels::conv2d_nhwc(&tensor(&[1, 5, 5, 3], 1), &w, 0, 1).unwrap_err();
     assert!(err.to_string().contains("stride"), "{err}");
-    let err = ops::conv2d_nhwc(&tensor(&[1, 1, 1, 3], 1), &w, 1, 0).unwrap_err();
+    let err = mocca_kernels::conv2d_nhwc(&tensor(&[1, 1, 1, 3], 1), &w, 1, 0).unwrap_err();
     assert!(err.to_string().contains("smaller than"), "{err}");
 }

@@ -85,7 +85,7 @@ fn max_pool_ties_send_the_gradient_to_the_first_maximum_only() {
 #[test]
 fn max_pool_padding_over_half_the_kernel_is_an_error() {
     let x = tensor(&[1, 5, 5, 1], 1);
-    let err = mocca_backbones::ops::max_pool2d_nhwc(&x, 3, 2, 2).unwrap_err();
+    let err = mocca_kernels::max_pool2d_nhwc(&x, 3, 2, 2).unwrap_err();
     assert!(err.to_string().contains("at most half"), "{err}");
 }
 
@@ -156,7 +156,7 @@ fn add_relu_has_zero_gradient_where_the_sum_is_exactly_zero() {
 
 #[test]
 fn add_relu_of_different_shapes_is_an_error() {
-    let err = mocca_backbones::ops::add_relu(&tensor(&[2, 3], 1), &tensor(&[3, 2], 2)).unwrap_err();
+    let err = mocca_kernels::add_relu(&tensor(&[2, 3], 1), &tensor(&[3, 2], 2)).unwrap_err();
     assert!(err.to_string().contains("[2, 3] vs [3, 2]"), "{err}");
 }
 

@@ -236,7 +236,7 @@ fn groups_that_do_not_divide_the_batch_are_an_error() {
 fn a_single_value_per_channel_is_an_error() {
     let x = tensor(&[2, 3], 1);
     let (gamma, beta) = affine_params(3, 2);
-    let err = mocca_backbones::ops::batch_norm_train(&x, &gamma, &beta, EPS, 2, false).unwrap_err();
+    let err = mocca_kernels::batch_norm_train(&x, &gamma, &beta, EPS, 2, false).unwrap_err();
     assert!(
         err.to_string().contains("more than one value per channel"),
         "{err}"
@@ -247,7 +247,7 @@ fn a_single_value_per_channel_is_an_error() {
 fn parameters_of_the_wrong_length_are_an_error() {
     let x = tensor(&[4, 3], 1);
     let (gamma, beta) = affine_params(4, 2);
-    let err = mocca_backbones::ops::batch_norm_train(&x, &gamma, &beta, EPS, 1, false).unwrap_err();
+    let err = mocca_kernels::batch_norm_train(&x, &gamma, &beta, EPS, 1, false).unwrap_err();
     assert!(
         err.to_string().contains("gamma must have shape [3]"),
         "{err}"
@@ -261,7 +261,7 @@ fn parameters_may_have_another_float_dtype_than_the_activations() {
         .to_dtype(candle_core::DType::F64)
         .unwrap();
     let (gamma, beta) = affine_params(3, 20);
-    let out = mocca_backbones::ops::batch_norm_train(&x, &gamma, &beta, EPS, 1, false).unwrap();
+    let out = mocca_kernels::batch_norm_train(&x, &gamma, &beta, EPS, 1, false).unwrap();
     assert_eq!(out.y.dtype(), candle_core::DType::F64);
     let (y, _, _) = bn_train_ref(&f64s(&x), 3, &f64s(&gamma), &f64s(&beta), EPS, 1, false);
     assert_close(&f64s(&out.y), &y, 1e-12, "f64 y");

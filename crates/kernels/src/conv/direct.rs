@@ -13,15 +13,15 @@
 //! * weight gradient: `dw[k, co] = Σ_p x_pad[base(p) + off(k)] · dy[p, co]`, tiles of
 //!   `k` × channels summed over the pixels of each image group, one private accumulator per
 //!   thread;
-//! * the stride-1 input gradient is a forward convolution (see `conv.rs`) and so runs here too.
+//! * the stride-1 input gradient is a forward convolution (see `drivers.rs`) and so runs here too.
 //!
 //! Output channels that do not fill a vector are handled with masked loads and stores; the
 //! packed weights and the weight-gradient accumulators are zero-padded to whole 16-blocks.
 
 use rayon::prelude::*;
 
-use super::conv::ConvGeom;
-use super::cpu::{output_buffer, sum_partials, threads, with_scratch};
+use super::ConvGeom;
+use crate::cpu::{output_buffer, sum_partials, threads, with_scratch};
 
 /// Channels per register tile column block (two ymm vectors).
 const BLOCK: usize = 16;
@@ -143,7 +143,7 @@ struct Taps {
     row: usize,
 }
 
-/// `[k, cout]` weights (the GEMM layout of `conv.rs`) to 16-channel blocks `[block][k][16]`,
+/// `[k, cout]` weights (the GEMM layout of `pack.rs`) to 16-channel blocks `[block][k][16]`,
 /// zero-padded past `cout`.
 fn pack_blocks(wk: &[f32], k: usize, cout: usize) -> Vec<f32> {
     let blocks = cout.div_ceil(BLOCK);
@@ -623,7 +623,7 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::conv::{conv_dgrad, conv_forward, conv_wgrad, ConvGeom, Kernel};
+    use super::super::{conv_dgrad, conv_forward, conv_wgrad, ConvGeom, Kernel};
     use super::available;
 
     fn values(len: usize, seed: u64) -> Vec<f32> {
