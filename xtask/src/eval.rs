@@ -126,6 +126,7 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("lincls trains its classifier on the backbone features; drop --layer head");
     }
     let (state, meta) = load_checkpoint(&ckpt, &device)?;
+    let meta = meta.meta;
     let encoder = setup::encoder_from_state(&cfg, source.encoder, &state, &device)?;
 
     let data_dir = fetch::locate_data(&cfg, fetch::downloads_allowed(no_download))?;
@@ -334,7 +335,7 @@ fn lincls(
             let labels: Vec<u32> = chunk.iter().map(|&j| train.labels[j as usize]).collect();
             let images = idx
                 .iter()
-                .map(|&i| setup::image_u8(train.data, i))
+                .map(|&i| Ok(mocca_train::image_u8(train.data, i)?))
                 .collect::<Result<Vec<_>>>()?;
             let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
             let x = views

@@ -59,6 +59,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let cfg = read_checkpoint_meta(&ckpt)?.config;
     let source = setup::feature_source(&cfg, encoder, LayerChoice::Backbone)?;
     let (state, meta) = load_checkpoint(&ckpt, &Device::Cpu)?;
+    let meta = meta.meta;
     let enc = setup::encoder_from_state(&cfg, source.encoder, &state, &Device::Cpu)?;
     let backbone = enc.backbone();
     backbone.save_safetensors(&out)?;

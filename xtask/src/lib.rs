@@ -70,6 +70,10 @@ pub fn cli_main(args: Vec<String>) -> std::process::ExitCode {
     keep_buffers_on_the_heap();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The trainer has said where its checkpoint is; 130 is the shell's code for SIGINT.
+        Err(e) if e.downcast_ref::<train::Interrupted>().is_some() => {
+            std::process::ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             if e.downcast_ref::<gpu_selftest::NoGpu>().is_some() {

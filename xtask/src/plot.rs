@@ -7,10 +7,10 @@
 
 mod font;
 
-use crate::runs::metrics::{read_records, Record};
 use crate::runs::METRICS_FILE;
 use anyhow::{bail, Context, Result};
 use image::{Rgb, RgbImage};
+use mocca_train::{read_records, Record};
 use std::path::{Path, PathBuf};
 
 const USAGE: &str = "usage: cargo xtask plot RUN_DIR [RUN_DIR...] [--out FILE.png]

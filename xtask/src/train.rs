@@ -1,14 +1,8 @@
-//! `cargo xtask train moco|mocov2|simclr`: self-supervised training with a
-//! progress line, metrics, kNN monitoring, checkpoints and exact resume.
-//!
-//! Exact resume: every source of randomness is a function of the step, or is
-//! saved in the checkpoint. The data order is `f(seed, epoch)` (mocca-data),
-//! each augmented view `f(seed, epoch, sample index, view)` (mocca-aug), and
-//! the method's own generators (queue / bank initialisation and sampling,
-//! shuffle-BN) travel in its state with the weights, optimiser buffers, queue
-//! and step. A run restarted from its last checkpoint therefore repeats the
-//! same steps and ends with the same weights, bit for bit, as one that was
-//! never stopped.
+//! `cargo xtask train moco|mocov2|simclr`: the CLI over [`mocca_train::Trainer`]
+//! (the epoch loop, kNN cadence, checkpoints, exact resume, metrics). What is
+//! left here: config resolution, finding or downloading the data, the run
+//! folder (`config.toml`, `metrics.jsonl`, `checkpoint.safetensors`), Ctrl-C,
+//! the progress line and the messages.
 
 mod cpu_advice;
 mod progress;
@@ -16,19 +10,20 @@ mod progress;
 use crate::runs::config::{
     ConfigBuilder, DeviceKind, MethodName, Negatives, Precision, Recipe, SchedulePer, TrainConfig,
 };
-use crate::runs::metrics::{read_records, truncate_after, MetricsWriter, Record};
-use crate::runs::{
-    self, fetch, files, load_checkpoint, save_checkpoint, setup, CheckpointMeta, CHECKPOINT_FILE,
-    CONFIG_FILE, METRICS_FILE,
-};
+use crate::runs::{self, fetch, files, setup, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE};
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::{Device, Tensor};
-use mocca_data::{BatchSampler, ImageDataset, Loader, Order};
-use mocca_methods::{FeatureSource, Method, MethodError};
+use candle_core::Device;
+use mocca_data::{BatchSampler, ImageDataset, Order};
+use mocca_methods::FeatureSource;
+use mocca_train::{
+    CheckpointPolicy, Event, JsonlMetrics, Outcome, TrainError, Trainer, TrainerConfig,
+};
 use progress::{Progress, StepView};
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 const USAGE: &str = "usage: cargo xtask train [moco|mocov2|simclr] [options]
@@ -80,21 +75,23 @@ resolved config is saved as RUN/config.toml.
 Ctrl-C checkpoints at the next step boundary and exits (a second Ctrl-C quits
 at once; the last checkpoint stays intact).";
 
-/// Set by the Ctrl-C / SIGTERM handler; the loop checkpoints and exits.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static SIGNALS: AtomicUsize = AtomicUsize::new(0);
-
-fn install_interrupt_handler() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = ctrlc::set_handler(|| {
+/// The trainer's stop flag, set by the Ctrl-C / SIGTERM handler: the run
+/// checkpoints at the next step boundary and stops.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+    Arc::clone(FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let set = Arc::clone(&flag);
+        let _ = ctrlc::set_handler(move || {
             if SIGNALS.fetch_add(1, Ordering::SeqCst) >= 1 {
                 eprintln!("\ninterrupted again: exiting without a new checkpoint");
                 std::process::exit(130);
             }
-            INTERRUPTED.store(true, Ordering::SeqCst);
+            set.store(true, Ordering::SeqCst);
         });
-    });
+        flag
+    }))
 }
 
 #[derive(Default)]
@@ -278,7 +275,7 @@ pub fn run(args: &[String]) -> Result<()> {
             out.display()
         );
     }
-    Trainer::start(cfg, &out, None, fetch::downloads_allowed(a.no_download))
+    start(cfg, &out, None, fetch::downloads_allowed(a.no_download))
 }
 
 fn resume_run(a: &Args, dir: &Path) -> Result<()> {
@@ -310,7 +307,7 @@ fn resume_run(a: &Args, dir: &Path) -> Result<()> {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
-    Trainer::start(
+    start(
         cfg,
         dir,
         Some(ckpt),
@@ -318,117 +315,106 @@ fn resume_run(a: &Args, dir: &Path) -> Result<()> {
     )
 }
 
-/// The training images, and the test images for kNN monitoring.
+/// Ctrl-C stopped training after a checkpoint: `cli_main` exits with 130
+/// (the shell's code for SIGINT) without an error line, the message is out.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// The training images, and the labeled splits for kNN monitoring.
 struct Data {
     /// What the encoder trains on: `data.train_split` (the train split unless the recipe
     /// says otherwise, e.g. STL-10's train+unlabeled).
     ssl: Arc<ImageDataset>,
     /// The kNN monitor's labeled memory set: the train split.
     train: Arc<ImageDataset>,
-    test: Option<ImageDataset>,
+    test: Option<Arc<ImageDataset>>,
 }
 
-struct Trainer {
-    cfg: TrainConfig,
-    out: PathBuf,
-    device: Device,
-    data: Data,
-    method: Box<dyn Method>,
-    metrics: MetricsWriter,
-    steps_per_epoch: u64,
-    total_steps: u64,
-    /// kNN monitor sources, the headline one first.
-    sources: Vec<FeatureSource>,
-    /// Wall time of earlier processes of this run (from metrics.jsonl).
-    elapsed_before: f64,
-    started: Instant,
-    /// `--stop-after-steps` of this invocation (not saved with the run, so a
-    /// later `--resume` continues to the end unless told otherwise).
-    stop_after: Option<u64>,
-}
+/// Builds the run of `cfg` in `out` (resumed from `resume_from`) and hands it to
+/// [`mocca_train::Trainer`]; what is left here is the CLI's: the data's location,
+/// the run folder, messages and the progress line.
+fn start(
+    mut cfg: TrainConfig,
+    out: &Path,
+    resume_from: Option<PathBuf>,
+    allow_download: bool,
+) -> Result<()> {
+    let stop = interrupt_flag();
+    let device = runs::select_device(cfg.run.device)?;
+    let sources = setup::monitor_sources(&cfg)?;
+    let data_dir = fetch::locate_data(&cfg, allow_download)?;
+    let (train, test) = setup::open_splits(&data_dir)?;
+    let train = Arc::new(train);
+    let ssl = setup::open_train_split(&data_dir, cfg.data.train_split, &train)?;
+    let data = Data {
+        ssl,
+        train,
+        test: test.map(Arc::new),
+    };
+    // The saved config names the data actually read, so `eval` and
+    // `--resume` find it from any working directory.
+    let abs = std::fs::canonicalize(&data_dir).unwrap_or_else(|_| data_dir.clone());
+    cfg.data.path = Some(abs.display().to_string());
+    let stop_after = cfg.run.stop_after_steps.take();
+    describe_data(&data_dir, &cfg, &data);
+    let tcfg = TrainerConfig {
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        data_seed: cfg.data_seed(),
+        aug_seed: cfg.aug_seed(),
+        log_every: cfg.run.log_every.max(1),
+        stop_after_steps: stop_after,
+        prefetch: 2,
+        checkpoint: CheckpointPolicy {
+            path: Some(out.join(CHECKPOINT_FILE)),
+            every_epochs: cfg.run.checkpoint_every.max(1),
+            every_steps: cfg.run.checkpoint_every_steps,
+            run_config: cfg.to_toml(),
+        },
+    };
+    let steps_per_epoch = BatchSampler::new(
+        data.ssl.len(),
+        cfg.batch_size,
+        Order::Shuffled {
+            seed: cfg.data_seed(),
+        },
+        true,
+    )
+    .map_err(|e| anyhow!("batch_size {}: {e}", cfg.batch_size))?
+    .batches_per_epoch() as u64;
+    let method = setup::build_method(&cfg, steps_per_epoch, data.ssl.len(), &device)?;
+    // Views are checked once here, not deep inside the loader thread.
+    let views = setup::train_views(&cfg)?;
+    let mut trainer =
+        Trainer::new(method, Arc::clone(&data.ssl), views, tcfg, &device)?.with_stop_flag(stop);
+    if let Some(test) = &data.test {
+        let monitor = setup::knn_monitor(
+            &cfg,
+            sources.clone(),
+            Arc::clone(&data.train),
+            Arc::clone(test),
+        )?;
+        trainer = trainer.with_knn(monitor, cfg.eval.knn_every, cfg.eval.knn_at_start);
+    }
+    let total = trainer.total_steps();
 
-impl Trainer {
-    fn start(
-        mut cfg: TrainConfig,
-        out: &Path,
-        resume_from: Option<PathBuf>,
-        allow_download: bool,
-    ) -> Result<()> {
-        install_interrupt_handler();
-        let device = runs::select_device(cfg.run.device)?;
-        let sources = setup::monitor_sources(&cfg)?;
-        let data_dir = fetch::locate_data(&cfg, allow_download)?;
-        let (train, test) = setup::open_splits(&data_dir)?;
-        let train = Arc::new(train);
-        let ssl = setup::open_train_split(&data_dir, cfg.data.train_split, &train)?;
-        // The saved config names the data actually read, so `eval` and
-        // `--resume` find it from any working directory.
-        let abs = std::fs::canonicalize(&data_dir).unwrap_or_else(|_| data_dir.clone());
-        cfg.data.path = Some(abs.display().to_string());
-        let stop_after = cfg.run.stop_after_steps.take();
-        describe_data(&data_dir, &cfg, &ssl, &train, test.as_ref());
-        let sampler = BatchSampler::new(
-            ssl.len(),
-            cfg.batch_size,
-            Order::Shuffled {
-                seed: cfg.data_seed(),
-            },
-            true,
-        )
-        .map_err(|e| anyhow!("batch_size {}: {e}", cfg.batch_size))?;
-        let steps_per_epoch = sampler.batches_per_epoch() as u64;
-        let total_steps = steps_per_epoch * cfg.epochs as u64;
-        let mut method = setup::build_method(&cfg, steps_per_epoch, ssl.len(), &device)?;
-        // Views are checked once here, not deep inside the loader thread.
-        let views = setup::train_views(&cfg)?;
-
-        std::fs::create_dir_all(out)
-            .with_context(|| format!("cannot create run folder {}", out.display()))?;
-        files::remove_stale_temp_files(out, &[CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE]);
-        let metrics_path = out.join(METRICS_FILE);
-        let mut elapsed_before = 0.0;
-        if let Some(ckpt) = &resume_from {
-            let (state, meta) = load_checkpoint(ckpt, &device)?;
-            if (meta.train_images, meta.steps_per_epoch) != (ssl.len(), steps_per_epoch) {
-                bail!(
-                    "{} was taken on {} training images ({} steps per epoch); the data at {} has {} \
-                     ({steps_per_epoch} steps per epoch): resume on the same dataset",
-                    ckpt.display(),
-                    meta.train_images,
-                    meta.steps_per_epoch,
-                    data_dir.display(),
-                    ssl.len()
-                );
-            }
-            method
-                .load_state(&state)
-                .with_context(|| format!("{} does not fit this configuration", ckpt.display()))?;
-            if method.steps_done() != meta.global_step {
-                bail!(
-                    "{}: the method state is at step {} but the metadata says {}",
-                    ckpt.display(),
-                    method.steps_done(),
-                    meta.global_step
-                );
-            }
-            if meta.global_step > total_steps {
-                bail!(
-                    "{}: checkpoint step {} is past the run's {total_steps} steps",
-                    ckpt.display(),
-                    meta.global_step
-                );
-            }
-            truncate_after(&metrics_path, meta.global_step)?;
-            if metrics_path.exists() {
-                elapsed_before = read_records(&metrics_path)?
-                    .iter()
-                    .rev()
-                    .find_map(|r| match r {
-                        Record::Step { elapsed_s, .. } => Some(*elapsed_s),
-                        _ => None,
-                    })
-                    .unwrap_or(0.0);
-            }
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create run folder {}", out.display()))?;
+    files::remove_stale_temp_files(out, &[CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE]);
+    let metrics_path = out.join(METRICS_FILE);
+    let metrics = match &resume_from {
+        Some(ckpt) => {
+            let meta = trainer
+                .resume(ckpt)
+                .with_context(|| format!("resuming with the data at {}", data_dir.display()))?;
             eprintln!(
                 "resuming {} from step {} (epoch {}, step {} of {steps_per_epoch})",
                 out.display(),
@@ -436,343 +422,226 @@ impl Trainer {
                 meta.epoch + 1,
                 meta.step_in_epoch
             );
+            JsonlMetrics::resume(&metrics_path, meta.global_step)?
         }
-        files::write_atomic(&out.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
-        let metrics = MetricsWriter::open(&metrics_path)?;
-        let mut t = Trainer {
-            cfg,
-            out: out.to_path_buf(),
-            device,
-            data: Data { ssl, train, test },
-            method,
-            metrics,
-            steps_per_epoch,
-            total_steps,
-            sources,
-            elapsed_before,
-            started: Instant::now(),
-            stop_after,
-        };
-        t.describe_run();
-        t.train(views)
-    }
+        None => JsonlMetrics::open(&metrics_path)?,
+    };
+    files::write_atomic(&out.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
+    let elapsed_before = metrics.elapsed_s();
+    let started = Instant::now();
+    describe_run(&cfg, steps_per_epoch, total, &device, out);
 
-    fn describe_run(&self) {
-        let c = &self.cfg;
-        let negatives = match &c.moco {
-            Some(m) => match m.negatives {
-                Negatives::Queue => format!(", queue K={} m={}", m.queue_size, m.momentum),
-                Negatives::Bank => format!(
-                    ", memory bank ({} negatives) m={}",
-                    m.queue_size, m.momentum
-                ),
-                Negatives::EndToEnd => ", end-to-end (in-batch keys)".into(),
-            },
-            None => String::new(),
-        };
-        let lr = match (c.optimizer.lr, c.optimizer.base_lr) {
-            (None, Some(base)) => format!(
-                "{} (base {} x batch {} / {})",
-                fmt_num(c.effective_lr()),
-                fmt_num(base),
-                c.batch_size,
-                c.optimizer.lr_scale_batch
-            ),
-            _ => fmt_num(c.effective_lr()),
-        };
-        let per = match c.schedule.per {
-            SchedulePer::Step => "per step".to_string(),
-            SchedulePer::Epoch => format!("per epoch from epoch {}", c.schedule.first_epoch),
-        };
-        eprintln!(
-            "{} ({} recipe): {:?} {:?}-stem width {} {:?} head, batch {}, lr {lr} {:?} {per}, tau {}{negatives}",
-            c.method.as_str(),
-            c.recipe.as_str(),
-            c.model.arch,
-            c.model.stem,
-            c.model.width,
-            c.model.head,
-            c.batch_size,
-            c.schedule.kind,
-            c.loss.temperature,
-        );
-        let precision = match c.model.precision {
-            Precision::F32 => "",
-            Precision::Bf16 => " in bf16 mixed precision",
-        };
-        eprintln!(
-            "{} epochs x {} steps on {}{precision}; run folder {}",
-            c.epochs,
-            self.steps_per_epoch,
-            runs::device_label(&self.device),
-            self.out.display()
-        );
-        if self.device.is_cpu() && cpu_advice::gpu_sized(c) {
-            eprintln!("{}", cpu_advice::gpu_recipe_note(c, self.total_steps));
-        }
-    }
-
-    fn elapsed(&self) -> f64 {
-        self.elapsed_before + self.started.elapsed().as_secs_f64()
-    }
-
-    fn save(&self, step: u64) -> Result<()> {
-        let state: Vec<(String, Tensor)> = self.method.state()?.into_iter().collect();
-        let meta = CheckpointMeta {
-            config: self.cfg.clone(),
-            global_step: step,
-            epoch: (step / self.steps_per_epoch) as usize,
-            step_in_epoch: (step % self.steps_per_epoch) as usize,
-            finished: step == self.total_steps,
-            train_images: self.data.ssl.len(),
-            steps_per_epoch: self.steps_per_epoch,
-        };
-        save_checkpoint(&self.out.join(CHECKPOINT_FILE), &state, &meta)
-    }
-
-    fn knn(&mut self, step: u64) -> Result<()> {
-        let Some(test) = &self.data.test else {
-            return Ok(());
-        };
-        let encoder = self.method.encoder(self.sources[0].encoder)?;
-        if step == 0 && self.device.is_cpu() {
-            let note = cpu_advice::first_knn_note(
-                &self.cfg,
-                encoder,
-                &self.sources,
-                &self.data.train,
-                test,
-                &self.device,
-            )?;
-            eprintln!("{note}");
-        }
-        let t0 = Instant::now();
-        let results = setup::knn(
-            &self.cfg,
-            encoder,
-            &self.sources,
-            &self.data.train,
-            test,
-            self.cfg.run.knn_train_limit,
-            self.cfg.run.knn_test_limit,
-            &self.device,
-        )?;
-        let n_train =
-            setup::spread_subset(self.data.train.len(), self.cfg.run.knn_train_limit).len();
-        let epoch = step as f64 / self.steps_per_epoch as f64;
-        let listed: Vec<String> = results.iter().map(|r| r.to_string()).collect();
-        eprintln!(
-            "epoch {epoch:.2}: {} [{n_train} train / {} test images, {:.1}s]",
-            listed.join("; "),
-            results[0].total,
-            t0.elapsed().as_secs_f64()
-        );
-        for (r, source) in results.iter().zip(&self.sources) {
-            self.metrics.write(&Record::Knn {
-                step,
-                epoch,
-                top1: 100.0 * r.top1,
-                k: r.k,
-                t: r.temperature,
-                encoder: source.encoder.to_string(),
-                layer: source.layer.to_string(),
-                n_train,
-                n_test: r.total,
-            })?;
-        }
-        Ok(())
-    }
-
-    fn train(&mut self, views: mocca_aug::MultiView) -> Result<()> {
-        let spe = self.steps_per_epoch;
-        let total = self.total_steps;
-        let start = self.method.steps_done();
-        let end = self.stop_after.map_or(total, |s| s.min(total));
-        if start >= end {
-            eprintln!("nothing to do: the run is at step {start} of {total}");
-            return Ok(());
-        }
-        if self.data.test.is_none() {
-            eprintln!("the dataset has no test split: kNN monitoring is off");
-        }
-        if start == 0 && self.cfg.eval.knn_at_start {
-            self.knn(0)?;
-        }
-
-        let sampler = BatchSampler::new(
-            self.data.ssl.len(),
-            self.cfg.batch_size,
-            Order::Shuffled {
-                seed: self.cfg.data_seed(),
-            },
-            true,
-        )?;
-        let data = Arc::clone(&self.data.ssl);
-        let seed = self.cfg.aug_seed();
-        let batches = sampler
-            .iter_from(0, start as usize)
-            .take((end - start) as usize);
-        let loader = Loader::new(
-            batches,
-            2,
-            move |batch: &mocca_data::Batch| -> Result<Vec<mocca_aug::ViewBatch>> {
-                let images = batch
-                    .indices
-                    .iter()
-                    .map(|&i| setup::image_u8(&data, i))
-                    .collect::<Result<Vec<_>>>()?;
-                let ids: Vec<u64> = batch.indices.iter().map(|&i| i as u64).collect();
-                Ok(views.apply_batch(&images, &ids, seed, batch.epoch)?)
-            },
-        )?;
-
-        let mut progress = Progress::new(
-            self.cfg.epochs,
-            spe,
-            self.cfg.batch_size,
-            start,
-            self.cfg.run.log_every,
-        );
-        let mut epoch_loss = (0.0f64, 0u64);
-        let mut epoch_started = Instant::now();
-        let mut window = (start, Instant::now());
-        let mut last_saved = start;
+    let start_step = trainer.method().steps_done();
+    let progress = Rc::new(RefCell::new(Progress::new(
+        cfg.epochs,
+        steps_per_epoch,
+        cfg.batch_size,
+        start_step,
+        cfg.run.log_every,
+    )));
+    let mut reporter = Reporter {
+        progress: Rc::clone(&progress),
         // GPU-sized runs on a CPU: timed from the end of their first step to the estimate.
-        let estimate = self.device.is_cpu() && cpu_advice::gpu_sized(&self.cfg);
-        let mut timed_from: Option<Instant> = None;
-        for item in loader {
-            let loaded = item?;
-            let x: Vec<Tensor> = loaded
-                .data
-                .into_iter()
-                .map(|v| v.into_tensor(&self.device))
-                .collect::<candle_core::Result<_>>()?;
-            let stats = match self.method.step(&x, &loaded.batch.indices) {
-                Ok(s) => s,
-                Err(MethodError::NonFiniteLoss { step, loss }) => {
-                    progress.break_line();
-                    let ckpt = if last_saved > 0 {
-                        format!("the last checkpoint (step {last_saved}) is intact")
-                    } else {
-                        "no checkpoint was written".to_string()
-                    };
-                    bail!(
-                        "the loss became {loss} at step {} (epoch {}): training diverged and was stopped \
-                         before that update; {ckpt}. Try a lower learning rate (optimizer.lr) or a higher \
-                         temperature (loss.temperature).",
-                        step + 1,
-                        step / spe + 1,
-                    );
-                }
-                Err(e) => return Err(e.into()),
+        estimate: device.is_cpu() && cpu_advice::gpu_sized(&cfg),
+        timed_from: None,
+        start_step,
+        total,
+        spe: steps_per_epoch,
+        cfg: cfg.clone(),
+        sources,
+        train: Arc::clone(&data.train),
+        test: data.test.clone(),
+        device: device.clone(),
+    };
+    let outcome = trainer
+        .with_metrics(metrics)
+        .with_elapsed_before(elapsed_before)
+        .with_progress(move |e| reporter.report(e))
+        .run();
+    progress.borrow_mut().break_line();
+    let resume_hint = format!(
+        "continue with `cargo xtask train --resume {}`",
+        out.display()
+    );
+    match outcome {
+        Ok(Outcome::NothingToDo { step }) => {
+            eprintln!("nothing to do: the run is at step {step} of {total}");
+        }
+        Ok(Outcome::StopRequested { step }) => {
+            eprintln!("interrupted: checkpoint saved at step {step}; {resume_hint}");
+            return Err(Interrupted.into());
+        }
+        Ok(Outcome::StepLimit { step }) => {
+            eprintln!("stopped after step {step} of {total} (--stop-after-steps); {resume_hint}");
+        }
+        Ok(Outcome::Finished { .. }) => eprintln!(
+            "done: {total} steps in {}; checkpoint {}\n  next: cargo xtask plot {} | cargo xtask eval knn --run {} | \
+             cargo xtask export {} --out backbone.safetensors",
+            progress::fmt_duration(elapsed_before + started.elapsed().as_secs_f64()),
+            out.join(CHECKPOINT_FILE).display(),
+            out.display(),
+            out.display(),
+            out.display()
+        ),
+        Err(TrainError::Diverged {
+            step,
+            epoch,
+            loss,
+            last_checkpoint,
+        }) => {
+            let ckpt = match last_checkpoint {
+                Some(s) => format!("the last checkpoint (step {s}) is intact"),
+                None => "no checkpoint was written".to_string(),
             };
-            let step = stats.step;
-            epoch_loss.0 += stats.loss;
-            epoch_loss.1 += 1;
-            progress.update(&StepView {
-                step,
-                loss: stats.loss,
-                lr: stats.lr,
-            });
-            if estimate {
-                if step == start + 1 {
-                    timed_from = Some(Instant::now());
-                } else if step == start + 1 + cpu_advice::ESTIMATE_AFTER_STEPS {
-                    if let Some(t) = timed_from {
+            bail!(
+                "the loss became {loss} at step {step} (epoch {epoch}): training diverged and was stopped \
+                 before that update; {ckpt}. Try a lower learning rate (optimizer.lr) or a higher \
+                 temperature (loss.temperature)."
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// The trainer's events on stderr: the progress line, kNN results, the CPU advice.
+struct Reporter {
+    progress: Rc<RefCell<Progress>>,
+    estimate: bool,
+    timed_from: Option<Instant>,
+    start_step: u64,
+    total: u64,
+    spe: u64,
+    cfg: TrainConfig,
+    sources: Vec<FeatureSource>,
+    train: Arc<ImageDataset>,
+    test: Option<Arc<ImageDataset>>,
+    device: Device,
+}
+
+impl Reporter {
+    fn report(&mut self, event: &Event<'_>) {
+        let mut progress = self.progress.borrow_mut();
+        match event {
+            Event::Started { .. } if self.test.is_none() => {
+                eprintln!("the dataset has no test split: kNN monitoring is off");
+            }
+            Event::Step(stats) => {
+                let step = stats.step;
+                progress.update(&StepView {
+                    step,
+                    loss: stats.loss,
+                    lr: stats.lr,
+                });
+                if !self.estimate {
+                    return;
+                }
+                if step == self.start_step + 1 {
+                    self.timed_from = Some(Instant::now());
+                } else if step == self.start_step + 1 + cpu_advice::ESTIMATE_AFTER_STEPS {
+                    if let Some(t) = self.timed_from {
                         let per_step =
                             t.elapsed().as_secs_f64() / cpu_advice::ESTIMATE_AFTER_STEPS as f64;
                         progress.break_line();
-                        eprintln!("{}", cpu_advice::estimate_note(per_step, total - step));
+                        eprintln!("{}", cpu_advice::estimate_note(per_step, self.total - step));
                     }
                 }
             }
-            if step % self.cfg.run.log_every == 0 || step == end {
-                let dt = window.1.elapsed().as_secs_f64();
-                let ips = if dt > 0.0 {
-                    (step - window.0) as f64 * self.cfg.batch_size as f64 / dt
-                } else {
-                    0.0
+            Event::EpochEnd { .. } => progress.break_line(),
+            Event::KnnStarting { step: 0, method } if self.device.is_cpu() => {
+                let (Some(test), Ok(encoder)) =
+                    (&self.test, method.encoder(self.sources[0].encoder))
+                else {
+                    return;
                 };
-                window = (step, Instant::now());
-                self.metrics.write(&Record::Step {
-                    step,
-                    epoch: step as f64 / spe as f64,
-                    loss: stats.loss,
-                    lr: stats.lr,
-                    momentum: stats.momentum,
-                    pos_acc: Some(stats.accuracy),
-                    images_per_s: ips,
-                    elapsed_s: self.elapsed(),
-                })?;
+                // A failure here fails the kNN pass that follows, which says why.
+                if let Ok(note) = cpu_advice::first_knn_note(
+                    &self.cfg,
+                    encoder,
+                    &self.sources,
+                    &self.train,
+                    test,
+                    &self.device,
+                ) {
+                    eprintln!("{note}");
+                }
             }
-            let mut saved_now = false;
-            if step % spe == 0 {
-                let epoch = (step / spe) as usize;
+            Event::Knn {
+                step,
+                report,
+                seconds,
+            } => {
                 progress.break_line();
-                self.metrics.write(&Record::Epoch {
-                    step,
-                    epoch: epoch as f64,
-                    loss_mean: epoch_loss.0 / epoch_loss.1.max(1) as f64,
-                    seconds: epoch_started.elapsed().as_secs_f64(),
-                })?;
-                epoch_loss = (0.0, 0);
-                let last = step == total;
-                let every = self.cfg.eval.knn_every;
-                // kNN before the checkpoint: a run killed during kNN redoes
-                // the epoch and its kNN, so metrics.jsonl never lacks one.
-                if last || (every > 0 && epoch % every == 0) {
-                    self.knn(step)?;
-                }
-                if last || epoch % self.cfg.run.checkpoint_every.max(1) == 0 {
-                    self.save(step)?;
-                    saved_now = true;
-                }
-                epoch_started = Instant::now();
-                window = (step, Instant::now());
-            } else if self.cfg.run.checkpoint_every_steps > 0
-                && step % self.cfg.run.checkpoint_every_steps == 0
-            {
-                self.save(step)?;
-                saved_now = true;
-            }
-            if saved_now {
-                last_saved = step;
-            }
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                progress.break_line();
-                if !saved_now {
-                    self.save(step)?;
-                }
+                let epoch = *step as f64 / self.spe as f64;
+                let listed: Vec<String> = report.results.iter().map(|r| r.to_string()).collect();
                 eprintln!(
-                    "interrupted: checkpoint saved at step {step}; continue with `cargo xtask train --resume {}`",
-                    self.out.display()
+                    "epoch {epoch:.2}: {} [{} train / {} test images, {seconds:.1}s]",
+                    listed.join("; "),
+                    report.n_train,
+                    report.results[0].total,
                 );
-                std::process::exit(130);
             }
-            if step == end && end < total {
-                progress.break_line();
-                if !saved_now {
-                    self.save(step)?;
-                }
-                eprintln!(
-                    "stopped after step {step} of {total} (--stop-after-steps); continue with \
-                     `cargo xtask train --resume {}`",
-                    self.out.display()
-                );
-                return Ok(());
-            }
+            _ => {}
         }
-        progress.break_line();
-        eprintln!(
-            "done: {total} steps in {}; checkpoint {}\n  next: cargo xtask plot {} | cargo xtask eval knn --run {} | \
-             cargo xtask export {} --out backbone.safetensors",
-            progress::fmt_duration(self.elapsed()),
-            self.out.join(CHECKPOINT_FILE).display(),
-            self.out.display(),
-            self.out.display(),
-            self.out.display()
-        );
-        Ok(())
+    }
+}
+
+fn describe_run(
+    c: &TrainConfig,
+    steps_per_epoch: u64,
+    total_steps: u64,
+    device: &Device,
+    out: &Path,
+) {
+    let negatives = match &c.moco {
+        Some(m) => match m.negatives {
+            Negatives::Queue => format!(", queue K={} m={}", m.queue_size, m.momentum),
+            Negatives::Bank => format!(
+                ", memory bank ({} negatives) m={}",
+                m.queue_size, m.momentum
+            ),
+            Negatives::EndToEnd => ", end-to-end (in-batch keys)".into(),
+        },
+        None => String::new(),
+    };
+    let lr = match (c.optimizer.lr, c.optimizer.base_lr) {
+        (None, Some(base)) => format!(
+            "{} (base {} x batch {} / {})",
+            fmt_num(c.effective_lr()),
+            fmt_num(base),
+            c.batch_size,
+            c.optimizer.lr_scale_batch
+        ),
+        _ => fmt_num(c.effective_lr()),
+    };
+    let per = match c.schedule.per {
+        SchedulePer::Step => "per step".to_string(),
+        SchedulePer::Epoch => format!("per epoch from epoch {}", c.schedule.first_epoch),
+    };
+    eprintln!(
+        "{} ({} recipe): {:?} {:?}-stem width {} {:?} head, batch {}, lr {lr} {:?} {per}, tau {}{negatives}",
+        c.method.as_str(),
+        c.recipe.as_str(),
+        c.model.arch,
+        c.model.stem,
+        c.model.width,
+        c.model.head,
+        c.batch_size,
+        c.schedule.kind,
+        c.loss.temperature,
+    );
+    let precision = match c.model.precision {
+        Precision::F32 => "",
+        Precision::Bf16 => " in bf16 mixed precision",
+    };
+    eprintln!(
+        "{} epochs x {steps_per_epoch} steps on {}{precision}; run folder {}",
+        c.epochs,
+        runs::device_label(device),
+        out.display()
+    );
+    if device.is_cpu() && cpu_advice::gpu_sized(c) {
+        eprintln!("{}", cpu_advice::gpu_recipe_note(c, total_steps));
     }
 }
 
@@ -785,13 +654,8 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn describe_data(
-    dir: &Path,
-    cfg: &TrainConfig,
-    ssl: &ImageDataset,
-    train: &ImageDataset,
-    test: Option<&ImageDataset>,
-) {
+fn describe_data(dir: &Path, cfg: &TrainConfig, data: &Data) {
+    let ssl = &data.ssl;
     let shape = match ssl.uniform_shape() {
         Some(s) => format!("{}x{}x{}", s.height, s.width, s.channels),
         None => "mixed sizes".into(),
@@ -803,14 +667,16 @@ fn describe_data(
         format!(
             "trains on {} {split} images ({shape}), kNN memory {} training images",
             ssl.len(),
-            train.len()
+            data.train.len()
         )
     };
     eprintln!(
         "data: {} — {trained_on}, {} test images, {} classes",
         dir.display(),
-        test.map_or("no".to_string(), |t| t.len().to_string()),
-        train.class_names().len()
+        data.test
+            .as_ref()
+            .map_or("no".to_string(), |t| t.len().to_string()),
+        data.train.class_names().len()
     );
 }
 

@@ -23,8 +23,10 @@
 //!
 //! # For a trainer
 //!
-//! Build an encoder factory, a config (start from a preset and change
-//! fields), the method; then call `step` per batch:
+//! `mocca-train`'s `Trainer` runs the loop below with kNN monitoring,
+//! checkpoints, stop requests and exact resume; by hand it is: build an
+//! encoder factory, a config (start from a preset and change fields), the
+//! method; then call `step` per batch:
 //!
 //! ```text
 //! let backbone = ResNetConfig { stem: Stem::Cifar, bn_splits: 8, ..ResNetConfig::resnet18() };

@@ -16,100 +16,50 @@
 
 pub mod config;
 pub mod fetch;
-pub mod files;
-pub mod metrics;
 pub mod setup;
 
-use anyhow::{anyhow, bail, Context, Result};
+/// Atomic writes and safetensors with metadata: the library trainer's.
+pub use mocca_train::files;
+
+use anyhow::{anyhow, bail, Result};
 use candle_core::{Device, Tensor};
 use config::{ConfigBuilder, DeviceKind, TrainConfig};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
-const FORMAT: &str = "mocca-checkpoint-1";
 
-/// Where a training run is, and what it ended at.
+/// A run's checkpoint metadata ([`mocca_train::CheckpointMeta`]) with the run
+/// config it carries parsed.
 #[derive(Clone, Debug, PartialEq)]
-pub struct CheckpointMeta {
+pub struct RunCheckpoint {
     pub config: TrainConfig,
-    /// Optimizer steps done.
-    pub global_step: u64,
-    /// The epoch the next step belongs to, and its position in it.
-    pub epoch: usize,
-    pub step_in_epoch: usize,
-    /// The run reached its last epoch.
-    pub finished: bool,
-    /// Training images and steps per epoch when the checkpoint was taken: a
-    /// resumed run must see the same dataset to repeat the same batches.
-    pub train_images: usize,
-    pub steps_per_epoch: u64,
+    pub meta: mocca_train::CheckpointMeta,
 }
 
-pub fn save_checkpoint(
-    path: &Path,
-    tensors: &[(String, Tensor)],
-    meta: &CheckpointMeta,
-) -> Result<()> {
-    let md = BTreeMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("config".to_string(), meta.config.to_toml()),
-        ("global_step".to_string(), meta.global_step.to_string()),
-        ("epoch".to_string(), meta.epoch.to_string()),
-        ("step_in_epoch".to_string(), meta.step_in_epoch.to_string()),
-        ("finished".to_string(), meta.finished.to_string()),
-        ("train_images".to_string(), meta.train_images.to_string()),
-        (
-            "steps_per_epoch".to_string(),
-            meta.steps_per_epoch.to_string(),
-        ),
-    ]);
-    let bytes = files::encode_safetensors(tensors, &md)?;
-    files::write_atomic(path, &bytes)
-        .with_context(|| format!("cannot write checkpoint {}", path.display()))
-}
-
+/// The tensors of a run's checkpoint and its metadata.
 pub fn load_checkpoint(
     path: &Path,
     device: &Device,
-) -> Result<(HashMap<String, Tensor>, CheckpointMeta)> {
-    let (tensors, md) = files::read_safetensors(path, device)?;
-    Ok((tensors, parse_meta(path, &md)?))
+) -> Result<(HashMap<String, Tensor>, RunCheckpoint)> {
+    let (tensors, meta) = mocca_train::load_checkpoint(path, device)?;
+    Ok((tensors, with_config(path, meta)?))
 }
 
 /// The checkpoint's counters and config, without loading its tensors.
-pub fn read_checkpoint_meta(path: &Path) -> Result<CheckpointMeta> {
-    parse_meta(path, &files::read_safetensors_metadata(path)?)
+pub fn read_checkpoint_meta(path: &Path) -> Result<RunCheckpoint> {
+    with_config(path, mocca_train::read_checkpoint_meta(path)?)
 }
 
-fn parse_meta(path: &Path, md: &BTreeMap<String, String>) -> Result<CheckpointMeta> {
-    let p = path.display();
-    if md.get("format").map(String::as_str) != Some(FORMAT) {
-        bail!("{p} is not a mocca checkpoint (no `format = {FORMAT}` in its metadata)");
-    }
-    let field = |k: &str| -> Result<&String> {
-        md.get(k)
-            .ok_or_else(|| anyhow!("{p}: checkpoint metadata lacks `{k}`"))
-    };
-    let num = |k: &str| -> Result<u64> {
-        field(k)?
-            .parse()
-            .map_err(|_| anyhow!("{p}: checkpoint metadata `{k}` is not a number"))
-    };
-    let config =
-        ConfigBuilder::from_text(field("config")?, &format!("{p} (embedded config)"))?.build()?;
-    let meta = CheckpointMeta {
-        config,
-        global_step: num("global_step")?,
-        epoch: num("epoch")? as usize,
-        step_in_epoch: num("step_in_epoch")? as usize,
-        finished: field("finished")? == "true",
-        train_images: num("train_images")? as usize,
-        steps_per_epoch: num("steps_per_epoch")?,
-    };
-    Ok(meta)
+fn with_config(path: &Path, meta: mocca_train::CheckpointMeta) -> Result<RunCheckpoint> {
+    let config = ConfigBuilder::from_text(
+        &meta.run_config,
+        &format!("{} (embedded config)", path.display()),
+    )?
+    .build()?;
+    Ok(RunCheckpoint { config, meta })
 }
 
 /// Accepts a run folder or a checkpoint file; returns the checkpoint path.
@@ -226,15 +176,15 @@ mod tests {
     use config::{MethodName, Recipe};
 
     #[test]
-    fn checkpoint_round_trips_tensors_and_counters() {
+    fn a_checkpoint_carries_its_run_config() {
         let dir = std::env::temp_dir().join(format!("mocca-ckpt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(CHECKPOINT_FILE);
         let config = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar)
             .build()
             .unwrap();
-        let meta = CheckpointMeta {
-            config,
+        let meta = mocca_train::CheckpointMeta {
+            run_config: config.to_toml(),
             global_step: 97,
             epoch: 3,
             step_in_epoch: 1,
@@ -243,32 +193,12 @@ mod tests {
             steps_per_epoch: 31,
         };
         let w = Tensor::new(&[[0.25f32, -1.0]], &Device::Cpu).unwrap();
-        save_checkpoint(&path, &[("encoder_q.conv1.weight".into(), w)], &meta).unwrap();
-        let (t, m) = load_checkpoint(&path, &Device::Cpu).unwrap();
-        assert_eq!(m, meta);
-        assert_eq!(read_checkpoint_meta(&path).unwrap(), meta);
-        assert_eq!(
-            t["encoder_q.conv1.weight"].to_vec2::<f32>().unwrap(),
-            vec![vec![0.25, -1.0]]
-        );
+        mocca_train::save_checkpoint(&path, &[("encoder_q.conv1.weight".into(), w)], &meta)
+            .unwrap();
+        let (_, run) = load_checkpoint(&path, &Device::Cpu).unwrap();
+        assert_eq!(run, RunCheckpoint { config, meta });
+        assert_eq!(read_checkpoint_meta(&path).unwrap(), run);
         assert_eq!(checkpoint_path(&dir).unwrap(), path);
-    }
-
-    #[test]
-    fn a_plain_safetensors_file_is_not_taken_for_a_checkpoint() {
-        let dir = std::env::temp_dir().join(format!("mocca-notckpt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("weights.safetensors");
-        let w = Tensor::new(&[1f32], &Device::Cpu).unwrap();
-        files::write_atomic(
-            &path,
-            &files::encode_safetensors(&[("w".into(), w)], &BTreeMap::new()).unwrap(),
-        )
-        .unwrap();
-        let err = load_checkpoint(&path, &Device::Cpu)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not a mocca checkpoint"), "{err}");
     }
 
     fn no_gpu() -> candle_core::Result<Device> {

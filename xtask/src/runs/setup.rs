@@ -9,19 +9,20 @@ use super::config::{
 };
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
-use mocca_aug::{Compose, ImageU8, MultiView, Normalize, Preset, RandomResizedCrop, Transform};
+use mocca_aug::{Compose, MultiView, Normalize, Preset, RandomResizedCrop, Transform};
 use mocca_backbones::{
     MoCoProjectionHead, ProjectionHeadConfig, ResNetConfig, SimCLRProjectionHead,
     Stem as BackboneStem,
 };
 use mocca_data::{ImageDataset, Split};
-use mocca_methods::eval::{knn_evaluate, KnnConfig, KnnResult};
 use mocca_methods::optim::{OptimizerConfig, OptimizerKind};
 use mocca_methods::schedule::LrSchedule;
 use mocca_methods::{
-    EncoderRole, FeatureLayer, FeatureSource, Features, Method, MoCo, MoCoConfig, NegativeSource,
+    EncoderRole, FeatureLayer, FeatureSource, Method, MoCo, MoCoConfig, NegativeSource,
     ResNetEncoder, SimCLR, SimCLRConfig,
 };
+use mocca_train::KnnMonitor;
+pub use mocca_train::{embed, embed_sources, labels_of, spread_subset};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -325,134 +326,25 @@ pub fn lincls_pipeline(cfg: &TrainConfig, data: &ImageDataset) -> Result<Compose
     ])?)
 }
 
-pub fn image_u8(data: &ImageDataset, i: usize) -> Result<ImageU8<'_>> {
-    let v = data.image(i);
-    ImageU8::new(v.pixels, v.height, v.width, v.channels).with_context(|| format!("image {i}"))
-}
-
-/// `limit` evenly spaced indices of `0..len` (all when `limit` is 0 or ≥ len):
-/// image folders are sorted by class, so a prefix would hold few classes.
-pub fn spread_subset(len: usize, limit: usize) -> Vec<usize> {
-    if limit == 0 || limit >= len {
-        return (0..len).collect();
-    }
-    (0..limit).map(|i| i * len / limit).collect()
-}
-
-/// Features of `indices` of `data` from `encoder` (evaluation mode), tagged
-/// with `source`, computed `batch` images at a time.
-pub fn embed(
-    encoder: &dyn mocca_methods::Encoder,
-    source: FeatureSource,
-    data: &ImageDataset,
-    indices: &[usize],
-    pipeline: &Compose,
-    batch: usize,
-    device: &Device,
-) -> Result<Features> {
-    let mut all = embed_sources(encoder, &[source], data, indices, pipeline, batch, device)?;
-    Ok(all.remove(0))
-}
-
-/// [`embed`] for several layers of one encoder (`sources` share the encoder),
-/// from one pass over the images: the head runs on the backbone features.
-pub fn embed_sources(
-    encoder: &dyn mocca_methods::Encoder,
-    sources: &[FeatureSource],
-    data: &ImageDataset,
-    indices: &[usize],
-    pipeline: &Compose,
-    batch: usize,
-    device: &Device,
-) -> Result<Vec<Features>> {
-    let mut parts: Vec<Vec<Features>> = vec![Vec::new(); sources.len()];
-    for chunk in indices.chunks(batch.max(1)) {
-        let images = chunk
-            .iter()
-            .map(|&i| image_u8(data, i))
-            .collect::<Result<Vec<_>>>()?;
-        let ids: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
-        let x = pipeline
-            .apply_batch(&images, &ids, 0, 0, 0)?
-            .into_tensor(device)?;
-        let h = encoder.features(&x, false)?.detach();
-        let mut z = None;
-        for (part, source) in parts.iter_mut().zip(sources) {
-            let f = match source.layer {
-                FeatureLayer::Backbone => h.clone(),
-                FeatureLayer::Head => match &z {
-                    Some(z) => Tensor::clone(z),
-                    None => {
-                        let out = encoder.project(&h, false)?.detach();
-                        z = Some(out.clone());
-                        out
-                    }
-                },
-            };
-            part.push(Features::new(f, *source)?);
-        }
-    }
-    parts.iter().map(|p| Ok(Features::concat(p)?)).collect()
-}
-
-/// Labels of `indices`, and the number of classes, or why there are none.
-pub fn labels_of(data: &ImageDataset, indices: &[usize], what: &str) -> Result<(Vec<u32>, usize)> {
-    let all = data.labels().ok_or_else(|| {
-        anyhow!("the {what} set has no labels: kNN / linear evaluation needs them")
-    })?;
-    let labels: Vec<u32> = indices.iter().map(|&i| all[i]).collect();
-    let classes = data
-        .class_names()
-        .len()
-        .max(all.iter().map(|&l| l as usize + 1).max().unwrap_or(0));
-    Ok((labels, classes))
-}
-
-/// The kNN protocol of `cfg.eval` on (subsets of) the train and test sets, for
-/// each of `sources` (one encoder, one pass over the images).
-#[allow(clippy::too_many_arguments)]
-pub fn knn(
+/// The kNN monitor of `cfg`'s `eval` and `run` sections over `sources` (one encoder).
+pub fn knn_monitor(
     cfg: &TrainConfig,
-    encoder: &dyn mocca_methods::Encoder,
-    sources: &[FeatureSource],
-    train: &ImageDataset,
-    test: &ImageDataset,
-    train_limit: usize,
-    test_limit: usize,
-    device: &Device,
-) -> Result<Vec<KnnResult>> {
-    let tr_idx = spread_subset(train.len(), train_limit);
-    let te_idx = spread_subset(test.len(), test_limit);
-    let (tr_labels, c1) = labels_of(train, &tr_idx, "training")?;
-    let (te_labels, c2) = labels_of(test, &te_idx, "test")?;
-    let b = cfg.run.eval_batch_size;
-    let tr = embed_sources(
-        encoder,
-        sources,
+    sources: Vec<FeatureSource>,
+    train: Arc<ImageDataset>,
+    test: Arc<ImageDataset>,
+) -> Result<KnnMonitor> {
+    Ok(KnnMonitor {
+        train_pipeline: eval_pipeline(cfg, &train)?,
+        test_pipeline: eval_pipeline(cfg, &test)?,
         train,
-        &tr_idx,
-        &eval_pipeline(cfg, train)?,
-        b,
-        device,
-    )?;
-    let te = embed_sources(
-        encoder,
-        sources,
         test,
-        &te_idx,
-        &eval_pipeline(cfg, test)?,
-        b,
-        device,
-    )?;
-    let kc = KnnConfig {
+        sources,
         k: cfg.eval.knn_k,
         temperature: cfg.eval.knn_t,
-        ..KnnConfig::new(c1.max(c2))
-    };
-    tr.iter()
-        .zip(&te)
-        .map(|(tr, te)| Ok(knn_evaluate(tr, &tr_labels, te, &te_labels, &kc)?))
-        .collect()
+        batch_size: cfg.run.eval_batch_size,
+        train_limit: cfg.run.knn_train_limit,
+        test_limit: cfg.run.knn_test_limit,
+    })
 }
 
 /// The kNN monitor's feature sources: `eval.layer` first, then `eval.also_layers`.
@@ -659,12 +551,5 @@ mod tests {
                 None => k.replace("projection_head.", "head."),
             }
         });
-    }
-
-    #[test]
-    fn spread_subset_covers_the_whole_range() {
-        assert_eq!(spread_subset(10, 0), (0..10).collect::<Vec<_>>());
-        assert_eq!(spread_subset(10, 5), vec![0, 2, 4, 6, 8]);
-        assert_eq!(spread_subset(3, 7), vec![0, 1, 2]);
     }
 }

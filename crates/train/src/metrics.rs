@@ -1,20 +1,24 @@
-//! `metrics.jsonl`: one JSON object per line, appended as training goes.
+//! Metrics: what a run reports, and where it goes.
 //!
-//! Every record carries `step` (optimizer steps done so far) and `epoch`
+//! Every [`Record`] carries `step` (optimizer steps done so far) and `epoch`
 //! (fractional: `step / steps_per_epoch`), so plots and a resumed run agree on
-//! where each record belongs. A resumed run first drops the records written
-//! after its checkpoint, since it will produce them again.
+//! where each record belongs. The trainer hands each record to every
+//! [`MetricsSink`]: a [`JsonlMetrics`] file (`metrics.jsonl`, one JSON object a
+//! line, appended as training goes), or any closure `FnMut(&Record)`. A resumed
+//! run first drops the records written after its checkpoint
+//! ([`JsonlMetrics::resume`]), since it will produce them again.
 
-use super::files::write_atomic;
-use anyhow::{Context, Result};
+use crate::error::{io_err, Result, TrainError};
+use crate::files::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// One line of `metrics.jsonl`, tagged by `kind`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
-    /// Training statistics of one step (every `run.log_every` steps).
+    /// Training statistics of one step (every `log_every` steps).
     Step {
         step: u64,
         epoch: f64,
@@ -27,6 +31,7 @@ pub enum Record {
         pos_acc: Option<f64>,
         /// Source images per second over the steps since the last record.
         images_per_s: f64,
+        /// Wall time of the run so far, earlier processes of a resumed run included.
         elapsed_s: f64,
     },
     /// Weighted kNN accuracy on the test split.
@@ -60,42 +65,88 @@ impl Record {
     }
 }
 
-/// Appends records to `metrics.jsonl`, one flushed line each.
-pub struct MetricsWriter {
-    file: std::fs::File,
-    path: PathBuf,
+/// Where the trainer sends its records.
+pub trait MetricsSink {
+    fn record(&mut self, record: &Record) -> Result<()>;
 }
 
-impl MetricsWriter {
+/// A callback sink: `trainer.with_metrics(|r: &Record| println!("{r:?}"))`.
+impl<F: FnMut(&Record)> MetricsSink for F {
+    fn record(&mut self, record: &Record) -> Result<()> {
+        self(record);
+        Ok(())
+    }
+}
+
+/// Appends records to a JSON-lines file, one flushed line each.
+pub struct JsonlMetrics {
+    file: std::fs::File,
+    path: PathBuf,
+    elapsed_s: f64,
+}
+
+impl JsonlMetrics {
+    /// Opens `path` for appending (created if missing).
     pub fn open(path: &Path) -> Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .map_err(io_err("cannot open", path))?;
         Ok(Self {
             file,
             path: path.to_path_buf(),
+            elapsed_s: 0.0,
         })
     }
 
-    pub fn write(&mut self, record: &Record) -> Result<()> {
-        let mut line = serde_json::to_string(record)?;
+    /// Opens the file of a run resumed at `step`: the records after `step`
+    /// are dropped (the run writes them again), and [`JsonlMetrics::elapsed_s`]
+    /// is the wall time the run had when it reached them.
+    pub fn resume(path: &Path, step: u64) -> Result<Self> {
+        truncate_after(path, step)?;
+        let elapsed_s = if path.exists() {
+            read_records(path)?
+                .iter()
+                .rev()
+                .find_map(|r| match r {
+                    Record::Step { elapsed_s, .. } => Some(*elapsed_s),
+                    _ => None,
+                })
+                .unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        Ok(Self {
+            elapsed_s,
+            ..Self::open(path)?
+        })
+    }
+
+    /// The last step record's `elapsed_s` of a resumed file (0 for a new one):
+    /// give it to [`Trainer::with_elapsed_before`](crate::Trainer::with_elapsed_before).
+    pub fn elapsed_s(&self) -> f64 {
+        self.elapsed_s
+    }
+}
+
+impl MetricsSink for JsonlMetrics {
+    fn record(&mut self, record: &Record) -> Result<()> {
+        let mut line =
+            serde_json::to_string(record).map_err(|e| TrainError::Metrics(e.to_string()))?;
         line.push('\n');
         // One write call per line: a crash leaves at most a partial last line,
         // which `read_records` skips.
         self.file
             .write_all(line.as_bytes())
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
-        self.file.flush()?;
-        Ok(())
+            .and_then(|()| self.file.flush())
+            .map_err(io_err("cannot write", &self.path))
     }
 }
 
 /// All complete records of a metrics file (a torn last line is skipped).
 pub fn read_records(path: &Path) -> Result<Vec<Record>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(io_err("cannot read", path))?;
     let mut out = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
     for (i, line) in lines.iter().enumerate() {
@@ -105,7 +156,13 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
         match serde_json::from_str::<Record>(line) {
             Ok(r) => out.push(r),
             Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
-            Err(e) => anyhow::bail!("{} line {}: {e}", path.display(), i + 1),
+            Err(e) => {
+                return Err(TrainError::BadFile(format!(
+                    "{} line {}: {e}",
+                    path.display(),
+                    i + 1
+                )))
+            }
         }
     }
     Ok(out)
@@ -119,7 +176,7 @@ pub fn truncate_after(path: &Path, step: u64) -> Result<()> {
     let kept = read_records(path)?.into_iter().filter(|r| r.step() <= step);
     let mut text = String::new();
     for r in kept {
-        text.push_str(&serde_json::to_string(&r)?);
+        text.push_str(&serde_json::to_string(&r).map_err(|e| TrainError::Metrics(e.to_string()))?);
         text.push('\n');
     }
     write_atomic(path, text.as_bytes())
@@ -143,7 +200,8 @@ mod tests {
     }
 
     fn dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("mocca-metrics-{tag}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("mocca-train-metrics-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -152,7 +210,7 @@ mod tests {
     #[test]
     fn records_round_trip_with_their_kind_tag() {
         let p = dir("rt").join("metrics.jsonl");
-        let mut w = MetricsWriter::open(&p).unwrap();
+        let mut w = JsonlMetrics::open(&p).unwrap();
         let knn = Record::Knn {
             step: 4,
             epoch: 1.0,
@@ -164,8 +222,8 @@ mod tests {
             n_train: 50,
             n_test: 20,
         };
-        w.write(&step(1)).unwrap();
-        w.write(&knn).unwrap();
+        w.record(&step(1)).unwrap();
+        w.record(&knn).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(
             text.lines()
@@ -180,8 +238,8 @@ mod tests {
     #[test]
     fn a_torn_last_line_is_skipped() {
         let p = dir("torn").join("metrics.jsonl");
-        let mut w = MetricsWriter::open(&p).unwrap();
-        w.write(&step(1)).unwrap();
+        let mut w = JsonlMetrics::open(&p).unwrap();
+        w.record(&step(1)).unwrap();
         drop(w);
         let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"{\"kind\":\"step\",\"st").unwrap();
@@ -191,9 +249,9 @@ mod tests {
     #[test]
     fn truncate_keeps_records_up_to_the_checkpoint_step() {
         let p = dir("trunc").join("metrics.jsonl");
-        let mut w = MetricsWriter::open(&p).unwrap();
+        let mut w = JsonlMetrics::open(&p).unwrap();
         for s in 1..=6 {
-            w.write(&step(s)).unwrap();
+            w.record(&step(s)).unwrap();
         }
         truncate_after(&p, 4).unwrap();
         assert_eq!(

@@ -2,37 +2,37 @@
 //!
 //! Candle's `safetensors::save` writes straight to the destination and cannot
 //! carry metadata; checkpoints need both (a killed write must never leave half
-//! a file, and the config, step and RNG states travel in the header). The
+//! a file, and the run's config and step counters travel in the header). The
 //! format is tiny (8-byte little-endian header length, a JSON header, raw
 //! little-endian data), so it is written here; reading the tensors back goes
 //! through Candle's own loader.
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{io_err, Result, TrainError};
 use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+fn bad(msg: String) -> TrainError {
+    TrainError::BadFile(msg)
+}
+
 /// Writes `bytes` to `path` so that a crash at any instant leaves either the
-/// old file or the new one: temp file in the same folder, fsync, rename, fsync
-/// of the folder (so the rename itself survives a power cut).
+/// old file or the new one: temp file (`.NAME.tmp-PID`) in the same folder,
+/// fsync, rename, fsync of the folder (so the rename itself survives a power cut).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_dir(path);
     let name = path
         .file_name()
-        .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?
+        .ok_or_else(|| TrainError::InvalidConfig(format!("{} is not a file path", path.display())))?
         .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("cannot sync {}", tmp.display()))?;
+        let mut f = std::fs::File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
+        f.write_all(bytes).map_err(io_err("cannot write", &tmp))?;
+        f.sync_all().map_err(io_err("cannot sync", &tmp))?;
         drop(f);
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+        std::fs::rename(&tmp, path).map_err(io_err("cannot replace", path))?;
         // Directory fsync makes the rename durable; some filesystems refuse
         // to open a directory for it, which is not worth failing a run over.
         if let Ok(d) = std::fs::File::open(&dir) {
@@ -47,8 +47,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Removes the temp files (`.NAME.tmp-PID`) that writers of `names` left
-/// when they were killed mid-write. Only the trainer's own files: another
-/// command (`plot`) may be writing into the same folder right now.
+/// when they were killed mid-write. Only the named files: another program
+/// (a plotter) may be writing into the same folder right now.
 pub fn remove_stale_temp_files(dir: &Path, names: &[&str]) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -78,7 +78,7 @@ fn dtype_name(dtype: DType) -> Result<&'static str> {
         DType::I64 => "I64",
         DType::F32 => "F32",
         DType::F64 => "F64",
-        other => bail!("cannot store dtype {other:?} in safetensors"),
+        other => return Err(bad(format!("cannot store dtype {other:?} in safetensors"))),
     })
 }
 
@@ -106,7 +106,7 @@ fn raw_le_bytes(t: &Tensor) -> Result<Vec<u8>> {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect(),
-        other => bail!("cannot store dtype {other:?} in safetensors"),
+        other => return Err(bad(format!("cannot store dtype {other:?} in safetensors"))),
     };
     Ok(bytes)
 }
@@ -119,15 +119,19 @@ pub fn encode_safetensors(
     let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
-        bail!("duplicate tensor name `{}`", w[0].0);
+        return Err(bad(format!("duplicate tensor name `{}`", w[0].0)));
     }
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
-        header.insert("__metadata__".into(), serde_json::to_value(metadata)?);
+        let md = metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        header.insert("__metadata__".into(), serde_json::Value::Object(md));
     }
     let mut data = Vec::new();
     for (name, t) in sorted {
-        let bytes = raw_le_bytes(t).with_context(|| format!("tensor `{name}`"))?;
+        let bytes = raw_le_bytes(t).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
         let start = data.len();
         data.extend_from_slice(&bytes);
         header.insert(
@@ -139,7 +143,8 @@ pub fn encode_safetensors(
             }),
         );
     }
-    let mut json = serde_json::to_vec(&serde_json::Value::Object(header))?;
+    let mut json = serde_json::to_vec(&serde_json::Value::Object(header))
+        .map_err(|e| bad(format!("cannot encode a safetensors header: {e}")))?;
     // The reference implementation pads the header to 8 bytes so the data
     // is aligned for zero-copy readers.
     while json.len() % 8 != 0 {
@@ -158,20 +163,24 @@ pub fn encode_safetensors(
 fn check_layout(bytes: &[u8], file_len: usize, path: &Path) -> Result<BTreeMap<String, String>> {
     let p = path.display();
     if file_len < 8 || bytes.len() < 8 {
-        bail!("{p} is truncated ({file_len} bytes): not a complete safetensors file");
+        return Err(bad(format!(
+            "{p} is truncated ({file_len} bytes): not a complete safetensors file"
+        )));
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
     if n > file_len - 8 || n > bytes.len() - 8 {
-        bail!(
+        return Err(bad(format!(
             "{p} is truncated: its header says {n} header bytes, the file has {} after the length",
             file_len - 8
-        );
+        )));
     }
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])
-        .with_context(|| format!("{p}: corrupt safetensors header"))?;
-    let obj = header
-        .as_object()
-        .ok_or_else(|| anyhow!("{p}: corrupt safetensors header (not a JSON object)"))?;
+        .map_err(|e| bad(format!("{p}: corrupt safetensors header: {e}")))?;
+    let obj = header.as_object().ok_or_else(|| {
+        bad(format!(
+            "{p}: corrupt safetensors header (not a JSON object)"
+        ))
+    })?;
     let mut end = 0usize;
     let mut metadata = BTreeMap::new();
     for (k, v) in obj {
@@ -187,12 +196,14 @@ fn check_layout(bytes: &[u8], file_len: usize, path: &Path) -> Result<BTreeMap<S
             .get("data_offsets")
             .and_then(|o| o.get(1))
             .and_then(|o| o.as_u64())
-            .ok_or_else(|| anyhow!("{p}: corrupt safetensors header entry `{k}`"))?;
+            .ok_or_else(|| bad(format!("{p}: corrupt safetensors header entry `{k}`")))?;
         end = end.max(e as usize);
     }
     let have = file_len - 8 - n;
     if have != end {
-        bail!("{p} is truncated or padded: the header describes {end} data bytes, the file has {have}");
+        return Err(bad(format!(
+            "{p} is truncated or padded: the header describes {end} data bytes, the file has {have}"
+        )));
     }
     Ok(metadata)
 }
@@ -202,10 +213,10 @@ pub fn read_safetensors(
     path: &Path,
     device: &Device,
 ) -> Result<(HashMap<String, Tensor>, BTreeMap<String, String>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(io_err("cannot read", path))?;
     let metadata = check_layout(&bytes, bytes.len(), path)?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-        .with_context(|| format!("cannot decode {}", path.display()))?;
+        .map_err(|e| bad(format!("cannot decode {}: {e}", path.display())))?;
     Ok((tensors, metadata))
 }
 
@@ -213,24 +224,24 @@ pub fn read_safetensors(
 /// size is still checked against the header, so a truncated file is caught).
 pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     use std::io::Read;
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file_len = f.metadata()?.len() as usize;
+    let mut f = std::fs::File::open(path).map_err(io_err("cannot read", path))?;
+    let file_len = f.metadata().map_err(io_err("cannot read", path))?.len() as usize;
     let mut len = [0u8; 8];
     if file_len < 8 {
-        bail!(
+        return Err(bad(format!(
             "{} is truncated ({file_len} bytes): not a complete safetensors file",
             path.display()
-        );
+        )));
     }
-    f.read_exact(&mut len)?;
+    f.read_exact(&mut len)
+        .map_err(io_err("cannot read", path))?;
     let n = (u64::from_le_bytes(len) as usize).min(file_len - 8);
     let mut bytes = len.to_vec();
     bytes.resize(8 + n, 0);
-    f.read_exact(&mut bytes[8..])?;
+    f.read_exact(&mut bytes[8..])
+        .map_err(io_err("cannot read", path))?;
     check_layout(&bytes, file_len, path)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,493 @@
+//! The epoch loop: batches → views → [`Method::step`], with kNN monitoring,
+//! checkpoints, stop requests and exact resume.
+
+use crate::checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};
+use crate::error::{Result, TrainError};
+use crate::knn::{image_u8, KnnMonitor, KnnReport};
+use crate::metrics::{MetricsSink, Record};
+use candle_core::{Device, Tensor};
+use mocca_aug::{MultiView, ViewBatch};
+use mocca_data::{BatchSampler, ImageDataset, Loader, Order};
+use mocca_methods::{Method, MethodError, StepStats};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How long a run is and how it is seeded and logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainerConfig {
+    pub epochs: usize,
+    /// Source images per step (each gives one view per pipeline of the [`MultiView`]).
+    pub batch_size: usize,
+    /// Seeds the data order: epoch `e` visits the images in
+    /// `mocca_data::shuffled_indices(len, data_seed, e)`, the last partial batch dropped.
+    pub data_seed: u64,
+    /// Seeds the augmentations: view `v` of image `i` in epoch `e` is drawn from
+    /// `(aug_seed, e, i, v)`.
+    pub aug_seed: u64,
+    /// A [`Record::Step`] every `log_every` steps (and at the last step of the call).
+    pub log_every: u64,
+    /// Stop (with a checkpoint) after this step; `run` can be called again later.
+    pub stop_after_steps: Option<u64>,
+    /// Batches the loader thread prepares ahead of the step running.
+    pub prefetch: usize,
+    pub checkpoint: CheckpointPolicy,
+}
+
+impl TrainerConfig {
+    /// `epochs` of `batch_size`, seeds 0, a step record every 10 steps, two
+    /// batches prefetched, no checkpoints.
+    pub fn new(epochs: usize, batch_size: usize) -> Self {
+        Self {
+            epochs,
+            batch_size,
+            data_seed: 0,
+            aug_seed: 0,
+            log_every: 10,
+            stop_after_steps: None,
+            prefetch: 2,
+            checkpoint: CheckpointPolicy::default(),
+        }
+    }
+}
+
+/// When and where checkpoints are written. Each one replaces the previous
+/// one atomically (temporary file, fsync, rename): the previous checkpoint
+/// stays whole until the new one is complete. A checkpoint is always taken
+/// at the end of the run, on a stop request and at `stop_after_steps`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointPolicy {
+    /// The checkpoint file; `None`: never write one.
+    pub path: Option<PathBuf>,
+    /// Also every N epochs (0: only at the end and when stopping).
+    pub every_epochs: usize,
+    /// Also every N steps inside epochs (0: off).
+    pub every_steps: u64,
+    /// Saved verbatim in each checkpoint ([`CheckpointMeta::run_config`]):
+    /// what the caller needs to rebuild the run (the CLI saves its TOML config).
+    pub run_config: String,
+}
+
+/// What the trainer reports to the progress callback as it goes.
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// Before the first step of this call; `end` is where it will stop.
+    Started { step: u64, end: u64, total: u64 },
+    /// A step finished.
+    Step(&'a StepStats),
+    /// The step that ends epoch `epoch` (1-based) finished.
+    EpochEnd {
+        epoch: usize,
+        step: u64,
+        loss_mean: f64,
+        seconds: f64,
+    },
+    /// A kNN evaluation is about to run (it may take a while).
+    KnnStarting { step: u64, method: &'a dyn Method },
+    /// A kNN evaluation finished.
+    Knn {
+        step: u64,
+        report: &'a KnnReport,
+        seconds: f64,
+    },
+    /// A checkpoint of step `step` is complete at `path`.
+    Checkpoint { step: u64, path: &'a Path },
+}
+
+/// How a call to [`Trainer::run`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// All epochs are done.
+    Finished { step: u64 },
+    /// The stop flag was set; the run stopped (checkpointed) after `step`.
+    StopRequested { step: u64 },
+    /// `stop_after_steps` was reached (checkpointed).
+    StepLimit { step: u64 },
+    /// The method was already at the end (or past `stop_after_steps`).
+    NothingToDo { step: u64 },
+}
+
+struct KnnSchedule {
+    monitor: KnnMonitor,
+    every_epochs: usize,
+    at_start: bool,
+}
+
+type ProgressFn = Box<dyn FnMut(&Event<'_>)>;
+
+/// Trains any [`Method`] on an [`ImageDataset`] through a [`MultiView`]
+/// augmentation: the loop `cargo xtask train` runs.
+///
+/// Exact resume: the data order is a function of `(data_seed, epoch)`, each
+/// view of `(aug_seed, epoch, image, view)`, and everything else random (queue
+/// or bank initialisation and sampling, shuffle-BN) travels in the method's
+/// state with the weights, optimiser buffers, queue and step. A run resumed
+/// from a checkpoint ([`Trainer::resume`]) therefore repeats the same steps and
+/// ends with the same weights, bit for bit, as one that was never stopped.
+pub struct Trainer {
+    method: Box<dyn Method>,
+    data: Arc<ImageDataset>,
+    views: MultiView,
+    cfg: TrainerConfig,
+    device: Device,
+    steps_per_epoch: u64,
+    knn: Option<KnnSchedule>,
+    sinks: Vec<Box<dyn MetricsSink>>,
+    progress: Option<ProgressFn>,
+    stop: Option<Arc<AtomicBool>>,
+    elapsed_before: f64,
+    last_saved: Option<u64>,
+}
+
+impl Trainer {
+    /// A trainer of `method` on `data` (the images the method learns from;
+    /// labels unused) with `views` drawn per image, on `device`.
+    pub fn new(
+        method: Box<dyn Method>,
+        data: Arc<ImageDataset>,
+        views: MultiView,
+        cfg: TrainerConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        if cfg.epochs == 0 {
+            return Err(TrainError::InvalidConfig(
+                "epochs must be at least 1".into(),
+            ));
+        }
+        if cfg.log_every == 0 || cfg.prefetch == 0 {
+            return Err(TrainError::InvalidConfig(
+                "log_every and prefetch must be at least 1".into(),
+            ));
+        }
+        let steps_per_epoch = sampler(&data, &cfg)?.batches_per_epoch() as u64;
+        Ok(Self {
+            method,
+            data,
+            views,
+            cfg,
+            device: device.clone(),
+            steps_per_epoch,
+            knn: None,
+            sinks: Vec::new(),
+            progress: None,
+            stop: None,
+            elapsed_before: 0.0,
+            last_saved: None,
+        })
+    }
+
+    /// kNN accuracy every `every_epochs` epochs (0: only at the end), and
+    /// before the first step when `at_start`.
+    pub fn with_knn(mut self, monitor: KnnMonitor, every_epochs: usize, at_start: bool) -> Self {
+        self.knn = Some(KnnSchedule {
+            monitor,
+            every_epochs,
+            at_start,
+        });
+        self
+    }
+
+    /// Adds a sink for the run's [`Record`]s (a [`JsonlMetrics`](crate::JsonlMetrics) file,
+    /// or a closure `|r: &Record| ...`).
+    pub fn with_metrics(mut self, sink: impl MetricsSink + 'static) -> Self {
+        self.sinks.push(Box::new(sink));
+        self
+    }
+
+    /// Calls `f` with each [`Event`] (progress bars, logs).
+    pub fn with_progress(mut self, f: impl FnMut(&Event<'_>) + 'static) -> Self {
+        self.progress = Some(Box::new(f));
+        self
+    }
+
+    /// When `flag` becomes true (a Ctrl-C handler, another thread), the run
+    /// checkpoints at the next step boundary and returns [`Outcome::StopRequested`].
+    pub fn with_stop_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = Some(flag);
+        self
+    }
+
+    /// Wall time of earlier processes of this run, so `elapsed_s` continues
+    /// ([`JsonlMetrics::elapsed_s`](crate::JsonlMetrics::elapsed_s) of a resumed file).
+    pub fn with_elapsed_before(mut self, seconds: f64) -> Self {
+        self.elapsed_before = seconds;
+        self
+    }
+
+    pub fn steps_per_epoch(&self) -> u64 {
+        self.steps_per_epoch
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        self.steps_per_epoch * self.cfg.epochs as u64
+    }
+
+    pub fn method(&self) -> &dyn Method {
+        self.method.as_ref()
+    }
+
+    /// Hands the trained method back.
+    pub fn into_method(self) -> Box<dyn Method> {
+        self.method
+    }
+
+    /// Continues from the checkpoint at `path`: checks that it was taken on a
+    /// dataset of this size and fits the method, and loads it (nothing is
+    /// changed on error). Returns its metadata.
+    pub fn resume(&mut self, path: &Path) -> Result<CheckpointMeta> {
+        let (state, meta) = load_checkpoint(path, &self.device)?;
+        let p = path.display();
+        let spe = self.steps_per_epoch;
+        if (meta.train_images, meta.steps_per_epoch) != (self.data.len(), spe) {
+            return Err(TrainError::Resume(format!(
+                "{p} was taken on {} training images ({} steps per epoch); the data given has {} \
+                 ({spe} steps per epoch): resume on the same dataset",
+                meta.train_images,
+                meta.steps_per_epoch,
+                self.data.len()
+            )));
+        }
+        if meta.global_step > self.total_steps() {
+            return Err(TrainError::Resume(format!(
+                "{p}: checkpoint step {} is past the run's {} steps",
+                meta.global_step,
+                self.total_steps()
+            )));
+        }
+        self.method
+            .load_state(&state)
+            .map_err(|e| TrainError::Resume(format!("{p} does not fit this configuration: {e}")))?;
+        if self.method.steps_done() != meta.global_step {
+            return Err(TrainError::Resume(format!(
+                "{p}: the method state is at step {} but the metadata says {}",
+                self.method.steps_done(),
+                meta.global_step
+            )));
+        }
+        self.last_saved = Some(meta.global_step);
+        Ok(meta)
+    }
+
+    fn emit(&mut self, event: Event<'_>) {
+        if let Some(f) = &mut self.progress {
+            f(&event);
+        }
+    }
+
+    fn record(&mut self, r: Record) -> Result<()> {
+        for s in &mut self.sinks {
+            s.record(&r)?;
+        }
+        Ok(())
+    }
+
+    fn save(&mut self, step: u64) -> Result<()> {
+        let Some(path) = self.cfg.checkpoint.path.clone() else {
+            return Ok(());
+        };
+        let state: Vec<(String, Tensor)> = self.method.state()?.into_iter().collect();
+        let spe = self.steps_per_epoch;
+        let meta = CheckpointMeta {
+            run_config: self.cfg.checkpoint.run_config.clone(),
+            global_step: step,
+            epoch: (step / spe) as usize,
+            step_in_epoch: (step % spe) as usize,
+            finished: step == self.total_steps(),
+            train_images: self.data.len(),
+            steps_per_epoch: spe,
+        };
+        save_checkpoint(&path, &state, &meta)?;
+        self.last_saved = Some(step);
+        self.emit(Event::Checkpoint { step, path: &path });
+        Ok(())
+    }
+
+    fn knn(&mut self, step: u64) -> Result<()> {
+        let Some(k) = &self.knn else {
+            return Ok(());
+        };
+        if let Some(f) = &mut self.progress {
+            f(&Event::KnnStarting {
+                step,
+                method: self.method.as_ref(),
+            });
+        }
+        let t0 = Instant::now();
+        let report = k.monitor.evaluate(self.method.as_ref(), &self.device)?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let epoch = step as f64 / self.steps_per_epoch as f64;
+        self.emit(Event::Knn {
+            step,
+            report: &report,
+            seconds,
+        });
+        for r in &report.results {
+            self.record(Record::Knn {
+                step,
+                epoch,
+                top1: 100.0 * r.top1,
+                k: r.k,
+                t: r.temperature,
+                encoder: r.source.encoder.to_string(),
+                layer: r.source.layer.to_string(),
+                n_train: report.n_train,
+                n_test: r.total,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Trains from the method's current step to the end of the run (or to
+    /// `stop_after_steps`, or a stop request). A NaN / infinite loss ends the
+    /// run with [`TrainError::Diverged`], the update not applied.
+    pub fn run(&mut self) -> Result<Outcome> {
+        let spe = self.steps_per_epoch;
+        let total = self.total_steps();
+        let start = self.method.steps_done();
+        let end = self.cfg.stop_after_steps.map_or(total, |s| s.min(total));
+        if start >= end {
+            return Ok(Outcome::NothingToDo { step: start });
+        }
+        let started = Instant::now();
+        self.emit(Event::Started {
+            step: start,
+            end,
+            total,
+        });
+        if start == 0 && self.knn.as_ref().is_some_and(|k| k.at_start) {
+            self.knn(0)?;
+        }
+
+        let data = Arc::clone(&self.data);
+        let views = self.views.clone();
+        let seed = self.cfg.aug_seed;
+        let batches = sampler(&self.data, &self.cfg)?
+            .iter_from(0, start as usize)
+            .take((end - start) as usize);
+        let loader = Loader::new(
+            batches,
+            self.cfg.prefetch,
+            move |batch: &mocca_data::Batch| -> Result<Vec<ViewBatch>> {
+                let images = batch
+                    .indices
+                    .iter()
+                    .map(|&i| image_u8(&data, i))
+                    .collect::<Result<Vec<_>>>()?;
+                let ids: Vec<u64> = batch.indices.iter().map(|&i| i as u64).collect();
+                Ok(views.apply_batch(&images, &ids, seed, batch.epoch)?)
+            },
+        )?;
+
+        let mut epoch_loss = (0.0f64, 0u64);
+        let mut epoch_started = Instant::now();
+        let mut window = (start, Instant::now());
+        for item in loader {
+            let loaded = item?;
+            let x: Vec<Tensor> = loaded
+                .data
+                .into_iter()
+                .map(|v| v.into_tensor(&self.device))
+                .collect::<candle_core::Result<_>>()?;
+            let stats = match self.method.step(&x, &loaded.batch.indices) {
+                Ok(s) => s,
+                Err(MethodError::NonFiniteLoss { step, loss }) => {
+                    return Err(TrainError::Diverged {
+                        step: step + 1,
+                        epoch: step / spe + 1,
+                        loss,
+                        last_checkpoint: self.last_saved,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let step = stats.step;
+            epoch_loss.0 += stats.loss;
+            epoch_loss.1 += 1;
+            self.emit(Event::Step(&stats));
+            if step % self.cfg.log_every == 0 || step == end {
+                let dt = window.1.elapsed().as_secs_f64();
+                let ips = if dt > 0.0 {
+                    (step - window.0) as f64 * self.cfg.batch_size as f64 / dt
+                } else {
+                    0.0
+                };
+                window = (step, Instant::now());
+                let elapsed_s = self.elapsed_before + started.elapsed().as_secs_f64();
+                self.record(Record::Step {
+                    step,
+                    epoch: step as f64 / spe as f64,
+                    loss: stats.loss,
+                    lr: stats.lr,
+                    momentum: stats.momentum,
+                    pos_acc: Some(stats.accuracy),
+                    images_per_s: ips,
+                    elapsed_s,
+                })?;
+            }
+            let mut saved_now = false;
+            if step % spe == 0 {
+                let epoch = (step / spe) as usize;
+                let loss_mean = epoch_loss.0 / epoch_loss.1.max(1) as f64;
+                let seconds = epoch_started.elapsed().as_secs_f64();
+                self.emit(Event::EpochEnd {
+                    epoch,
+                    step,
+                    loss_mean,
+                    seconds,
+                });
+                self.record(Record::Epoch {
+                    step,
+                    epoch: epoch as f64,
+                    loss_mean,
+                    seconds,
+                })?;
+                epoch_loss = (0.0, 0);
+                let last = step == total;
+                let every = self.knn.as_ref().map_or(0, |k| k.every_epochs);
+                // kNN before the checkpoint: a run killed during kNN redoes
+                // the epoch and its kNN, so the metrics never lack one.
+                if last || (every > 0 && epoch.is_multiple_of(every)) {
+                    self.knn(step)?;
+                }
+                let ckpt_every = self.cfg.checkpoint.every_epochs;
+                if last || (ckpt_every > 0 && epoch.is_multiple_of(ckpt_every)) {
+                    self.save(step)?;
+                    saved_now = true;
+                }
+                epoch_started = Instant::now();
+                window = (step, Instant::now());
+            } else if self.cfg.checkpoint.every_steps > 0
+                && step % self.cfg.checkpoint.every_steps == 0
+            {
+                self.save(step)?;
+                saved_now = true;
+            }
+            if self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                if !saved_now {
+                    self.save(step)?;
+                }
+                return Ok(Outcome::StopRequested { step });
+            }
+            if step == end && end < total {
+                if !saved_now {
+                    self.save(step)?;
+                }
+                return Ok(Outcome::StepLimit { step });
+            }
+        }
+        Ok(Outcome::Finished { step: total })
+    }
+}
+
+fn sampler(data: &ImageDataset, cfg: &TrainerConfig) -> Result<BatchSampler> {
+    BatchSampler::new(
+        data.len(),
+        cfg.batch_size,
+        Order::Shuffled {
+            seed: cfg.data_seed,
+        },
+        true,
+    )
+    .map_err(|e| TrainError::InvalidConfig(format!("batch_size {}: {e}", cfg.batch_size)))
+}

@@ -1,0 +1,258 @@
+//! The trainer's contract: checkpoint policy, stop requests, exact resume,
+//! refusal of a checkpoint that cannot continue, metrics, divergence.
+
+use candle_core::Device;
+use mocca_aug::{MultiView, Preset};
+use mocca_backbones::{ResNetConfig, SimCLRProjectionHead, Stem};
+use mocca_data::{synthetic, ImageDataset, Split};
+use mocca_methods::optim::OptimizerConfig;
+use mocca_methods::schedule::LrSchedule;
+use mocca_methods::{Method, ResNetEncoder, SimCLR, SimCLRConfig};
+use mocca_train::{
+    read_checkpoint_meta, read_records, Event, JsonlMetrics, Outcome, Record, TrainError, Trainer,
+    TrainerConfig,
+};
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// 40 images of 16 px: 5 steps of 8 per epoch.
+fn images(per_class: usize) -> Arc<ImageDataset> {
+    let c = synthetic::SyntheticConfig {
+        images_per_class: per_class,
+        height: 16,
+        width: 16,
+        ..Default::default()
+    };
+    Arc::new(synthetic::generate(&c, Split::Train).unwrap())
+}
+
+fn simclr(lr: f64) -> Box<dyn Method> {
+    let dev = Device::Cpu;
+    let backbone = ResNetConfig {
+        stem: Stem::Cifar,
+        width: 0.125,
+        ..ResNetConfig::resnet18()
+    };
+    let head = SimCLRProjectionHead::new(backbone.feature_dim());
+    let encoder = ResNetEncoder::new(&backbone, head.into(), 7, &dev).unwrap();
+    let config = SimCLRConfig {
+        temperature: 0.5,
+        optimizer: OptimizerConfig::sgd(lr, 0.9, 5e-4),
+        lr_schedule: LrSchedule::Constant { lr },
+    };
+    Box::new(SimCLR::new(config, encoder, &dev).unwrap())
+}
+
+fn views() -> MultiView {
+    Preset::SimClrCifar.two_views(16).unwrap()
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mocca-trainer-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn config(epochs: usize, dir: &std::path::Path) -> TrainerConfig {
+    let mut c = TrainerConfig::new(epochs, 8);
+    c.data_seed = 3;
+    c.aug_seed = 4;
+    c.log_every = 1;
+    c.checkpoint.path = Some(dir.join("checkpoint.safetensors"));
+    c.checkpoint.every_epochs = 1;
+    c.checkpoint.run_config = "epochs = 2".into();
+    c
+}
+
+fn weights(m: &dyn Method) -> Vec<u32> {
+    let state = m.state().unwrap();
+    let mut out = Vec::new();
+    for t in state
+        .values()
+        .filter(|t| t.dtype() == candle_core::DType::F32)
+    {
+        out.extend(
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits()),
+        );
+    }
+    out
+}
+
+fn trainer(cfg: TrainerConfig) -> Trainer {
+    Trainer::new(simclr(0.05), images(4), views(), cfg, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn a_stop_request_checkpoints_that_step_and_the_resumed_run_ends_bit_identical() {
+    let whole_dir = tmpdir("whole");
+    let mut whole = trainer(config(2, &whole_dir));
+    assert_eq!(whole.run().unwrap(), Outcome::Finished { step: 10 });
+
+    let dir = tmpdir("stopped");
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = Arc::clone(&flag);
+    let mut first = trainer(config(2, &dir))
+        .with_stop_flag(Arc::clone(&flag))
+        .with_progress(move |e| {
+            if let Event::Step(s) = e {
+                if s.step == 3 {
+                    set.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+    assert_eq!(first.run().unwrap(), Outcome::StopRequested { step: 3 });
+    let ckpt = dir.join("checkpoint.safetensors");
+    let meta = read_checkpoint_meta(&ckpt).unwrap();
+    assert_eq!(
+        (
+            meta.global_step,
+            meta.epoch,
+            meta.step_in_epoch,
+            meta.finished
+        ),
+        (3, 0, 3, false)
+    );
+    assert_eq!(meta.run_config, "epochs = 2");
+
+    let mut second = trainer(config(2, &dir));
+    second.resume(&ckpt).unwrap();
+    assert_eq!(second.run().unwrap(), Outcome::Finished { step: 10 });
+    assert_eq!(weights(second.method()), weights(whole.method()));
+    assert!(read_checkpoint_meta(&ckpt).unwrap().finished);
+}
+
+#[test]
+fn checkpoints_come_every_n_steps_and_at_each_epoch_end() {
+    let dir = tmpdir("every");
+    let mut cfg = config(2, &dir);
+    cfg.checkpoint.every_steps = 2;
+    let saved = Rc::new(RefCell::new(Vec::new()));
+    let seen = Rc::clone(&saved);
+    let mut t = trainer(cfg).with_progress(move |e| {
+        if let Event::Checkpoint { step, .. } = e {
+            seen.borrow_mut().push(*step);
+        }
+    });
+    t.run().unwrap();
+    // Steps 2 and 4 inside epoch 1, its end (5), 6 and 8, the end (10).
+    assert_eq!(*saved.borrow(), vec![2, 4, 5, 6, 8, 10]);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn stop_after_steps_checkpoints_and_a_finished_run_has_nothing_to_do() {
+    let dir = tmpdir("limit");
+    let mut cfg = config(1, &dir);
+    cfg.stop_after_steps = Some(2);
+    assert_eq!(trainer(cfg).run().unwrap(), Outcome::StepLimit { step: 2 });
+    let ckpt = dir.join("checkpoint.safetensors");
+    assert_eq!(read_checkpoint_meta(&ckpt).unwrap().global_step, 2);
+
+    let mut rest = trainer(config(1, &dir));
+    rest.resume(&ckpt).unwrap();
+    assert_eq!(rest.run().unwrap(), Outcome::Finished { step: 5 });
+    let mut again = trainer(config(1, &dir));
+    again.resume(&ckpt).unwrap();
+    assert_eq!(again.run().unwrap(), Outcome::NothingToDo { step: 5 });
+}
+
+#[test]
+fn a_checkpoint_of_another_dataset_size_is_refused_and_changes_nothing() {
+    let dir = tmpdir("other-data");
+    trainer(config(1, &dir)).run().unwrap();
+    let mut bigger = Trainer::new(
+        simclr(0.05),
+        images(8),
+        views(),
+        config(1, &dir),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let before = weights(bigger.method());
+    let err = bigger
+        .resume(&dir.join("checkpoint.safetensors"))
+        .unwrap_err();
+    assert!(matches!(err, TrainError::Resume(_)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("was taken on 40 training images (5 steps per epoch)")
+            && msg.contains("has 80 (10 steps per epoch)"),
+        "{msg}"
+    );
+    assert_eq!(weights(bigger.method()), before);
+    assert_eq!(bigger.method().steps_done(), 0);
+}
+
+#[test]
+fn metrics_go_to_every_sink_and_a_resumed_jsonl_drops_what_comes_after_the_checkpoint() {
+    let dir = tmpdir("metrics");
+    let file = dir.join("metrics.jsonl");
+    let mut cfg = config(2, &dir);
+    cfg.stop_after_steps = Some(7);
+    let kinds = Rc::new(RefCell::new(Vec::new()));
+    let seen = Rc::clone(&kinds);
+    trainer(cfg)
+        .with_metrics(JsonlMetrics::open(&file).unwrap())
+        .with_metrics(move |r: &Record| {
+            seen.borrow_mut().push(match r {
+                Record::Step { step, .. } => format!("step {step}"),
+                Record::Epoch { step, .. } => format!("epoch {step}"),
+                Record::Knn { step, .. } => format!("knn {step}"),
+            })
+        })
+        .run()
+        .unwrap();
+    let expected: Vec<String> = (1..=7)
+        .flat_map(|s| {
+            let mut v = vec![format!("step {s}")];
+            if s == 5 {
+                v.push("epoch 5".into());
+            }
+            v
+        })
+        .collect();
+    assert_eq!(*kinds.borrow(), expected);
+    assert_eq!(read_records(&file).unwrap().len(), 8);
+
+    // Resumed from the epoch-1 checkpoint (step 5): steps 6 and 7 are dropped.
+    let resumed = JsonlMetrics::resume(&file, 5).unwrap();
+    let kept = read_records(&file).unwrap();
+    assert_eq!(kept.len(), 6);
+    assert!(kept.iter().all(|r| r.step() <= 5));
+    assert!(resumed.elapsed_s() > 0.0);
+}
+
+#[test]
+fn a_diverging_loss_stops_before_the_update_and_names_the_intact_checkpoint() {
+    let dir = tmpdir("nan");
+    let mut cfg = config(2, &dir);
+    cfg.checkpoint.every_steps = 1;
+    let mut t = Trainer::new(simclr(1e38), images(4), views(), cfg, &Device::Cpu).unwrap();
+    let err = t.run().unwrap_err();
+    let TrainError::Diverged {
+        step,
+        last_checkpoint,
+        ..
+    } = err
+    else {
+        panic!("expected divergence, got {err}");
+    };
+    assert_eq!(last_checkpoint, Some(step - 1));
+    assert_eq!(t.method().steps_done(), step - 1);
+    let meta = read_checkpoint_meta(&dir.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(meta.global_step, step - 1);
+}
