@@ -350,12 +350,15 @@ pub struct MocoConfig {
     /// Key-encoder EMA momentum m.
     pub momentum: f64,
     pub momentum_schedule: MomentumSchedule,
-    /// BatchNorm statistics per group of this many splits (1 = plain BN).
-    pub split_bn: usize,
-    /// Which samples share a split-BN group: strided (the colab's and
-    /// lightly's `SplitBatchNorm`) or contiguous.
+    /// SplitBatchNorm (the MoCo colab's single-device shuffle-BN): training-mode BatchNorm
+    /// statistics over this many groups of the batch (1 = plain BN). The same name as the
+    /// backbones' `ResNetConfig::bn_splits`; runs saved before it was renamed say
+    /// `split_bn`, which is still read ([`LEGACY_KEYS`]).
+    pub bn_splits: usize,
+    /// Which samples share a SplitBatchNorm group: strided (the colab's and
+    /// lightly's `SplitBatchNorm`) or contiguous (`ResNetConfig::bn_grouping`).
     #[serde(default)]
-    pub split_bn_grouping: Grouping,
+    pub bn_grouping: Grouping,
     /// Both views as queries.
     pub symmetric: bool,
     /// Sum (the MoCo colab, MoCo v3) or mean (lightly) of the symmetric loss's two terms.
@@ -610,6 +613,34 @@ fn preset_doc(name: &str) -> toml::Table {
     }
 }
 
+/// Keys renamed since runs were first saved: (section, old, new). Saved runs (their
+/// `config.toml` and the config inside each checkpoint) and users' files keep working.
+pub const LEGACY_KEYS: &[(&str, &str, &str)] = &[
+    ("moco", "split_bn", "bn_splits"),
+    ("moco", "split_bn_grouping", "bn_grouping"),
+];
+
+/// Rewrites `LEGACY_KEYS` in a (partial) document to their current names.
+fn rename_legacy_keys(doc: &mut toml::Table) {
+    for (section, old, new) in LEGACY_KEYS {
+        if let Some(toml::Value::Table(t)) = doc.get_mut(*section) {
+            if let Some(v) = t.remove(*old) {
+                t.insert(new.to_string(), v);
+            }
+        }
+    }
+}
+
+/// The current name of a dotted key that may use an old name.
+fn current_key(key: &str) -> String {
+    for (section, old, new) in LEGACY_KEYS {
+        if key == format!("{section}.{old}") {
+            return format!("{section}.{new}");
+        }
+    }
+    key.to_string()
+}
+
 /// Builds configs from the layers described in the module docs.
 pub struct ConfigBuilder {
     doc: toml::Table,
@@ -626,15 +657,17 @@ impl ConfigBuilder {
 
     /// Starts from a complete document (e.g. a run's saved `config.toml`).
     pub fn from_text(text: &str, origin: &str) -> Result<Self> {
-        let doc: toml::Table =
+        let mut doc: toml::Table =
             toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+        rename_legacy_keys(&mut doc);
         Ok(Self { doc })
     }
 
     /// Merges a (partial) TOML document over the current one.
     pub fn merge_text(&mut self, text: &str, origin: &str) -> Result<()> {
-        let overlay: toml::Table =
+        let mut overlay: toml::Table =
             toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+        rename_legacy_keys(&mut overlay);
         merge(&mut self.doc, overlay);
         Ok(())
     }
@@ -661,6 +694,8 @@ impl ConfigBuilder {
     }
 
     pub fn set_value(&mut self, key: &str, value: toml::Value) -> Result<()> {
+        let key = current_key(key);
+        let key = key.as_str();
         let parts: Vec<&str> = key.split('.').collect();
         if parts.iter().any(|p| p.is_empty()) {
             bail!("bad config key `{key}`");
@@ -934,18 +969,18 @@ impl TrainConfig {
                         m.bank_momentum
                     );
                 }
-                if m.split_bn == 0 || self.batch_size % m.split_bn != 0 {
+                if m.bn_splits == 0 || self.batch_size % m.bn_splits != 0 {
                     bail!(
-                        "moco.split_bn ({}) must divide batch_size ({}): each BN group needs the same size",
-                        m.split_bn,
+                        "moco.bn_splits ({}) must divide batch_size ({}): each BN group needs the same size",
+                        m.bn_splits,
                         self.batch_size
                     );
                 }
-                if m.split_bn > 1 && self.batch_size / m.split_bn < 2 {
+                if m.bn_splits > 1 && self.batch_size / m.bn_splits < 2 {
                     bail!(
-                        "moco.split_bn ({}) leaves {} sample(s) per BN group; BatchNorm needs at least 2",
-                        m.split_bn,
-                        self.batch_size / m.split_bn
+                        "moco.bn_splits ({}) leaves {} sample(s) per BN group; BatchNorm needs at least 2",
+                        m.bn_splits,
+                        self.batch_size / m.bn_splits
                     );
                 }
                 if m.negatives == Negatives::Queue && m.queue_size < self.batch_size {
@@ -1107,7 +1142,7 @@ mod tests {
             (Arch::Resnet18, Stem::Cifar)
         );
         assert_eq!(cfg.batch_size, 512);
-        assert_eq!((m.queue_size, m.momentum, m.split_bn), (4096, 0.99, 8));
+        assert_eq!((m.queue_size, m.momentum, m.bn_splits), (4096, 0.99, 8));
         assert_eq!(cfg.loss.temperature, 0.1);
         assert_eq!(cfg.effective_lr(), 0.06);
         assert_eq!(cfg.optimizer.weight_decay, 5e-4);
@@ -1198,7 +1233,7 @@ mod tests {
         assert_eq!(colab.model.conv_init, ConvInit::KaimingNormalFanOut);
         let m = colab.moco.as_ref().unwrap();
         assert_eq!(
-            (m.split_bn_grouping, m.symmetric_reduction),
+            (m.bn_grouping, m.symmetric_reduction),
             (Grouping::Strided, Reduction::Sum)
         );
         assert_eq!(
@@ -1272,11 +1307,11 @@ mod tests {
     }
 
     #[test]
-    fn split_bn_must_divide_the_batch() {
+    fn bn_splits_must_divide_the_batch() {
         let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
         b.set("batch_size=100").unwrap();
         let err = b.build().unwrap_err().to_string();
-        assert!(err.contains("split_bn") && err.contains("100"), "{err}");
+        assert!(err.contains("bn_splits") && err.contains("100"), "{err}");
     }
 
     #[test]
@@ -1335,5 +1370,34 @@ mod tests {
         assert_eq!(trajectory_diff(&a, &b), vec!["model.precision"]);
         let mut bad = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar);
         assert!(bad.set("model.precision=\"fp16\"").is_err() || bad.build().is_err());
+    }
+
+    #[test]
+    fn the_old_split_bn_keys_still_read_as_bn_splits() {
+        let mut saved = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar)
+            .build()
+            .unwrap()
+            .to_toml()
+            .replace("bn_splits = 8", "split_bn = 4")
+            .replace(
+                "bn_grouping = \"strided\"",
+                "split_bn_grouping = \"contiguous\"",
+            );
+        assert!(saved.contains("split_bn = 4"), "{saved}");
+        let m = ConfigBuilder::from_text(&saved, "old run")
+            .unwrap()
+            .build()
+            .unwrap()
+            .moco
+            .unwrap();
+        assert_eq!((m.bn_splits, m.bn_grouping), (4, Grouping::Contiguous));
+
+        saved = "[moco]\nsplit_bn = 2\n".into();
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        b.merge_text(&saved, "user file").unwrap();
+        assert_eq!(b.build().unwrap().moco.unwrap().bn_splits, 2);
+        b.set("moco.split_bn=16").unwrap();
+        assert_eq!(b.build().unwrap().moco.unwrap().bn_splits, 16);
+        assert!(!b.build().unwrap().to_toml().contains("split_bn"));
     }
 }

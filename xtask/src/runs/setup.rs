@@ -39,8 +39,8 @@ pub fn resnet_config(cfg: &TrainConfig) -> ResNetConfig {
         },
         width: cfg.model.width,
         zero_init_residual: cfg.model.zero_init_residual,
-        bn_splits: cfg.moco.as_ref().map_or(1, |m| m.split_bn),
-        bn_grouping: match cfg.moco.as_ref().map(|m| m.split_bn_grouping) {
+        bn_splits: cfg.moco.as_ref().map_or(1, |m| m.bn_splits),
+        bn_grouping: match cfg.moco.as_ref().map(|m| m.bn_grouping) {
             Some(Grouping::Contiguous) => mocca_backbones::SplitGrouping::Contiguous,
             _ => mocca_backbones::SplitGrouping::Strided,
         },
@@ -185,7 +185,7 @@ pub fn build_method(
                 },
                 momentum: m.momentum,
                 cosine_momentum: m.momentum_schedule == super::config::MomentumSchedule::Cosine,
-                shuffle_bn: m.split_bn > 1,
+                shuffle_bn: m.bn_splits > 1,
                 optimizer,
                 lr_schedule,
                 total_steps: steps_per_epoch * cfg.epochs as u64,
