@@ -889,29 +889,15 @@ impl TrainConfig {
             }
             _ => {}
         }
-        if !(0.0..1.0).contains(&self.optimizer.momentum) {
-            bail!(
-                "optimizer.momentum must be in [0, 1), got {}",
-                self.optimizer.momentum
-            );
+        if let (OptimizerName::Sgd, Some(_)) =
+            (self.optimizer.name, self.optimizer.trust_coefficient)
+        {
+            bail!("optimizer.trust_coefficient applies to LARS only (optimizer.name = \"lars\")");
         }
-        if !(self.optimizer.weight_decay.is_finite() && self.optimizer.weight_decay >= 0.0) {
-            bail!(
-                "optimizer.weight_decay must be >= 0, got {}",
-                self.optimizer.weight_decay
-            );
-        }
-        if self.optimizer.nesterov && self.optimizer.momentum == 0.0 {
-            bail!("optimizer.nesterov needs a non-zero optimizer.momentum (as torch.optim.SGD)");
-        }
-        match (self.optimizer.name, self.optimizer.trust_coefficient) {
-            (OptimizerName::Lars, Some(t)) => pos("optimizer.trust_coefficient", t)?,
-            (OptimizerName::Sgd, Some(_)) => {
-                bail!(
-                    "optimizer.trust_coefficient applies to LARS only (optimizer.name = \"lars\")"
-                )
-            }
-            _ => {}
+        // The optimiser's own rules (torch.optim.SGD's: momentum >= 0, Nesterov needs
+        // momentum, weight decay >= 0; LARS's trust coefficient > 0) live with it.
+        if let Err(e) = super::setup::optimizer_config(self).validate() {
+            bail!("[optimizer] {e}");
         }
         if !(self.schedule.warmup_epochs.is_finite() && self.schedule.warmup_epochs >= 0.0) {
             bail!("schedule.warmup_epochs must be >= 0");
@@ -1399,5 +1385,36 @@ mod tests {
         b.set("moco.split_bn=16").unwrap();
         assert_eq!(b.build().unwrap().moco.unwrap().bn_splits, 16);
         assert!(!b.build().unwrap().to_toml().contains("split_bn"));
+    }
+
+    #[test]
+    fn optimizer_settings_are_checked_by_the_optimizers_own_rules() {
+        let build = |sets: &[&str]| {
+            let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar);
+            for s in sets {
+                b.set(s).unwrap();
+            }
+            b.build()
+        };
+        let err = build(&["optimizer.momentum=-0.1"]).unwrap_err().to_string();
+        assert!(
+            err.contains("[optimizer]") && err.contains("momentum must be >= 0"),
+            "{err}"
+        );
+        let err = build(&["optimizer.momentum=0.0", "optimizer.nesterov=true"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Nesterov momentum requires momentum > 0"),
+            "{err}"
+        );
+        // torch.optim.SGD has no upper bound on momentum, nor has the library.
+        assert_eq!(
+            build(&["optimizer.momentum=1.0"])
+                .unwrap()
+                .optimizer
+                .momentum,
+            1.0
+        );
     }
 }

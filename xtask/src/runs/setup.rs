@@ -122,7 +122,7 @@ fn schedule_in_steps(cfg: &TrainConfig, steps_per_epoch: u64) -> Result<LrSchedu
     })
 }
 
-fn optimizer_config(cfg: &TrainConfig) -> OptimizerConfig {
+pub(crate) fn optimizer_config(cfg: &TrainConfig) -> OptimizerConfig {
     let o = &cfg.optimizer;
     OptimizerConfig {
         kind: match o.name {
