@@ -161,7 +161,11 @@ impl Canvas {
     }
 }
 
-pub fn run(args: &[String]) -> Result<()> {
+/// Still parsed by hand, below.
+pub type Args = crate::cli::Raw;
+
+pub fn run(args: Args) -> Result<()> {
+    let args = &args.args[..];
     let o = parse(args)?;
     let ds = mocca_data::open(&o.data, o.split)
         .with_context(|| format!("opening {}", o.data.display()))?;

@@ -15,7 +15,11 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-pub fn run(args: &[String]) -> Result<()> {
+/// Still parsed by hand, below.
+pub type Args = crate::cli::Raw;
+
+pub fn run(args: Args) -> Result<()> {
+    let args = &args.args[..];
     let Some((what, rest)) = args.split_first() else {
         bail!("usage: cargo xtask bench aug|losses|pipeline|step [options]");
     };

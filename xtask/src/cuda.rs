@@ -118,7 +118,11 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
     Ok(Some(o))
 }
 
-pub fn run(args: &[String]) -> Result<()> {
+/// Still parsed by hand, below.
+pub type Args = crate::cli::Raw;
+
+pub fn run(args: Args) -> Result<()> {
+    let args = &args.args[..];
     let Some(o) = parse_args(args)? else {
         return Ok(());
     };

@@ -1,7 +1,7 @@
 //! `cargo xtask eval knn|linear|lincls --run RUN`: evaluates a checkpoint's
 //! encoder on the labelled train / test splits, saying which encoder and layer.
 
-use crate::runs::config::{EncoderChoice, LayerChoice, TrainConfig};
+use crate::runs::config::{DeviceKind, EncoderChoice, LayerChoice, TrainConfig};
 use crate::runs::{checkpoint_path, fetch, load_checkpoint, select_device, setup};
 use anyhow::{anyhow, bail, Context, Result};
 use mocca_methods::eval::{
@@ -11,31 +11,126 @@ use mocca_methods::{Encoder, FeatureLayer, Features, SplitMix64};
 use std::path::PathBuf;
 use std::time::Instant;
 
-const USAGE: &str = "usage: cargo xtask eval knn|linear|lincls --run RUN_DIR|CHECKPOINT [options]
+/// `cargo xtask eval`: which evaluation, then its options.
+#[derive(clap::Args, Debug)]
+#[command(
+    long_about = "Evaluates the encoder of a checkpoint on the dataset's train (neighbours / \
+classifier training) and test splits; the test images are not augmented.",
+    subcommand_required = true
+)]
+pub struct Args {
+    #[command(subcommand)]
+    kind: KindArgs,
+}
 
-Evaluates the encoder of a checkpoint on the dataset's train (neighbours /
-classifier training) and test splits; the test images are not augmented.
+#[derive(clap::Subcommand, Debug)]
+enum KindArgs {
+    /// Weighted kNN on the frozen features
+    Knn {
+        #[command(flatten)]
+        common: Common,
+        /// Neighbours [default: the run's eval.knn_k, 200]
+        #[arg(long, value_name = "N")]
+        k: Option<usize>,
+        /// Temperature of the neighbours' weights [default: the run's eval.knn_t, 0.1]
+        #[arg(long, value_name = "X", allow_negative_numbers = true)]
+        t: Option<f64>,
+    },
+    /// Logistic regression on frozen, standardised features of the un-augmented training
+    /// images (this project's quick probe)
+    Linear {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        classifier: Classifier,
+    },
+    /// MoCo's main_lincls.py: a linear layer on the frozen backbone in eval mode, trained on
+    /// RandomResizedCrop + flip views of the training images, weight N(0, 0.01), SGD momentum
+    /// 0.9, lr x0.1 from epochs 60 and 80; backbone only
+    Lincls {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        classifier: Classifier,
+    },
+}
 
-  --run PATH                 run folder or checkpoint file (also positional)
-  --data DIR                 dataset folder (default: the run's, else found or
-                             downloaded as `cargo xtask train` does)
-  --no-download              never use the network (also MOCCA_NO_DOWNLOAD=1)
-  --encoder query|key        MoCo's query or momentum encoder (default: the
-                             run's eval.encoder)
-  --layer backbone|head      pooled backbone features or head output (default:
-                             the run's eval.layer)
-  --device auto|cpu|cuda     default: the run's (auto: CUDA if usable, else CPU)
-  --batch-size N             images per forward pass (default: the run's)
-  --train-limit N --test-limit N   evenly spaced subsets (default: all)
-knn:
-  --k N (default: the run's, 200)  --t X (default: the run's, 0.1)
-linear (logistic regression on frozen, standardised features of the
-un-augmented training images; this project's quick probe):
-  --epochs N (100)  --lr X (0.1)  --weight-decay X (0)  --probe-batch N (256)
-lincls (MoCo's main_lincls.py: a linear layer on the frozen backbone in eval
-mode, trained on RandomResizedCrop + flip views of the training images, weight
-N(0, 0.01), SGD momentum 0.9, lr x0.1 from epochs 60 and 80; backbone only):
-  --epochs N (100)  --lr X (30)  --weight-decay X (0)  --probe-batch N (256)";
+/// The options every evaluation takes.
+#[derive(clap::Args, Debug)]
+struct Common {
+    /// Run folder or checkpoint file
+    #[arg(value_name = "RUN", required_unless_present = "run")]
+    run_positional: Option<PathBuf>,
+    /// Run folder or checkpoint file (also positional)
+    #[arg(
+        long,
+        visible_alias = "checkpoint",
+        value_name = "PATH",
+        conflicts_with = "run_positional"
+    )]
+    run: Option<PathBuf>,
+    /// Dataset folder [default: the run's, else found or downloaded as `cargo xtask train`
+    /// does: $MOCCA_DATA, ./data, the per-user cache]
+    #[arg(long, value_name = "DIR")]
+    data: Option<String>,
+    /// Never use the network (also MOCCA_NO_DOWNLOAD=1; MOCCA_DOWNLOAD_MIRROR=URL downloads
+    /// from URL/<file>)
+    #[arg(long)]
+    no_download: bool,
+    /// MoCo's query or momentum encoder [default: the run's eval.encoder]
+    #[arg(long, value_name = "query|key", value_parser = parse_encoder)]
+    encoder: Option<EncoderChoice>,
+    /// Pooled backbone features or head output [default: the run's eval.layer; lincls:
+    /// backbone]
+    #[arg(long, value_name = "backbone|head", value_parser = parse_layer)]
+    layer: Option<LayerChoice>,
+    /// auto: CUDA if usable, else CPU [default: the run's]
+    #[arg(long, value_name = "auto|cpu|cuda",
+          value_parser = |s: &str| DeviceKind::parse(s).map_err(|e| e.to_string()))]
+    device: Option<DeviceKind>,
+    /// Images per forward pass [default: the run's]
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// Evenly spaced subset of the training images (0: all)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    train_limit: usize,
+    /// Evenly spaced subset of the test images (0: all)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    test_limit: usize,
+}
+
+/// The options both linear evaluations share; unset, the protocol's own values hold.
+#[derive(clap::Args, Debug)]
+struct Classifier {
+    /// Classifier epochs [default: the protocol's, 100]
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// Learning rate [default: the protocol's, linear 0.1, lincls 30]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    lr: Option<f64>,
+    /// Weight decay [default: the protocol's, 0]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    weight_decay: Option<f64>,
+    /// Classifier batch size [default: the protocol's, 256]
+    #[arg(long, value_name = "N")]
+    probe_batch: Option<usize>,
+}
+
+fn parse_encoder(v: &str) -> Result<EncoderChoice, String> {
+    match v {
+        "query" => Ok(EncoderChoice::Query),
+        "key" => Ok(EncoderChoice::Key),
+        _ => Err(format!("--encoder expects query or key, got `{v}`")),
+    }
+}
+
+fn parse_layer(v: &str) -> Result<LayerChoice, String> {
+    match v {
+        "backbone" => Ok(LayerChoice::Backbone),
+        "head" => Ok(LayerChoice::Head),
+        _ => Err(format!("--layer expects backbone or head, got `{v}`")),
+    }
+}
 
 #[derive(PartialEq, Clone, Copy)]
 enum Kind {
@@ -44,61 +139,40 @@ enum Kind {
     Lincls,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let Some((kind, rest)) = args.split_first() else {
-        bail!("say which evaluation: knn, linear or lincls\n\n{USAGE}");
+pub fn run(args: Args) -> Result<()> {
+    let (kind, common, o) = match args.kind {
+        KindArgs::Knn { common, k, t } => (
+            Kind::Knn,
+            common,
+            Options {
+                k,
+                t,
+                ..Options::default()
+            },
+        ),
+        KindArgs::Linear { common, classifier } => {
+            (Kind::Linear, common, Options::classifier(classifier))
+        }
+        KindArgs::Lincls { common, classifier } => {
+            (Kind::Lincls, common, Options::classifier(classifier))
+        }
     };
-    let kind = match kind.as_str() {
-        "knn" => Kind::Knn,
-        "linear" => Kind::Linear,
-        "lincls" => Kind::Lincls,
-        "-h" | "--help" => {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        other => bail!("unknown evaluation `{other}`: expected knn, linear or lincls\n\n{USAGE}"),
-    };
-    let mut run: Option<PathBuf> = None;
-    let mut sets: Vec<(String, String)> = Vec::new();
-    let mut no_download = false;
-    let mut i = 0;
-    while i < rest.len() {
-        let a = rest[i].as_str();
-        if a == "-h" || a == "--help" {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        if a == "--no-download" {
-            no_download = true;
-            i += 1;
-            continue;
-        }
-        if let Some(flag) = a.strip_prefix("--") {
-            let v = rest
-                .get(i + 1)
-                .ok_or_else(|| anyhow!("--{flag} needs a value\n\n{USAGE}"))?;
-            if flag == "run" || flag == "checkpoint" {
-                run = Some(PathBuf::from(v));
-            } else {
-                sets.push((flag.to_string(), v.clone()));
-            }
-            i += 2;
-        } else {
-            if run.is_some() {
-                bail!("unexpected argument `{a}`\n\n{USAGE}");
-            }
-            run = Some(PathBuf::from(a));
-            i += 1;
-        }
-    }
-    let run = run
-        .ok_or_else(|| anyhow!("which run? give --run RUN_DIR or a checkpoint file\n\n{USAGE}"))?;
+    let run = common
+        .run
+        .or(common.run_positional)
+        .ok_or_else(|| anyhow!("which run? give --run RUN_DIR or a checkpoint file"))?;
     let ckpt = checkpoint_path(&run)?;
-
-    let mut o = Options::default();
-    for (flag, v) in &sets {
-        o.apply(kind, flag, v)?;
-    }
+    let no_download = common.no_download;
+    let o = Options {
+        data: common.data,
+        device: common.device,
+        encoder: common.encoder,
+        layer: common.layer,
+        batch: common.batch_size.map(|b| b.max(1)),
+        train_limit: common.train_limit,
+        test_limit: common.test_limit,
+        ..o
+    };
     let mut probe_meta = crate::runs::read_checkpoint_meta(&ckpt)?;
     let cfg: &mut TrainConfig = &mut probe_meta.config;
     if let Some(d) = &o.data {
@@ -229,7 +303,7 @@ pub fn run(args: &[String]) -> Result<()> {
 #[derive(Default)]
 struct Options {
     data: Option<String>,
-    device: Option<crate::runs::config::DeviceKind>,
+    device: Option<DeviceKind>,
     encoder: Option<EncoderChoice>,
     layer: Option<LayerChoice>,
     batch: Option<usize>,
@@ -244,6 +318,16 @@ struct Options {
 }
 
 impl Options {
+    fn classifier(c: Classifier) -> Self {
+        Self {
+            epochs: c.epochs,
+            lr: c.lr,
+            weight_decay: c.weight_decay,
+            probe_batch: c.probe_batch,
+            ..Self::default()
+        }
+    }
+
     /// The flags both linear evaluations share, over the protocol's own values.
     fn override_classifier(
         &self,
@@ -256,46 +340,6 @@ impl Options {
         *lr = self.lr.unwrap_or(*lr);
         *weight_decay = self.weight_decay.unwrap_or(*weight_decay);
         *batch = self.probe_batch.unwrap_or(*batch);
-    }
-
-    fn apply(&mut self, kind: Kind, flag: &str, v: &str) -> Result<()> {
-        let num = |v: &str| -> Result<usize> {
-            v.parse()
-                .map_err(|_| anyhow!("--{flag} expects a whole number, got `{v}`"))
-        };
-        let real = |v: &str| -> Result<f64> {
-            v.parse()
-                .map_err(|_| anyhow!("--{flag} expects a number, got `{v}`"))
-        };
-        match (flag, kind) {
-            ("data", _) => self.data = Some(v.to_string()),
-            ("device", _) => self.device = Some(crate::runs::config::DeviceKind::parse(v)?),
-            ("encoder", _) => {
-                self.encoder = Some(match v {
-                    "query" => EncoderChoice::Query,
-                    "key" => EncoderChoice::Key,
-                    _ => bail!("--encoder expects query or key, got `{v}`"),
-                })
-            }
-            ("layer", _) => {
-                self.layer = Some(match v {
-                    "backbone" => LayerChoice::Backbone,
-                    "head" => LayerChoice::Head,
-                    _ => bail!("--layer expects backbone or head, got `{v}`"),
-                })
-            }
-            ("batch-size", _) => self.batch = Some(num(v)?.max(1)),
-            ("train-limit", _) => self.train_limit = num(v)?,
-            ("test-limit", _) => self.test_limit = num(v)?,
-            ("k", Kind::Knn) => self.k = Some(num(v)?),
-            ("t", Kind::Knn) => self.t = Some(real(v)?),
-            ("epochs", Kind::Linear | Kind::Lincls) => self.epochs = Some(num(v)?),
-            ("lr", Kind::Linear | Kind::Lincls) => self.lr = Some(real(v)?),
-            ("weight-decay", Kind::Linear | Kind::Lincls) => self.weight_decay = Some(real(v)?),
-            ("probe-batch", Kind::Linear | Kind::Lincls) => self.probe_batch = Some(num(v)?),
-            _ => bail!("unknown option `--{flag}` for this evaluation\n\n{USAGE}"),
-        }
-        Ok(())
     }
 }
 

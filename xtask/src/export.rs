@@ -17,7 +17,11 @@ Writes the backbone of the run's query encoder (or MoCo's momentum encoder)
 with torchvision's key names. The projection head and the classifier (`fc`)
 are not included.";
 
-pub fn run(args: &[String]) -> Result<()> {
+/// Still parsed by hand, below.
+pub type Args = crate::cli::Raw;
+
+pub fn run(args: Args) -> Result<()> {
+    let args = &args.args[..];
     let mut run = None;
     let mut out = None;
     let mut encoder = EncoderChoice::Query;

@@ -674,7 +674,11 @@ fn parse(args: &[String]) -> Result<Option<(DeviceKind, Option<PathBuf>)>> {
     Ok(Some((device, out)))
 }
 
-pub fn run(args: &[String]) -> Result<()> {
+/// Still parsed by hand, below.
+pub type Args = crate::cli::Raw;
+
+pub fn run(args: Args) -> Result<()> {
+    let args = &args.args[..];
     let Some((kind, out)) = parse(args)? else {
         return Ok(());
     };
@@ -742,7 +746,7 @@ mod tests {
         if candle_core::utils::cuda_is_available() {
             return; // a CUDA build: the stub or real driver decides
         }
-        let err = run(&[]).unwrap_err();
+        let err = run(Args { args: Vec::new() }).unwrap_err();
         let no_gpu = err.downcast_ref::<NoGpu>().expect("a NoGpu error");
         assert!(no_gpu.0.contains("no CUDA support"), "{}", no_gpu.0);
     }

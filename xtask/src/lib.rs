@@ -1,10 +1,12 @@
 //! Library behind `cargo xtask`: one module per command, dispatched by [`run`].
 //! The binary (`src/main.rs`) only forwards its arguments here.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use clap::CommandFactory;
 
 mod aug_preview;
 mod bench;
+mod cli;
 mod cuda;
 mod eval;
 mod export;
@@ -13,39 +15,25 @@ mod plot;
 mod runs;
 mod train;
 
-const USAGE: &str = "usage: cargo xtask <command> [options]
-
-commands:
-  train moco|mocov2|simclr   train an encoder (see `cargo xtask train --help`)
-  eval knn|linear            evaluate a run's encoder
-  plot <run-dir>             PNG curves of loss, lr and kNN accuracy
-  export <run-dir> --out F   backbone weights with torchvision key names
-  aug-preview                PNG grid of augmented views
-  bench aug|losses|step      throughput benchmarks
-  cuda-build                 build the CUDA trainer binary
-  gpu-selftest               custom ops, losses, queue on the GPU vs the CPU
-  help                       this text";
-
 /// Runs one command line (without the program name).
 pub fn run(args: Vec<String>) -> Result<()> {
-    let Some((cmd, rest)) = args.split_first() else {
-        println!("{USAGE}");
+    let Some(cli) = cli::parse(args)? else {
         return Ok(());
     };
-    match cmd.as_str() {
-        "train" => train::run(rest),
-        "eval" => eval::run(rest),
-        "plot" => plot::run(rest),
-        "export" => export::run(rest),
-        "aug-preview" => aug_preview::run(rest),
-        "bench" => bench::run(rest),
-        "cuda-build" => cuda::run(rest),
-        "gpu-selftest" => gpu_selftest::run(rest),
-        "help" | "-h" | "--help" => {
-            println!("{USAGE}");
+    use cli::Command;
+    match cli.command {
+        None => {
+            print!("{}", cli::Cli::command().render_help());
             Ok(())
         }
-        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+        Some(Command::Train(a)) => train::run(a),
+        Some(Command::Eval(a)) => eval::run(a),
+        Some(Command::Plot(a)) => plot::run(a),
+        Some(Command::Export(a)) => export::run(a),
+        Some(Command::AugPreview(a)) => aug_preview::run(a),
+        Some(Command::Bench(a)) => bench::run(a),
+        Some(Command::CudaBuild(a)) => cuda::run(a),
+        Some(Command::GpuSelftest(a)) => gpu_selftest::run(a),
     }
 }
 

@@ -27,7 +27,11 @@ const PALETTE: [[u8; 3]; 6] = [
     [140, 86, 75],
 ];
 
-pub fn run(args: &[String]) -> Result<()> {
+/// Still parsed by hand, below.
+pub type Args = crate::cli::Raw;
+
+pub fn run(args: Args) -> Result<()> {
+    let args = &args.args[..];
     let mut runs = Vec::new();
     let mut out = None;
     let mut it = args.iter();

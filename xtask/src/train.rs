@@ -26,55 +26,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-const USAGE: &str = "usage: cargo xtask train [moco|mocov2|simclr] [options]
-
-Trains an encoder without labels. Settings come from an embedded preset
-(method x recipe), then --config, then --set and the flags below; the
-resolved config is saved as RUN/config.toml.
-
-  --recipe cifar|cifar100|stl10|paper
-                             preset family (default cifar: the MoCo CIFAR-10
-                             colab, lightly's CIFAR-10 SimCLR; cifar100: the
-                             same on CIFAR-100; stl10: 96 px on STL-10's
-                             train+unlabeled images; paper: ImageNet)
-  --config FILE.toml         overrides, any subset of the config's keys
-  --set KEY=VALUE            one override, e.g. --set moco.queue_size=8192
-  --print-config             print the resolved config and exit
-  --data DIR                 dataset folder: CIFAR-10, CIFAR-100 or STL-10
-                             binary, MNIST, image folder (default: $MOCCA_DATA,
-                             else the first of ./data and the per-user cache
-                             $XDG_CACHE_HOME/mocca or ~/.cache/mocca that holds
-                             the recipe's dataset; if none does, it is
-                             downloaded into the cache from its official URL,
-                             MD5-checked, resumable)
-  --no-download              never use the network (also MOCCA_NO_DOWNLOAD=1);
-                             the error says what to fetch by hand, and where.
-                             MOCCA_DOWNLOAD_MIRROR=URL downloads from URL/<file>
-  --device auto|cpu|cuda     default auto: CUDA GPU 0 if this build has CUDA
-                             and the GPU opens, else the CPU (said on stderr)
-  --out DIR                  run folder (default runs/<method>-<recipe>)
-  --epochs N  --batch-size N  --width X  --temperature X
-  --lr X                     the learning rate used, whatever the batch size
-  --base-lr X                a rate for the preset's reference batch
-                             (optimizer.lr_scale_batch), scaled linearly with
-                             --batch-size (the preset's own rule, if it has one)
-  --seed N                   seeds everything; --init-seed N, --data-seed N,
-                             --aug-seed N seed the weights (and queue, shuffle-BN
-                             and bank draws), the data order and the
-                             augmentations separately
-  --precision f32|bf16       bf16: mixed precision (f32 master weights and
-                             optimiser state, bf16 activations; for CUDA)
-  --negatives queue|bank|end-to-end   --queue-size K   (MoCo)
-  --knn-every N              kNN accuracy every N epochs (0: only at the end)
-  --knn-train-limit N  --knn-test-limit N   kNN monitoring on N images
-  --checkpoint-every-steps N also checkpoint every N steps
-  --stop-after-steps N       checkpoint and stop after step N (resume later)
-  --resume [DIR]             continue the run in DIR (default: --out) from its
-                             checkpoint; only run settings may change
-
-Ctrl-C checkpoints at the next step boundary and exits (a second Ctrl-C quits
-at once; the last checkpoint stays intact).";
-
 /// The trainer's stop flag, set by the Ctrl-C / SIGTERM handler: the run
 /// checkpoints at the next step boundary and stops.
 fn interrupt_flag() -> Arc<AtomicBool> {
@@ -94,108 +45,291 @@ fn interrupt_flag() -> Arc<AtomicBool> {
     }))
 }
 
-#[derive(Default)]
-struct Args {
+/// `cargo xtask train`: everything but the config-override flags, which come from
+/// [`OVERRIDES`] through [`Overrides`].
+#[derive(clap::Args, Debug, Default)]
+#[command(
+    about = "Train an encoder without labels",
+    long_about = "Trains an encoder without labels. Settings come from an embedded preset \
+(method x recipe), then --config, then --set and the flags below (in command-line order, later \
+wins); the resolved config is saved as RUN/config.toml.",
+    after_help = "Ctrl-C checkpoints at the next step boundary and exits (a second Ctrl-C quits \
+at once; the last checkpoint stays intact)."
+)]
+pub struct Args {
+    /// The method: moco, mocov2 or simclr [default: the config file's `method`]
+    #[arg(value_name = "METHOD", value_parser = |s: &str| MethodName::parse(s).map_err(|e| e.to_string()))]
     method: Option<MethodName>,
+    /// Preset family: cifar (the MoCo CIFAR-10 colab, lightly's CIFAR-10 SimCLR), cifar100 (the
+    /// same on CIFAR-100), stl10 (96 px on STL-10's train+unlabeled images), paper (ImageNet)
+    /// [default: the config file's `recipe`, else cifar]
+    #[arg(long, value_name = "cifar|cifar100|stl10|paper",
+          value_parser = |s: &str| Recipe::parse(s).map_err(|e| e.to_string()))]
     recipe: Option<Recipe>,
+    /// Overrides, any subset of the config's keys [default: none, the preset alone]
+    #[arg(long = "config", value_name = "FILE.toml")]
     config_file: Option<PathBuf>,
-    /// `key=value` assignments, in command-line order.
-    sets: Vec<String>,
-    out: Option<PathBuf>,
-    resume: Option<Option<PathBuf>>,
+    #[command(flatten)]
+    overrides: Overrides,
+    /// Print the resolved config and exit
+    #[arg(long)]
     print_config: bool,
-    /// `--no-download`: the data must be found; the network is never used.
+    /// Never use the network (also MOCCA_NO_DOWNLOAD=1); the error says what to fetch by hand,
+    /// and where. MOCCA_DOWNLOAD_MIRROR=URL downloads from URL/<file>
+    #[arg(long)]
     no_download: bool,
+    /// Run folder [default: runs/<method>-<recipe>]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Continue the run in DIR from its checkpoint; only run settings may change
+    /// [default DIR: --out]
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    resume: Option<Option<PathBuf>>,
 }
 
-/// Config keys the dedicated flags set.
-const FLAG_KEYS: &[(&str, &str)] = &[
-    ("--data", "data.path"),
-    ("--device", "run.device"),
-    ("--epochs", "epochs"),
-    ("--batch-size", "batch_size"),
-    ("--seed", "seed"),
-    ("--lr", "optimizer.lr"),
-    ("--base-lr", "optimizer.base_lr"),
-    ("--init-seed", "seeds.init"),
-    ("--data-seed", "seeds.data"),
-    ("--aug-seed", "seeds.augmentation"),
-    ("--width", "model.width"),
-    ("--precision", "model.precision"),
-    ("--temperature", "loss.temperature"),
-    ("--negatives", "moco.negatives"),
-    ("--queue-size", "moco.queue_size"),
-    ("--knn-every", "eval.knn_every"),
-    ("--knn-train-limit", "run.knn_train_limit"),
-    ("--knn-test-limit", "run.knn_test_limit"),
-    ("--checkpoint-every-steps", "run.checkpoint_every_steps"),
-    ("--stop-after-steps", "run.stop_after_steps"),
+/// How a flag's value becomes the TOML of its `--set`.
+#[derive(Clone, Copy)]
+enum Value {
+    /// Written as given: numbers, checked when the config is built.
+    Toml,
+    /// Quoted as a TOML string; the check runs at parse time, where the flag name is known.
+    Str(Option<fn(&str) -> Result<()>>),
+}
+
+/// A flag that is shorthand for `--set KEY=VALUE`.
+struct Override {
+    flag: &'static str,
+    key: &'static str,
+    value_name: &'static str,
+    help: &'static str,
+    value: Value,
+}
+
+const fn flag(
+    flag: &'static str,
+    key: &'static str,
+    value_name: &'static str,
+    help: &'static str,
+) -> Override {
+    Override {
+        flag,
+        key,
+        value_name,
+        help,
+        value: Value::Toml,
+    }
+}
+
+const fn text(
+    flag: &'static str,
+    key: &'static str,
+    value_name: &'static str,
+    help: &'static str,
+    check: Option<fn(&str) -> Result<()>>,
+) -> Override {
+    Override {
+        flag,
+        key,
+        value_name,
+        help,
+        value: Value::Str(check),
+    }
+}
+
+/// The config-override flags: the one place a flag, its config key and its help are written.
+const OVERRIDES: &[Override] = &[
+    text(
+        "data",
+        "data.path",
+        "DIR",
+        "Dataset folder: CIFAR-10, CIFAR-100 or STL-10 binary, MNIST, image folder [default: \
+         $MOCCA_DATA, else the first of ./data and the per-user cache $XDG_CACHE_HOME/mocca or \
+         ~/.cache/mocca that holds the recipe's dataset; if none does, it is downloaded into the \
+         cache from its official URL, MD5-checked, resumable]",
+        None,
+    ),
+    text(
+        "device",
+        "run.device",
+        "auto|cpu|cuda",
+        "auto: CUDA GPU 0 if this build has CUDA and the GPU opens, else the CPU (said on \
+         stderr) [default: the preset's, auto]",
+        Some(|v| DeviceKind::parse(v).map(drop)),
+    ),
+    flag("epochs", "epochs", "N", "Training epochs"),
+    flag("batch-size", "batch_size", "N", "Images per step"),
+    flag("width", "model.width", "X", "Backbone width multiplier"),
+    flag("temperature", "loss.temperature", "X", "Loss temperature"),
+    flag(
+        "lr",
+        "optimizer.lr",
+        "X",
+        "The learning rate used, whatever the batch size",
+    ),
+    flag(
+        "base-lr",
+        "optimizer.base_lr",
+        "X",
+        "A rate for the preset's reference batch (optimizer.lr_scale_batch), scaled linearly \
+         with --batch-size (the preset's own rule, if it has one)",
+    ),
+    flag(
+        "seed",
+        "seed",
+        "N",
+        "Seeds everything (--init-seed, --data-seed, --aug-seed seed parts separately)",
+    ),
+    flag(
+        "init-seed",
+        "seeds.init",
+        "N",
+        "Seeds the weights (and queue, shuffle-BN and bank draws) [default: from --seed]",
+    ),
+    flag(
+        "data-seed",
+        "seeds.data",
+        "N",
+        "Seeds the data order [default: from --seed]",
+    ),
+    flag(
+        "aug-seed",
+        "seeds.augmentation",
+        "N",
+        "Seeds the augmentations [default: from --seed]",
+    ),
+    text(
+        "precision",
+        "model.precision",
+        "f32|bf16",
+        "bf16: mixed precision (f32 master weights and optimiser state, bf16 activations; for \
+         CUDA)",
+        Some(|v| Precision::parse(v).map(drop)),
+    ),
+    text(
+        "negatives",
+        "moco.negatives",
+        "queue|bank|end-to-end",
+        "MoCo's negatives",
+        Some(|v| Negatives::parse(v).map(drop)),
+    ),
+    flag(
+        "queue-size",
+        "moco.queue_size",
+        "K",
+        "MoCo's queue (or bank) size",
+    ),
+    flag(
+        "knn-every",
+        "eval.knn_every",
+        "N",
+        "kNN accuracy every N epochs (0: only at the end)",
+    ),
+    flag(
+        "knn-train-limit",
+        "run.knn_train_limit",
+        "N",
+        "kNN monitoring on N training images",
+    ),
+    flag(
+        "knn-test-limit",
+        "run.knn_test_limit",
+        "N",
+        "kNN monitoring on N test images",
+    ),
+    flag(
+        "checkpoint-every-steps",
+        "run.checkpoint_every_steps",
+        "N",
+        "Also checkpoint every N steps",
+    ),
+    flag(
+        "stop-after-steps",
+        "run.stop_after_steps",
+        "N",
+        "Checkpoint and stop after step N (resume later)",
+    ),
 ];
 
-fn parse_args(args: &[String]) -> Result<Option<Args>> {
-    let mut a = Args::default();
-    let mut i = 0;
-    let value = |i: &mut usize, flag: &str| -> Result<String> {
-        *i += 1;
-        args.get(*i)
-            .cloned()
-            .ok_or_else(|| anyhow!("{flag} needs a value\n\n{USAGE}"))
-    };
-    while i < args.len() {
-        let arg = args[i].as_str();
-        match arg {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            "--recipe" => a.recipe = Some(Recipe::parse(&value(&mut i, arg)?)?),
-            "--config" => a.config_file = Some(PathBuf::from(value(&mut i, arg)?)),
-            "--set" => a.sets.push(value(&mut i, arg)?),
-            "--out" => a.out = Some(PathBuf::from(value(&mut i, arg)?)),
-            "--print-config" => a.print_config = true,
-            "--no-download" => a.no_download = true,
-            "--resume" => {
-                let dir = args.get(i + 1).filter(|n| !n.starts_with('-'));
-                if let Some(d) = dir {
-                    i += 1;
-                    a.resume = Some(Some(PathBuf::from(d)));
-                } else {
-                    a.resume = Some(None);
-                }
-            }
-            _ if FLAG_KEYS.iter().any(|(f, _)| *f == arg) => {
-                let key = FLAG_KEYS
-                    .iter()
-                    .find(|(f, _)| *f == arg)
-                    .expect("checked")
-                    .1;
-                let v = value(&mut i, arg)?;
-                // Strings are checked here, where the flag name is known.
-                match arg {
-                    "--device" => drop(DeviceKind::parse(&v)?),
-                    "--negatives" => drop(Negatives::parse(&v)?),
-                    "--precision" => drop(Precision::parse(&v)?),
-                    _ => {}
-                }
-                let quoted = if matches!(arg, "--data" | "--device" | "--negatives" | "--precision")
-                {
-                    toml::Value::String(v).to_string()
-                } else {
-                    v
-                };
-                a.sets.push(format!("{key}={quoted}"));
-            }
-            s if s.starts_with('-') => bail!("unknown option `{s}`\n\n{USAGE}"),
-            s => {
-                if a.method.is_some() {
-                    bail!("unexpected argument `{s}`\n\n{USAGE}");
-                }
-                a.method = Some(MethodName::parse(s)?);
-            }
+const SET: &str = "set";
+
+impl Override {
+    fn arg(&self) -> clap::Arg {
+        // A default the help does not already name is the preset's (or the resumed run's).
+        let help = if self.help.contains("[default") {
+            format!("{} (config key {})", self.help, self.key)
+        } else {
+            format!(
+                "{} (config key {}) [default: the preset's]",
+                self.help, self.key
+            )
+        };
+        let arg = clap::Arg::new(self.flag)
+            .long(self.flag)
+            .value_name(self.value_name)
+            .help(help)
+            .action(clap::ArgAction::Append)
+            .allow_negative_numbers(true);
+        match self.value {
+            Value::Str(Some(check)) => arg.value_parser(move |v: &str| {
+                check(v).map(|()| v.to_string()).map_err(|e| e.to_string())
+            }),
+            _ => arg,
         }
-        i += 1;
     }
-    Ok(Some(a))
+
+    fn assignment(&self, v: &str) -> String {
+        match self.value {
+            Value::Toml => format!("{}={v}", self.key),
+            Value::Str(_) => format!("{}={}", self.key, toml::Value::String(v.to_string())),
+        }
+    }
+}
+
+/// `--set` and the [`OVERRIDES`] flags as `key=value` assignments in command-line order.
+#[derive(Debug, Default)]
+struct Overrides {
+    sets: Vec<String>,
+}
+
+impl clap::FromArgMatches for Overrides {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut sets: Vec<(usize, String)> = Vec::new();
+        let mut collect = |id: &str, to_assignment: &dyn Fn(&str) -> String| {
+            if let (Some(values), Some(indices)) = (m.get_many::<String>(id), m.indices_of(id)) {
+                sets.extend(indices.zip(values.map(|v| to_assignment(v))));
+            }
+        };
+        collect(SET, &|v| v.to_string());
+        for o in OVERRIDES {
+            collect(o.flag, &|v| o.assignment(v));
+        }
+        sets.sort_by_key(|(i, _)| *i);
+        Ok(Self {
+            sets: sets.into_iter().map(|(_, s)| s).collect(),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for Overrides {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let set = clap::Arg::new(SET)
+            .long(SET)
+            .value_name("KEY=VALUE")
+            .help("One override, e.g. --set moco.queue_size=8192; repeatable [default: none]")
+            .action(clap::ArgAction::Append);
+        OVERRIDES
+            .iter()
+            .fold(cmd.arg(set), |cmd, o| cmd.arg(o.arg()))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 /// Fresh run: preset → file → overrides.
@@ -223,7 +357,9 @@ fn resolve_fresh(a: &Args) -> Result<TrainConfig> {
         }
         (Some(m), _) => m,
         (None, Some(f)) => MethodName::parse(&f)?,
-        (None, None) => bail!("which method? give moco, mocov2 or simclr\n\n{USAGE}"),
+        (None, None) => {
+            bail!("which method? give moco, mocov2 or simclr (see `cargo xtask train --help`)")
+        }
     };
     let recipe = match a.recipe {
         Some(r) => r,
@@ -236,16 +372,13 @@ fn resolve_fresh(a: &Args) -> Result<TrainConfig> {
     if let (Some(t), Some(p)) = (&file_text, &a.config_file) {
         b.merge_text(t, &p.display().to_string())?;
     }
-    for s in &a.sets {
+    for s in &a.overrides.sets {
         b.set(s)?;
     }
     b.build()
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let Some(a) = parse_args(args)? else {
-        return Ok(());
-    };
+pub fn run(a: Args) -> Result<()> {
     if let Some(resume) = &a.resume {
         let dir = match (resume, &a.out) {
             (Some(d), _) => d.clone(),
@@ -290,7 +423,7 @@ fn resume_run(a: &Args, dir: &Path) -> Result<()> {
     if let Some(p) = &a.config_file {
         b.merge_file(p)?;
     }
-    for s in &a.sets {
+    for s in &a.overrides.sets {
         b.set(s)?;
     }
     let cfg = b.build()?;
@@ -683,6 +816,19 @@ fn describe_data(dir: &Path, cfg: &TrainConfig, data: &Data) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{CommandFactory, Parser};
+
+    /// `train`'s arguments alone, as `cargo xtask train` parses them.
+    #[derive(Parser)]
+    struct Train {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse_args(s: &str) -> Result<Args> {
+        let argv = std::iter::once("train").chain(s.split_whitespace());
+        Ok(Train::try_parse_from(argv)?.args)
+    }
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
@@ -690,10 +836,9 @@ mod tests {
 
     #[test]
     fn flags_become_config_overrides() {
-        let a = parse_args(&args(
+        let a = parse_args(
             "mocov2 --epochs 3 --batch-size 64 --data /tmp/d --negatives bank --out runs/x",
-        ))
-        .unwrap()
+        )
         .unwrap();
         let cfg = resolve_fresh(&a).unwrap();
         assert_eq!((cfg.epochs, cfg.batch_size), (3, 64));
@@ -703,20 +848,111 @@ mod tests {
     }
 
     #[test]
+    fn flags_and_sets_apply_in_command_line_order() {
+        let a = parse_args(
+            "moco --epochs 3 --set epochs=4 --lr 0.5 --set optimizer.lr=0.25 --epochs 5",
+        )
+        .unwrap();
+        assert_eq!(
+            a.overrides.sets,
+            [
+                "epochs=3",
+                "epochs=4",
+                "optimizer.lr=0.5",
+                "optimizer.lr=0.25",
+                "epochs=5"
+            ]
+        );
+        let cfg = resolve_fresh(&a).unwrap();
+        assert_eq!(cfg.epochs, 5);
+        assert_eq!(cfg.optimizer.lr, Some(0.25));
+        let a = parse_args("moco --device cpu --precision bf16 --data /tmp/d").unwrap();
+        assert_eq!(
+            a.overrides.sets,
+            [
+                r#"run.device="cpu""#,
+                r#"model.precision="bf16""#,
+                r#"data.path="/tmp/d""#
+            ]
+        );
+    }
+
+    #[test]
+    fn every_override_flag_sets_a_config_key() {
+        for o in OVERRIDES {
+            // A value of the kind the flag's value name says.
+            let v = match o.value_name {
+                "N" | "K" => "4096".to_string(),
+                "X" => "0.5".to_string(),
+                choices => choices.split('|').next().unwrap().to_string(),
+            };
+            let a = parse_args(&format!("mocov2 --{} {v}", o.flag)).unwrap();
+            assert_eq!(a.overrides.sets, [o.assignment(&v)], "--{}", o.flag);
+            let mut b = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar);
+            b.set(&a.overrides.sets[0]).unwrap();
+            let cfg = b
+                .build()
+                .unwrap_or_else(|e| panic!("--{} {v}: {e:#}", o.flag));
+            assert_eq!(cfg.method, MethodName::Mocov2);
+        }
+    }
+
+    #[test]
+    fn a_misspelt_flag_suggests_the_right_one() {
+        let err = crate::run(args("train moco --epoch 3"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--epoch"), "{err}");
+        assert!(err.contains("similar argument exists: '--epochs'"), "{err}");
+        assert!(
+            !err.starts_with("error:"),
+            "cli_main adds the prefix: {err}"
+        );
+    }
+
+    #[test]
+    fn help_lists_every_option_with_its_default_and_returns() {
+        assert!(crate::run(args("train --help")).is_ok());
+        assert!(crate::run(args("train -h")).is_ok());
+        assert!(crate::run(args("help train")).is_ok());
+        let mut cli = crate::cli::Cli::command();
+        let train = cli.find_subcommand_mut("train").unwrap();
+        let help = train.render_help().to_string();
+        for arg in train.get_arguments() {
+            let Some(long) = arg.get_long() else {
+                continue;
+            };
+            assert!(
+                help.contains(&format!("--{long}")),
+                "--{long} missing:\n{help}"
+            );
+            let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+            if takes_value && long != "help" {
+                let text = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                assert!(
+                    text.contains("[default") || !arg.get_default_values().is_empty(),
+                    "--{long} does not say its default: {text}"
+                );
+            }
+        }
+        for env in ["MOCCA_DATA", "MOCCA_NO_DOWNLOAD", "MOCCA_DOWNLOAD_MIRROR"] {
+            assert!(help.contains(env), "{env} missing:\n{help}");
+        }
+    }
+
+    #[test]
     fn no_download_is_a_flag_of_this_invocation_not_a_config_key() {
-        let a = parse_args(&args("moco --no-download --epochs 2"))
-            .unwrap()
-            .unwrap();
+        let a = parse_args("moco --no-download --epochs 2").unwrap();
         assert!(a.no_download);
         assert!(!fetch::downloads_allowed(a.no_download));
         // It holds for this invocation only: nothing of it is saved with the run.
         assert!(!resolve_fresh(&a).unwrap().to_toml().contains("download"));
-        assert!(!parse_args(&args("moco")).unwrap().unwrap().no_download);
+        assert!(!parse_args("moco").unwrap().no_download);
     }
 
     #[test]
     fn recipe_flag_selects_the_paper_preset() {
-        let a = parse_args(&args("moco --recipe paper")).unwrap().unwrap();
+        let a = parse_args("moco --recipe paper").unwrap();
         let cfg = resolve_fresh(&a).unwrap();
         assert_eq!(cfg.moco.unwrap().queue_size, 65536);
         assert_eq!(cfg.loss.temperature, 0.07);
@@ -724,24 +960,19 @@ mod tests {
 
     #[test]
     fn bad_flag_values_are_errors_naming_the_flag() {
-        let err = parse_args(&args("moco --device tpu"))
-            .err()
-            .unwrap()
-            .to_string();
+        let err = parse_args("moco --device tpu").err().unwrap().to_string();
         assert!(err.contains("device `tpu`"), "{err}");
-        let err = parse_args(&args("moco --frobnicate"))
-            .err()
-            .unwrap()
-            .to_string();
+        assert!(err.contains("--device"), "{err}");
+        let err = parse_args("moco --frobnicate").err().unwrap().to_string();
         assert!(err.contains("--frobnicate"), "{err}");
-        let a = parse_args(&args("moco --epochs many")).unwrap().unwrap();
+        let a = parse_args("moco --epochs many").unwrap();
         let err = resolve_fresh(&a).unwrap_err().to_string();
         assert!(err.contains("epochs"), "{err}");
     }
 
     #[test]
     fn method_is_required_without_a_config_file() {
-        let a = parse_args(&args("--epochs 3")).unwrap().unwrap();
+        let a = parse_args("--epochs 3").unwrap();
         assert!(resolve_fresh(&a)
             .unwrap_err()
             .to_string()
@@ -750,11 +981,11 @@ mod tests {
 
     #[test]
     fn resume_takes_an_optional_folder() {
-        let a = parse_args(&args("--resume runs/a --knn-every 2"))
-            .unwrap()
-            .unwrap();
+        let a = parse_args("--resume runs/a --knn-every 2").unwrap();
         assert_eq!(a.resume, Some(Some(PathBuf::from("runs/a"))));
-        let a = parse_args(&args("--resume --out runs/b")).unwrap().unwrap();
+        let a = parse_args("--resume --out runs/b").unwrap();
+        assert_eq!(a.resume, Some(None));
+        let a = parse_args("--out runs/b --resume").unwrap();
         assert_eq!(a.resume, Some(None));
     }
 }
