@@ -32,7 +32,8 @@ struct Options {
     scale: Option<usize>,
 }
 
-fn parse(args: &[String]) -> Result<Options> {
+/// `None`: the help was asked for, and printed.
+fn parse(args: &[String]) -> Result<Option<Options>> {
     let (mut preset, mut data, mut out) = (None, None, None);
     let mut o = Options {
         preset: Preset::SimClr,
@@ -90,7 +91,7 @@ fn parse(args: &[String]) -> Result<Options> {
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
-                std::process::exit(0);
+                return Ok(None);
             }
             other => bail!("unknown option `{other}`\n\n{USAGE}"),
         }
@@ -98,7 +99,7 @@ fn parse(args: &[String]) -> Result<Options> {
     o.preset = preset.with_context(|| format!("--preset is required\n\n{USAGE}"))?;
     o.data = data.with_context(|| format!("--data is required\n\n{USAGE}"))?;
     o.out = out.with_context(|| format!("--out is required\n\n{USAGE}"))?;
-    Ok(o)
+    Ok(Some(o))
 }
 
 /// An RGB canvas, drawn cell by cell.
@@ -166,7 +167,9 @@ pub type Args = crate::cli::Raw;
 
 pub fn run(args: Args) -> Result<()> {
     let args = &args.args[..];
-    let o = parse(args)?;
+    let Some(o) = parse(args)? else {
+        return Ok(());
+    };
     let ds = mocca_data::open(&o.data, o.split)
         .with_context(|| format!("opening {}", o.data.display()))?;
     if ds.is_empty() {

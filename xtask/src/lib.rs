@@ -71,3 +71,31 @@ pub fn cli_main(args: Vec<String>) -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn help_of_every_command_returns_instead_of_exiting() {
+        for cmd in [
+            "--help",
+            "help",
+            "train --help",
+            "eval knn --help",
+            "plot --help",
+            "export --help",
+            "aug-preview --help",
+            "bench aug --help",
+            "bench losses --help",
+            "bench step --help",
+            "bench pipeline --help",
+            "cuda-build --help",
+            "gpu-selftest --help",
+        ] {
+            assert!(super::run(args(cmd)).is_ok(), "`cargo xtask {cmd}` failed");
+        }
+    }
+}

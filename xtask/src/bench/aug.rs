@@ -26,7 +26,8 @@ struct Options {
     threads: Option<usize>,
 }
 
-fn parse(args: &[String]) -> Result<Options> {
+/// `None`: the help was asked for, and printed.
+fn parse(args: &[String]) -> Result<Option<Options>> {
     let mut opts = Options {
         reps: 7,
         data: None,
@@ -62,12 +63,12 @@ fn parse(args: &[String]) -> Result<Options> {
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
-                std::process::exit(0);
+                return Ok(None);
             }
             other => bail!("unknown option `{other}`\n\n{USAGE}"),
         }
     }
-    Ok(opts)
+    Ok(Some(opts))
 }
 
 /// Same-size HWC images, concatenated.
@@ -142,7 +143,9 @@ fn cifar(dir: Option<&PathBuf>, count: usize) -> std::result::Result<Sources, St
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let opts = parse(args)?;
+    let Some(opts) = parse(args)? else {
+        return Ok(());
+    };
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = opts.threads {
         builder = builder.num_threads(n);

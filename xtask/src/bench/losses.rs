@@ -27,7 +27,8 @@ struct Options {
     composed: bool,
 }
 
-fn parse(args: &[String]) -> Result<Options> {
+/// `None`: the help was asked for, and printed.
+fn parse(args: &[String]) -> Result<Option<Options>> {
     let mut opts = Options {
         reps: 9,
         composed: false,
@@ -47,12 +48,12 @@ fn parse(args: &[String]) -> Result<Options> {
             "--composed" => opts.composed = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
-                std::process::exit(0);
+                return Ok(None);
             }
             other => bail!("unknown option `{other}`\n\n{USAGE}"),
         }
     }
-    Ok(opts)
+    Ok(Some(opts))
 }
 
 /// Median wall time in seconds of `reps` runs after one warm-up run.
@@ -189,7 +190,9 @@ fn first_line_with(path: &str, key: &str) -> Option<String> {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let opts = parse(args)?;
+    let Some(opts) = parse(args)? else {
+        return Ok(());
+    };
     let dev = Device::Cpu;
     let cpu =
         first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown CPU".into());

@@ -118,7 +118,8 @@ fn precision_name(p: Precision) -> &'static str {
     }
 }
 
-fn parse(args: &[String]) -> Result<(Options, Option<ChildSpec>)> {
+/// `None`: the help was asked for, and printed.
+fn parse(args: &[String]) -> Result<Option<(Options, Option<ChildSpec>)>> {
     let mut o = Options::default();
     let mut child = None;
     let mut it = args.iter();
@@ -190,12 +191,12 @@ fn parse(args: &[String]) -> Result<(Options, Option<ChildSpec>)> {
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
-                std::process::exit(0);
+                return Ok(None);
             }
             other => bail!("unknown option `{other}`\n\n{USAGE}"),
         }
     }
-    Ok((o, child))
+    Ok(Some((o, child)))
 }
 
 fn warmup_for(o: &Options, width: f64, backend: Backend) -> usize {
@@ -219,7 +220,9 @@ fn steps_for(o: &Options, width: f64, backend: Backend) -> usize {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let (o, child) = parse(args)?;
+    let Some((o, child)) = parse(args)? else {
+        return Ok(());
+    };
     if let Some((width, backend, steps, precision)) = child {
         let r = measure(
             &o,
@@ -724,7 +727,7 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let (o, _) = parse(&args).unwrap();
+        let (o, _) = parse(&args).unwrap().unwrap();
         assert_eq!(o.precisions, [Precision::F32, Precision::Bf16]);
         for p in [Precision::F32, Precision::Bf16] {
             let m = measure(&o, 0.0625, Backend::Fast, p, 0, 1).unwrap();
@@ -739,7 +742,7 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let (o, child) = parse(&args).unwrap();
+        let (o, child) = parse(&args).unwrap().unwrap();
         assert_eq!(o.widths, [1.0, 0.5]);
         assert_eq!(o.backends, [Backend::Fast]);
         assert_eq!(steps_for(&o, 1.0, Backend::Native), 2);
