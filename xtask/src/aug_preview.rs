@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use mocca_aug::{ImageU8, MultiView, Preset, Transform};
-use mocca_core::fs::{write_atomic_with, WriteError};
 
 const USAGE: &str =
     "usage: cargo xtask aug-preview --preset NAME --data DIR --out FILE.png [options]
@@ -138,27 +137,24 @@ impl Canvas {
         }
     }
 
-    /// Writes the PNG atomically ([`mocca_core::fs::write_atomic_with`]): a preview being
-    /// rewritten is never seen half-drawn.
+    /// Writes the PNG next to its destination, then renames it into place.
     fn save(&self, path: &Path) -> Result<()> {
-        path.file_name().context("--out has no file name")?;
-        write_atomic_with(path, |tmp| {
-            image::save_buffer_with_format(
-                tmp,
-                &self.rgb,
-                self.width as u32,
-                self.height as u32,
-                image::ExtendedColorType::Rgb8,
-                image::ImageFormat::Png,
-            )
-            .with_context(|| format!("writing {}", tmp.display()))
-        })
-        .map_err(|e| match e {
-            WriteError::Write(e) => e,
-            WriteError::Io(e) => {
-                anyhow::Error::new(e).context(format!("writing {}", path.display()))
-            }
-        })
+        let name = path
+            .file_name()
+            .context("--out has no file name")?
+            .to_string_lossy();
+        let tmp = path.with_file_name(format!(".{name}.tmp"));
+        image::save_buffer_with_format(
+            &tmp,
+            &self.rgb,
+            self.width as u32,
+            self.height as u32,
+            image::ExtendedColorType::Rgb8,
+            image::ImageFormat::Png,
+        )
+        .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
     }
 }
 

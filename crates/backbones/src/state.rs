@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::{DType, Device, Tensor, Var};
-use mocca_core::fs::{write_atomic_with, WriteError};
 
 use crate::error::{Error, Result};
 
@@ -200,21 +199,30 @@ impl ModelState {
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let tensors: HashMap<String, Tensor> = self.state_dict()?.into_iter().collect();
-        write_atomic_with(path, |tmp| {
-            candle_core::safetensors::save(&tensors, tmp).map_err(|e| (tmp.to_path_buf(), e))
-        })
-        .map_err(|e| match e {
-            WriteError::Write((tmp, candle_core::Error::Io(source))) => {
-                Error::Io { path: tmp, source }
-            }
-            WriteError::Write((_, other)) => Error::WeightsFile {
-                path: path.to_path_buf(),
-                message: other.to_string(),
-            },
-            WriteError::Io(source) => Error::Io {
+        let file_name = path.file_name().ok_or_else(|| Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
+        })?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(file_name);
+        tmp_name.push(format!(".tmp{}", std::process::id()));
+        let tmp = path.with_file_name(tmp_name);
+        if let Err(e) = candle_core::safetensors::save(&tensors, &tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(match e {
+                candle_core::Error::Io(source) => Error::Io { path: tmp, source },
+                other => Error::WeightsFile {
+                    path: path.to_path_buf(),
+                    message: other.to_string(),
+                },
+            });
+        }
+        std::fs::rename(&tmp, path).map_err(|source| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::Io {
                 path: path.to_path_buf(),
                 source,
-            },
+            }
         })
     }
 

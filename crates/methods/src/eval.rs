@@ -17,8 +17,8 @@ use rayon::prelude::*;
 
 use crate::error::{config_err, input_err, Result};
 use crate::optim::{Optimizer, OptimizerConfig};
+use crate::rng::SplitMix64;
 use crate::schedule::LrSchedule;
-use mocca_core::SplitMix64;
 
 /// Which encoder produced features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

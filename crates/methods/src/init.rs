@@ -13,7 +13,7 @@ use candle_nn::init::{Init, NormalOrUniform};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{VarBuilder, VarMap};
 
-use mocca_core::SplitMix64;
+use crate::rng::SplitMix64;
 
 struct SeededVarMap {
     map: VarMap,
