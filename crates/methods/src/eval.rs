@@ -17,8 +17,8 @@ use rayon::prelude::*;
 
 use crate::error::{config_err, input_err, Result};
 use crate::optim::{Optimizer, OptimizerConfig};
-use crate::rng::SplitMix64;
 use crate::schedule::LrSchedule;
+use mocca_core::SplitMix64;
 
 /// Which encoder produced features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -561,7 +561,7 @@ impl LinearClassifier {
         let c = config.num_classes;
         let mut rng = SplitMix64::new(config.seed);
         let w: Vec<f32> = (0..c * feature_dim)
-            .map(|_| (0.01 * rng.normal()) as f32)
+            .map(|_| (0.01 * rng.normal_from_uniform01()) as f32)
             .collect();
         let weight = Var::from_tensor(&Tensor::from_vec(w, (c, feature_dim), device)?)?;
         let bias = Var::zeros(c, DType::F32, device)?;

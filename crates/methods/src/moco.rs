@@ -60,10 +60,10 @@ use crate::encoder::{copy_state, Encoder};
 use crate::error::{config_err, input_err, MethodError, Result};
 use crate::eval::{l2_normalize, EncoderRole, FeatureLayer, FeatureSource};
 use crate::optim::{Optimizer, OptimizerConfig};
-use crate::rng::SplitMix64;
 use crate::schedule::LrSchedule;
 use crate::simclr::{check_views, finite_loss, loss_result};
 use crate::{Method, StepStats};
+use mocca_core::SplitMix64;
 
 /// Where the negatives come from: the MoCo paper's Figure 2.
 #[derive(Debug, Clone, PartialEq)]
