@@ -7,6 +7,7 @@
 //! `expf` over a `[256, 65536]` logit matrix would cost more than the GEMMs.
 
 use gemm::Parallelism;
+use mocca_core::multiversion;
 
 /// `max(‖x‖, EPS)` is the norm the loss divides by (torch's `F.normalize`).
 pub(crate) const NORM_EPS: f32 = 1e-12;
@@ -20,26 +21,6 @@ const LANES: usize = 16;
 /// kernels only exponentiate `logit - row max <= 0`, so values this small
 /// are negligible next to the row's sum (at least 1).
 const EXP_FLOOR: f32 = -86.0;
-
-macro_rules! multiversion {
-    ($(#[$meta:meta])* pub(crate) fn $name:ident($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty = $generic:ident) => {
-        $(#[$meta])*
-        pub(crate) fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) -> $ret {
-                    $generic::<true>($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU supports the features `avx2` was compiled for.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $generic::<false>($($arg),*)
-        }
-    };
-}
 
 /// `a * b + c`, fused only where the caller was compiled with FMA (a software
 /// `fmaf` would be far slower than the two roundings).
