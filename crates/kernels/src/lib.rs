@@ -4,8 +4,10 @@
 //! convolution, BatchNorm, pooling and the fused residual units of a ResNet, each behind a
 //! Candle custom op (with the same functions composed from Candle tensor ops, [`composed`], for
 //! every other device and dtype). This is the crate's one job; it knows nothing of models and
-//! depends on no other mocca crate. `mocca-backbones` runs its ResNets' fast backend on it, and
-//! `mocca-xtask`'s `gpu-selftest` checks the composed path on a GPU against it.
+//! depends on no other mocca crate. `mocca-backbones` runs its ResNets' fast backend on it,
+//! `mocca-losses`' fused losses use its GEMM ([`gemm::sgemm_scaled`]) and f32 operand access
+//! ([`cpu::f32_operand`]), and `mocca-xtask`'s `gpu-selftest` checks the composed path on a GPU
+//! against it.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -62,7 +64,7 @@
 //! (`check.rs`, [`OpError`]); one file per CPU kernel family (`batchnorm.rs`, `pool.rs`,
 //! `fused.rs` for the residual units) and a `conv/` folder (geometry, weight packing, im2col,
 //! kernel choice, the direct AVX2 kernels, the GEMM drivers, the custom ops); `composed.rs`;
-//! `cpu.rs` and `gemm.rs` for the plumbing they share.
+//! `cpu.rs` and `gemm.rs` for the plumbing they share (public: mocca-losses shares it too).
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
@@ -86,10 +88,10 @@ mod batchnorm;
 mod check;
 pub mod composed;
 mod conv;
-mod cpu;
+pub mod cpu;
 mod error;
 mod fused;
-mod gemm;
+pub mod gemm;
 mod pool;
 mod residual;
 

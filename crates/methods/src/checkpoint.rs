@@ -43,10 +43,7 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
     })
 }
 
-/// Stores a `u64` exactly (as the bits of an I64 scalar).
-pub(crate) fn u64_tensor(v: u64) -> Result<Tensor> {
-    Ok(Tensor::new(v as i64, &Device::Cpu)?)
-}
+pub(crate) use mocca_queue::u64_tensor;
 
 pub(crate) fn get_u64(state: &HashMap<String, Tensor>, key: &str) -> Result<u64> {
     let t = get(state, key)?;

@@ -42,3 +42,4 @@ pub use ema::{cosine_momentum, BufferPolicy, MomentumUpdate};
 pub use error::QueueError;
 pub use memory_bank::{MemoryBank, MemoryBankConfig};
 pub use queue::{MomentumQueue, MomentumQueueConfig, QueueMode};
+pub use state::u64_tensor;

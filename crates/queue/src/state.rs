@@ -39,8 +39,9 @@ pub(crate) fn get<'a>(state: &'a StateDict, name: &str) -> Result<&'a Tensor, Qu
         })
 }
 
-/// A `u64` stored bit-for-bit as an I64 scalar (safetensors has no u64 in candle).
-pub(crate) fn u64_tensor(v: u64) -> Result<Tensor, QueueError> {
+/// A `u64` stored bit-for-bit as an I64 scalar (safetensors has no u64 in candle): the steps,
+/// pointers and generator states of the queue's, the bank's and mocca-methods' checkpoints.
+pub fn u64_tensor(v: u64) -> Result<Tensor, QueueError> {
     Ok(Tensor::new(v as i64, &Device::Cpu)?)
 }
 
