@@ -7,7 +7,9 @@
 //! lightly's benchmarks do).
 //!
 //! The momentum schedule of the key encoder (cosine from m0 to 1) belongs to
-//! the EMA and lives in `mocca-queue`.
+//! the EMA and lives in `mocca-queue`; both follow mocca-core's `half_cosine`.
+
+use mocca_core::schedule::half_cosine;
 
 use crate::error::{config_err, Result};
 
@@ -182,8 +184,8 @@ impl LrSchedule {
                     if span == 0 || t >= span {
                         return *final_lr;
                     }
-                    let cos = (std::f64::consts::PI * t as f64 / span as f64).cos();
-                    final_lr + (base_lr - final_lr) * 0.5 * (1.0 + cos)
+                    let angle = std::f64::consts::PI * t as f64 / span as f64;
+                    half_cosine(*base_lr, *final_lr, angle)
                 }
             }
             Self::Step {
