@@ -115,6 +115,7 @@ mod precision;
 mod resnet;
 pub mod schedule;
 pub mod simclr;
+mod step;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

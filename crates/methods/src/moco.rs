@@ -61,7 +61,7 @@ use crate::error::{config_err, input_err, MethodError, Result};
 use crate::eval::{l2_normalize, EncoderRole, FeatureLayer, FeatureSource};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::schedule::LrSchedule;
-use crate::simclr::{check_views, finite_loss, loss_result};
+use crate::step::{check_views, finite_loss, loss_result};
 use crate::{Method, StepStats};
 use mocca_core::SplitMix64;
 
