@@ -57,6 +57,9 @@ use mocca_queue::{
 
 use crate::checkpoint::{self, u64_tensor};
 use crate::encoder::{copy_state, Encoder};
+use mocca_core::check::Invalid;
+use mocca_queue::rules;
+
 use crate::error::{config_err, input_err, MethodError, Result};
 use crate::eval::{l2_normalize, EncoderRole, FeatureLayer, FeatureSource};
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -205,38 +208,27 @@ impl MoCoConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        let field = |name: &str, rule: std::result::Result<(), Invalid>| {
+            rule.map_err(|e| config_err(format!("{name} {e}")))
+        };
         self.lr_schedule.validate()?;
-        if !(0.0..=1.0).contains(&self.momentum) {
-            return Err(config_err(format!(
-                "key-encoder momentum must be in [0, 1], got {}",
-                self.momentum
-            )));
-        }
+        field("key-encoder momentum", rules::momentum(self.momentum))?;
         if self.cosine_momentum && self.total_steps == 0 {
             return Err(config_err(
                 "the cosine momentum schedule needs total_steps > 0",
             ));
         }
         match &self.negatives {
-            NegativeSource::Queue { size, .. } if *size == 0 => {
-                Err(config_err("the queue needs size >= 1"))
-            }
+            NegativeSource::Queue { size, .. } => field("queue size", rules::size(*size)),
             NegativeSource::MemoryBank {
                 num_samples,
                 num_negatives,
                 momentum,
                 ..
             } => {
-                if *num_samples == 0 || *num_negatives == 0 {
-                    return Err(config_err(
-                        "the memory bank needs num_samples >= 1 and num_negatives >= 1",
-                    ));
-                }
-                if !(0.0..=1.0).contains(momentum) {
-                    return Err(config_err(format!(
-                        "memory-bank momentum must be in [0, 1], got {momentum}"
-                    )));
-                }
+                field("memory-bank num_samples", rules::size(*num_samples))?;
+                field("memory-bank num_negatives", rules::size(*num_negatives))?;
+                field("memory-bank momentum", rules::momentum(*momentum))?;
                 if self.symmetric {
                     return Err(config_err(
                         "the symmetric loss is not defined for the memory bank (one query view per sample)",

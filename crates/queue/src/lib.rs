@@ -36,6 +36,7 @@ mod memory_bank;
 mod queue;
 mod rng;
 mod rows;
+pub mod rules;
 mod state;
 
 pub use ema::{cosine_momentum, BufferPolicy, MomentumUpdate};

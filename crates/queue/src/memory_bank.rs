@@ -224,9 +224,5 @@ impl MemoryBank {
 }
 
 pub(crate) fn check_momentum(m: f64) -> Result<(), QueueError> {
-    if (0.0..=1.0).contains(&m) {
-        Ok(())
-    } else {
-        Err(QueueError::InvalidMomentum(m))
-    }
+    crate::rules::momentum(m).map_err(|_| QueueError::InvalidMomentum(m))
 }

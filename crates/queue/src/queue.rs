@@ -74,7 +74,7 @@ pub struct MomentumQueue {
 impl MomentumQueue {
     /// A queue of random unit vectors drawn from `config.seed`.
     pub fn new(config: MomentumQueueConfig, device: &Device) -> Result<Self, QueueError> {
-        if config.size == 0 {
+        if crate::rules::size(config.size).is_err() {
             return Err(QueueError::ZeroSize {
                 what: "queue size K",
             });
