@@ -126,9 +126,9 @@ pub fn conv2d_nhwc(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Res
 pub struct BatchNormOutput {
     /// The normalised (optionally ReLU'd) activations, shaped like the input.
     pub y: Tensor,
-    /// Batch mean per group and channel, `[groups, C]` (f32, or f64 for f64 inputs); detached.
+    /// Batch mean per group and channel, `[bn_splits, C]` (f32, or f64 for f64 inputs); detached.
     pub mean: Tensor,
-    /// Biased batch variance per group and channel, `[groups, C]`, as used to normalise; detached.
+    /// Biased batch variance per group and channel, `[bn_splits, C]`, as used to normalise; detached.
     /// PyTorch updates its running variance with the unbiased one: `var · m / (m - 1)`, `m` the
     /// number of values per channel in a group.
     pub var: Tensor,
@@ -137,7 +137,7 @@ pub struct BatchNormOutput {
 /// Training-mode BatchNorm (Ioffe & Szegedy, 2015) over the `(N, H, W)` values of each channel
 /// of `x` `[N, H, W, C]` (or `[N, C]`), `y = γ·(x − μ)/√(σ² + eps) + β`, then ReLU if `relu`.
 ///
-/// `groups` > 1 splits the batch into that many contiguous groups of `N / groups` samples with
+/// `bn_splits` > 1 splits the batch into that many contiguous groups of `N / bn_splits` samples with
 /// statistics of their own: split BatchNorm, the single-device stand-in for the shuffled
 /// BatchNorm of MoCo (He et al., 2020). Differentiable w.r.t. `x`, `gamma` and `beta` (`[C]`).
 pub fn batch_norm_train(
@@ -145,19 +145,19 @@ pub fn batch_norm_train(
     gamma: &Tensor,
     beta: &Tensor,
     eps: f64,
-    groups: usize,
+    bn_splits: usize,
     relu: bool,
 ) -> Result<BatchNormOutput> {
     check_same_device("batch_norm", &[("x", x), ("gamma", gamma), ("beta", beta)])?;
-    let (_, c) = batchnorm::bn_geometry(x.dims(), groups)?;
+    let (_, c) = batchnorm::bn_geometry(x.dims(), bn_splits)?;
     check_bn_params(c, &[("gamma", gamma), ("beta", beta)])?;
     if !fast_path(&[x, gamma, beta]) {
-        return composed::batch_norm_train(x, gamma, beta, eps, groups, relu);
+        return composed::batch_norm_train(x, gamma, beta, eps, bn_splits, relu);
     }
     let saved = Arc::new(OnceLock::new());
     let op = batchnorm::BatchNormTrain {
         eps,
-        groups,
+        bn_splits,
         relu,
         saved: saved.clone(),
     };
@@ -169,8 +169,8 @@ pub fn batch_norm_train(
         msg: "internal: the forward pass left no statistics".into(),
     })?;
     Ok(BatchNormOutput {
-        mean: Tensor::from_slice(&stats.mean, (groups, c), x.device())?,
-        var: Tensor::from_slice(&stats.var, (groups, c), x.device())?,
+        mean: Tensor::from_slice(&stats.mean, (bn_splits, c), x.device())?,
+        var: Tensor::from_slice(&stats.var, (bn_splits, c), x.device())?,
         y,
     })
 }
