@@ -485,9 +485,17 @@ impl<E: Encoder> MoCo<E> {
     }
 }
 
-/// The single-device batch shuffle of MoCo's shuffle-BN (lightly's
-/// `batch_shuffle`, the MoCo colab's `_batch_shuffle_single_gpu`): `x[perm]`
-/// along the batch, and the index that undoes it for [`batch_unshuffle`].
+/// The single-device batch shuffle of MoCo's shuffle-BN ("Shuffling BN", He et
+/// al. 2020, section 3.3; ShuffleBN, shuffle BN; lightly's `batch_shuffle`, the
+/// MoCo colab's `_batch_shuffle_single_gpu`, `main_moco.py`'s multi-GPU
+/// `_batch_shuffle_ddp`): `x[perm]` along the batch, and the index that undoes
+/// it for [`batch_unshuffle`]. The key encoder sees the shuffled batch, so its
+/// BatchNorm groups (one per GPU there, [`SplitBatchNorm`] groups here) mix
+/// samples the query encoder's groups keep apart.
+///
+/// [`SplitBatchNorm`]: mocca_backbones::SplitBatchNorm
+#[doc(alias = "shuffle-BN", alias = "ShuffleBN", alias = "shuffle_bn")]
+#[doc(alias = "batch_shuffle_single_gpu", alias = "batch_shuffle_ddp")]
 pub fn batch_shuffle(x: &Tensor, perm: &[u32]) -> Result<(Tensor, Tensor)> {
     let mut inverse = vec![0u32; perm.len()];
     for (pos, &i) in perm.iter().enumerate() {
@@ -498,7 +506,9 @@ pub fn batch_shuffle(x: &Tensor, perm: &[u32]) -> Result<(Tensor, Tensor)> {
     Ok((x.index_select(&perm, 0)?, inverse))
 }
 
-/// Undoes [`batch_shuffle`]: `x[unshuffle]` along the batch.
+/// Undoes [`batch_shuffle`] (the other half of shuffle-BN; the colab's
+/// `_batch_unshuffle_single_gpu`): `x[unshuffle]` along the batch.
+#[doc(alias = "batch_unshuffle_single_gpu", alias = "batch_unshuffle_ddp")]
 pub fn batch_unshuffle(x: &Tensor, unshuffle: &Tensor) -> Result<Tensor> {
     Ok(x.index_select(unshuffle, 0)?)
 }
