@@ -138,7 +138,7 @@ pub fn tiny_config(method: &str, epochs: usize, batch: usize) -> String {
     if method != "simclr" {
         // 40 keys with batch 16: the queue wraps mid-batch (K not a multiple
         // of the batch size), which the ring buffer handles.
-        s.push_str("\n[moco]\nqueue_size = 40\nsplit_bn = 2\n");
+        s.push_str("\n[moco]\nqueue_size = 40\nbn_splits = 2\n");
     }
     s
 }

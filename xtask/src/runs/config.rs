@@ -350,7 +350,10 @@ pub struct MocoConfig {
     /// Key-encoder EMA momentum m.
     pub momentum: f64,
     pub momentum_schedule: MomentumSchedule,
-    /// BatchNorm statistics per group of this many splits (1 = plain BN).
+    /// BatchNorm statistics per group of this many splits (1 = plain BN). The key is
+    /// `bn_splits`, the MoCo colab's `--bn-splits` and the libraries' name; `split_bn`, its old
+    /// name, still reads, so saved runs' `config.toml` and checkpoints load.
+    #[serde(rename = "bn_splits", alias = "split_bn")]
     pub split_bn: usize,
     /// Which samples share a split-BN group: strided (the colab's and
     /// lightly's `SplitBatchNorm`) or contiguous.
@@ -739,7 +742,11 @@ fn key_path_at(text: &str, pos: usize) -> String {
 
 /// Keys of one section of which a layer sets at most one: setting one drops
 /// the other from the layers below.
-const EXCLUSIVE: &[(&str, &str, &str)] = &[("optimizer", "lr", "base_lr")];
+const EXCLUSIVE: &[(&str, &str, &str)] = &[
+    ("optimizer", "lr", "base_lr"),
+    // A key and its old name: a file giving the old one replaces the preset's new one.
+    ("moco", "bn_splits", "split_bn"),
+];
 
 fn drop_excluded(section: &str, base: &mut toml::Table, set: &str) {
     for (s, a, b) in EXCLUSIVE {
@@ -943,14 +950,14 @@ impl TrainConfig {
                 )?;
                 if m.split_bn == 0 || self.batch_size % m.split_bn != 0 {
                     bail!(
-                        "moco.split_bn ({}) must divide batch_size ({}): each BN group needs the same size",
+                        "moco.bn_splits ({}) must divide batch_size ({}): each BN group needs the same size",
                         m.split_bn,
                         self.batch_size
                     );
                 }
                 if m.split_bn > 1 && self.batch_size / m.split_bn < 2 {
                     bail!(
-                        "moco.split_bn ({}) leaves {} sample(s) per BN group; BatchNorm needs at least 2",
+                        "moco.bn_splits ({}) leaves {} sample(s) per BN group; BatchNorm needs at least 2",
                         m.split_bn,
                         self.batch_size / m.split_bn
                     );
@@ -1279,11 +1286,38 @@ mod tests {
     }
 
     #[test]
-    fn split_bn_must_divide_the_batch() {
+    fn bn_splits_must_divide_the_batch() {
         let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
         b.set("batch_size=100").unwrap();
         let err = b.build().unwrap_err().to_string();
-        assert!(err.contains("split_bn") && err.contains("100"), "{err}");
+        assert!(
+            err.contains("moco.bn_splits (8)") && err.contains("100"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_old_key_split_bn_still_reads_and_is_saved_as_bn_splits() {
+        // A run saved before the rename, resolved config as written then.
+        let old = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar)
+            .build()
+            .unwrap()
+            .to_toml()
+            .replace("bn_splits = 8", "split_bn = 4");
+        assert!(old.contains("split_bn = 4"), "{old}");
+        let cfg = ConfigBuilder::from_text(&old, "saved")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(cfg.moco.as_ref().unwrap().split_bn, 4);
+        assert!(cfg.to_toml().contains("bn_splits = 4"));
+        // Over a preset (which says bn_splits = 8), from a file or --set.
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        b.merge_text("[moco]\nsplit_bn = 2\n", "old.toml").unwrap();
+        assert_eq!(b.build().unwrap().moco.unwrap().split_bn, 2);
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        b.set("moco.split_bn=16").unwrap();
+        assert_eq!(b.build().unwrap().moco.unwrap().split_bn, 16);
     }
 
     #[test]
