@@ -5,7 +5,7 @@
 //! state passed through the [`mix`] finaliser. The whole state is one `u64`, so checkpoints store
 //! it exactly and a resumed run draws the same numbers; results do not depend on the platform or
 //! on a dependency's version. Independent streams are keyed by hashing (seed, key) with the same
-//! finaliser ([`derive`]), so item `k` of anything (an epoch's permutation, a synthetic image) is
+//! finaliser ([`derive()`]), so item `k` of anything (an epoch's permutation, a synthetic image) is
 //! computed without generating items `0..k` first.
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
