@@ -90,7 +90,7 @@ eval_batch_size = 16
 
 [moco]
 queue_size = 32
-split_bn = 2
+bn_splits = 2
 EOF
 
 failed=0

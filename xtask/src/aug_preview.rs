@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use mocca_aug::{ImageU8, MultiView, Preset, Transform};
+use mocca_core::fs::WriteError;
 
 const USAGE: &str =
     "usage: cargo xtask aug-preview --preset NAME --data DIR --out FILE.png [options]
@@ -137,24 +138,25 @@ impl Canvas {
         }
     }
 
-    /// Writes the PNG next to its destination, then renames it into place.
+    /// Writes the PNG atomically ([`mocca_core::fs::write_atomic_with`]).
     fn save(&self, path: &Path) -> Result<()> {
-        let name = path
-            .file_name()
-            .context("--out has no file name")?
-            .to_string_lossy();
-        let tmp = path.with_file_name(format!(".{name}.tmp"));
-        image::save_buffer_with_format(
-            &tmp,
-            &self.rgb,
-            self.width as u32,
-            self.height as u32,
-            image::ExtendedColorType::Rgb8,
-            image::ImageFormat::Png,
-        )
-        .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        if path.file_name().is_none() {
+            bail!("--out has no file name");
+        }
+        let write = |tmp: &Path| {
+            image::save_buffer_with_format(
+                tmp,
+                &self.rgb,
+                self.width as u32,
+                self.height as u32,
+                image::ExtendedColorType::Rgb8,
+                image::ImageFormat::Png,
+            )
+        };
+        mocca_core::fs::write_atomic_with(path, write).map_err(|e| match e {
+            WriteError::Write(e) => anyhow!(e).context(format!("writing {}", path.display())),
+            WriteError::Io(e) => anyhow!(e).context(format!("writing {}", path.display())),
+        })
     }
 }
 

@@ -35,7 +35,7 @@ const LANES: usize = 32;
 
 multiversion! {
     /// `dst[x] = sum_b w[b] * line[x + b]` for a padded line.
-    fn correlate_line(line: &[f32], w: &[f32], dst: &mut [f32]) {
+    pub(crate) fn correlate_line(line: &[f32], w: &[f32], dst: &mut [f32]) {
         let n = dst.len();
         let mut x = 0;
         while x + LANES <= n {
@@ -62,7 +62,7 @@ multiversion! {
 
 multiversion! {
     /// `dst[x] = sum_a w[a] * src[rows[a] * width + x]`.
-    fn correlate_rows(src: &[f32], width: usize, rows: &[usize], w: &[f32], dst: &mut [f32]) {
+    pub(crate) fn correlate_rows(src: &[f32], width: usize, rows: &[usize], w: &[f32], dst: &mut [f32]) {
         let mut x = 0;
         while x + LANES <= width {
             let mut acc = [0.0f32; LANES];

@@ -35,7 +35,7 @@ fn planes(img: &mut [f32]) -> (&mut [f32], &mut [f32], &mut [f32]) {
 
 multiversion! {
     /// `adjust_brightness`: `clamp(x * f, 0, 1)`.
-    fn brightness(img: &mut [f32], factor: f32) {
+    pub(crate) fn brightness(img: &mut [f32], factor: f32) {
         for v in img.iter_mut() {
             *v = clamp01(*v * factor);
         }
@@ -45,7 +45,7 @@ multiversion! {
 multiversion! {
     /// Mean of the grey image over all pixels, accumulated in f64 (8 fixed
     /// lanes, so the result does not depend on the instruction set) and rounded once.
-    fn gray_mean(img: &[f32]) -> f32 {
+    pub(crate) fn gray_mean(img: &[f32]) -> f32 {
         let n = img.len() / 3;
         let (r, rest) = img.split_at(n);
         let (g, b) = rest.split_at(n);
@@ -69,7 +69,7 @@ multiversion! {
 
 multiversion! {
     /// `_blend(img, mean, f)` with one scalar `mean`: `clamp(fma(mean, 1 - f, x * f), 0, 1)`.
-    fn blend_scalar(img: &mut [f32], other: f32, ratio: f32) {
+    pub(crate) fn blend_scalar(img: &mut [f32], other: f32, ratio: f32) {
         let keep = 1.0 - ratio;
         for v in img.iter_mut() {
             *v = clamp01(other.mul_add(keep, *v * ratio));
@@ -85,7 +85,7 @@ pub(crate) fn contrast(img: &mut [f32], factor: f32) {
 
 multiversion! {
     /// `adjust_saturation`: blend every pixel with its own grey value.
-    fn saturation(img: &mut [f32], factor: f32) {
+    pub(crate) fn saturation(img: &mut [f32], factor: f32) {
         let keep = 1.0 - factor;
         let (r, g, b) = planes(img);
         for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
@@ -99,7 +99,7 @@ multiversion! {
 
 multiversion! {
     /// `rgb_to_grayscale(num_output_channels=3)`: the grey value in all three planes.
-    fn grayscale(img: &mut [f32]) {
+    pub(crate) fn grayscale(img: &mut [f32]) {
         let (r, g, b) = planes(img);
         for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
             let y = gray(*r, *g, *b);
@@ -113,7 +113,7 @@ multiversion! {
 multiversion! {
     /// `adjust_hue`: torchvision v2's float32 RGB -> HSV, hue shift with
     /// `remainder(h + f, 1)`, HSV -> RGB, branch-free so that it vectorises.
-    fn hue(img: &mut [f32], factor: f32) {
+    pub(crate) fn hue(img: &mut [f32], factor: f32) {
         let (r, g, b) = planes(img);
         for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
             let (rv, gv, bv) = (*r, *g, *b);
@@ -164,7 +164,7 @@ multiversion! {
 
 multiversion! {
     /// `solarize`: `x >= t ? 1 - x : x`, compared in float32.
-    fn solarize(img: &mut [f32], threshold: f32) {
+    pub(crate) fn solarize(img: &mut [f32], threshold: f32) {
         for v in img.iter_mut() {
             *v = if *v >= threshold { 1.0 - *v } else { *v };
         }
@@ -173,7 +173,7 @@ multiversion! {
 
 multiversion! {
     /// `normalize`: `(x - mean[c]) / std[c]`, a true float32 division.
-    fn normalize(img: &mut [f32], mean: [f32; 3], std: [f32; 3]) {
+    pub(crate) fn normalize(img: &mut [f32], mean: [f32; 3], std: [f32; 3]) {
         let n = img.len() / 3;
         for (c, plane) in img.chunks_exact_mut(n).enumerate() {
             let (m, s) = (mean[c], std[c]);

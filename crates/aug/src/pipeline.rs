@@ -386,9 +386,7 @@ impl MultiView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simd::FORCE_PORTABLE;
     use crate::Preset;
-    use std::sync::atomic::Ordering;
 
     #[test]
     fn baseline_and_avx2_kernels_give_bit_identical_views() {
@@ -399,9 +397,9 @@ mod tests {
         for preset in [Preset::SimClr, Preset::MocoV1] {
             let pipe = preset.compose(48).unwrap();
             for seed in 0..12 {
-                FORCE_PORTABLE.store(true, Ordering::Relaxed);
+                mocca_core::simd::force_portable(true);
                 let slow = pipe.apply(&img, &mut TorchGenerator::new(seed)).unwrap();
-                FORCE_PORTABLE.store(false, Ordering::Relaxed);
+                mocca_core::simd::force_portable(false);
                 let fast = pipe.apply(&img, &mut TorchGenerator::new(seed)).unwrap();
                 let b = |v: &ImageF32| v.data().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(b(&slow), b(&fast), "{} seed {seed}", preset.name());

@@ -153,7 +153,7 @@ impl AxisTaps {
 multiversion! {
     /// Taps of one axis (`floor`, `trunc` and `mul_add` become single
     /// instructions in the AVX2 + FMA build).
-    fn compute_taps(t: &mut AxisTaps, n_in: usize, n_out: usize, antialias: bool) {
+    pub(crate) fn compute_taps(t: &mut AxisTaps, n_in: usize, n_out: usize, antialias: bool) {
         if antialias {
             t.antialias(n_in, n_out)
         } else {
@@ -204,7 +204,7 @@ pub(crate) fn take(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 
 multiversion! {
     /// Row `y` of the window as 3 planes of `win.width` floats.
-    fn read_row(src: &CropSource<'_>, win: Window, y: usize, line: &mut [f32]) {
+    pub(crate) fn read_row(src: &CropSource<'_>, win: Window, y: usize, line: &mut [f32]) {
         let w = win.width;
         let (r, rest) = line.split_at_mut(w);
         let (g, b) = rest.split_at_mut(w);
@@ -259,7 +259,7 @@ fn resample_fixed<const T: usize>(src: &[f32], idx: &[u32], w: &[f32], dst: &mut
 
 multiversion! {
     /// One line of the width pass.
-    fn resample_line(src: &[f32], taps: &AxisTaps, dst: &mut [f32]) {
+    pub(crate) fn resample_line(src: &[f32], taps: &AxisTaps, dst: &mut [f32]) {
         let (idx, w) = (&taps.idx[..], &taps.w[..]);
         match taps.stride {
             1 => resample_fixed::<1>(src, idx, w, dst),
@@ -285,7 +285,7 @@ multiversion! {
 multiversion! {
     /// The height pass for all three planes: every output row is a weighted
     /// sum of whole rows of the width-pass result (`rows`, rows `row0..`).
-    fn resample_rows(rows: &[f32], width: usize, row0: usize, taps: &AxisTaps, out: &mut [f32]) {
+    pub(crate) fn resample_rows(rows: &[f32], width: usize, row0: usize, taps: &AxisTaps, out: &mut [f32]) {
         let t = taps.stride;
         let n_out = taps.len.len();
         let rows_plane = rows.len() / 3;

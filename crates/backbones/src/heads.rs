@@ -48,7 +48,7 @@ impl HeadBlock {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProjectionHeadConfig {
     pub blocks: Vec<HeadBlock>,
-    /// Split BatchNorm groups for training-mode statistics (see [`BatchNormConfig::splits`]).
+    /// Split BatchNorm groups for training-mode statistics (see [`BatchNormConfig::bn_splits`]).
     pub bn_splits: usize,
     /// Which samples share a split BatchNorm group.
     pub bn_grouping: SplitGrouping,
@@ -334,7 +334,7 @@ impl ProjectionHead {
                 HeadNorm::BatchNorm | HeadNorm::BatchNormNoAffine => {
                     let bn_cfg = BatchNormConfig {
                         affine: block.norm == HeadNorm::BatchNorm,
-                        splits: cfg.bn_splits,
+                        bn_splits: cfg.bn_splits,
                         grouping: cfg.bn_grouping,
                         backend: cfg.backend,
                         ..Default::default()

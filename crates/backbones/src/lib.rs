@@ -76,6 +76,6 @@ pub use heads::{
     ProjectionHeadConfig, SimCLRProjectionHead, SimSiamPredictionHead,
 };
 pub use layers::Backend;
-pub use norm::{strided_group_order, BatchNorm, BatchNormConfig, SplitGrouping};
+pub use norm::{strided_group_order, BatchNorm, BatchNormConfig, SplitBatchNorm, SplitGrouping};
 pub use resnet::{BlockKind, ConvInit, ResNet, ResNetConfig, Stem};
 pub use state::{ModelState, StateDict};

@@ -18,11 +18,11 @@ pub struct BatchNormConfig {
     pub momentum: f64,
     /// Learnable per-channel scale (`weight`) and shift (`bias`).
     pub affine: bool,
-    /// Split BatchNorm: training-mode statistics are computed separately over `splits`
+    /// Split BatchNorm: training-mode statistics are computed separately over `bn_splits`
     /// groups of the batch, emulating MoCo's shuffle-BN (one BN per GPU) on one device. 1 is
     /// ordinary BatchNorm.
-    pub splits: usize,
-    /// Which samples share a group when `splits > 1`.
+    pub bn_splits: usize,
+    /// Which samples share a group when `bn_splits > 1`.
     pub grouping: SplitGrouping,
     /// Activation layout: NCHW for [`Backend::Native`], NHWC for [`Backend::Fast`].
     pub backend: Backend,
@@ -34,12 +34,46 @@ impl Default for BatchNormConfig {
             eps: 1e-5,
             momentum: 0.1,
             affine: true,
-            splits: 1,
+            bn_splits: 1,
             grouping: SplitGrouping::default(),
             backend: Backend::default(),
         }
     }
 }
+
+impl BatchNormConfig {
+    /// torch's defaults with `bn_splits` groups: the colab's `SplitBatchNorm(dim, num_splits)`.
+    pub fn split(bn_splits: usize) -> Self {
+        Self {
+            bn_splits,
+            ..Self::default()
+        }
+    }
+}
+
+/// `SplitBatchNorm`, the MoCo CIFAR-10 colab's layer (He et al. 2020, "Momentum Contrast for
+/// Unsupervised Visual Representation Learning"; `moco/colab/moco_cifar10_demo.ipynb`, also
+/// lightly's, both from cifar10-fast): BatchNorm whose training-mode statistics come from
+/// `bn_splits` groups of the batch, so that one device sees what shuffle-BN's one BatchNorm per
+/// GPU sees. Here it is a [`BatchNorm`] built with [`BatchNormConfig::split`] (one layer type,
+/// so a ResNet switches between plain and split BN by a number, as the colab's `--bn-splits`).
+///
+/// ```
+/// use candle_core::{DType, Device, ModuleT, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use mocca_backbones::{BatchNormConfig, SplitBatchNorm};
+///
+/// let dev = Device::Cpu;
+/// let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &dev);
+/// let bn: SplitBatchNorm = SplitBatchNorm::new(1, BatchNormConfig::split(2), vb)?;
+/// // Strided groups, as the colab's: samples 0 and 2 form one group, 1 and 3 the other.
+/// let x = Tensor::new(&[[1f32], [10.], [3.], [30.]], &dev)?;
+/// let y = bn.forward_t(&x, true)?.flatten_all()?.to_vec1::<f32>()?;
+/// let want = [-1.0, -1.0, 1.0, 1.0];
+/// assert!(y.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-3), "{y:?}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type SplitBatchNorm = BatchNorm;
 
 /// Which samples of a batch of N share BatchNorm statistics when a layer has `S` splits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,11 +90,11 @@ pub enum SplitGrouping {
 
 /// The batch order that makes [`SplitGrouping::Strided`] groups contiguous: position `j` of the
 /// reordered batch holds sample `order[j]`, so that group `s` occupies rows `s·N/S .. (s+1)·N/S`.
-/// `n` must be a multiple of `splits`.
-pub fn strided_group_order(n: usize, splits: usize) -> Vec<u32> {
-    let per_group = n / splits;
+/// `n` must be a multiple of `bn_splits`.
+pub fn strided_group_order(n: usize, bn_splits: usize) -> Vec<u32> {
+    let per_group = n / bn_splits;
     (0..n)
-        .map(|j| ((j % per_group) * splits + j / per_group) as u32)
+        .map(|j| ((j % per_group) * bn_splits + j / per_group) as u32)
         .collect()
 }
 
@@ -69,11 +103,11 @@ pub fn strided_group_order(n: usize, splits: usize) -> Vec<u32> {
 /// strided. Every op of `f` but the grouped statistics must act per sample.
 pub(crate) fn with_strided_groups(
     x: &Tensor,
-    splits: usize,
+    bn_splits: usize,
     f: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let n = x.dim(0)?;
-    let order = strided_group_order(n, splits);
+    let order = strided_group_order(n, bn_splits);
     let mut inverse = vec![0u32; n];
     for (j, &i) in order.iter().enumerate() {
         inverse[i as usize] = j as u32;
@@ -89,7 +123,7 @@ pub(crate) fn with_strided_groups(
 ///
 /// Training mode normalises with the batch mean and biased variance and updates the running
 /// statistics as torch does: `running = (1 − momentum)·running + momentum·batch`, with the
-/// *unbiased* batch variance, and `num_batches_tracked += 1`. With `splits = S > 1` this is
+/// *unbiased* batch variance, and `num_batches_tracked += 1`. With `bn_splits = S > 1` this is
 /// `SplitBatchNorm` (the MoCo CIFAR-10 colab's, He et al. 2020, and lightly's): the batch is cut
 /// into S groups ([`SplitGrouping`]: strided by default, as those references group), each
 /// normalised with its own statistics, and the running statistics move towards the mean over
@@ -97,7 +131,6 @@ pub(crate) fn with_strided_groups(
 /// statistics.
 ///
 /// The running statistics are buffers held by the layer, never variables of the `VarBuilder`.
-#[doc(alias = "SplitBatchNorm")]
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
     weight: Option<Tensor>,
@@ -128,9 +161,9 @@ impl BatchNorm {
                 "BatchNorm needs at least one channel".into(),
             ));
         }
-        if cfg.splits == 0 {
+        if cfg.bn_splits == 0 {
             return Err(Error::InvalidConfig(
-                "BatchNorm splits must be at least 1".into(),
+                "BatchNorm bn_splits must be at least 1".into(),
             ));
         }
         if cfg.eps.is_nan() || cfg.eps <= 0.0 || !(0.0..=1.0).contains(&cfg.momentum) {
@@ -225,7 +258,7 @@ impl BatchNorm {
         }
         if train {
             let n = dims[0];
-            let s = self.cfg.splits;
+            let s = self.cfg.bn_splits;
             if n % s != 0 {
                 return Err(Error::InvalidInput(format!(
                     "split BatchNorm with {s} splits needs a batch divisible by {s}, got {n}"
@@ -282,8 +315,8 @@ impl BatchNorm {
     }
 
     fn forward_train(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
-        if self.cfg.splits > 1 && self.cfg.grouping == SplitGrouping::Strided {
-            return with_strided_groups(x, self.cfg.splits, |x| {
+        if self.cfg.bn_splits > 1 && self.cfg.grouping == SplitGrouping::Strided {
+            return with_strided_groups(x, self.cfg.bn_splits, |x| {
                 self.forward_train_contiguous(x, relu)
             });
         }
@@ -291,7 +324,7 @@ impl BatchNorm {
     }
 
     fn forward_train_contiguous(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
-        let groups = self.cfg.splits;
+        let groups = self.cfg.bn_splits;
         let (y, mean, var) = match self.cfg.backend {
             Backend::Native => {
                 let (xhat, mean, var) = batch_norm_train_native(x, self.cfg.eps, groups)?;
@@ -324,7 +357,7 @@ impl BatchNorm {
         mean: &Tensor,
         var: &Tensor,
     ) -> Result<()> {
-        let groups = self.cfg.splits;
+        let groups = self.cfg.bn_splits;
         let c_dim = if dims.len() == 2 {
             1
         } else {

@@ -57,7 +57,7 @@ pub struct ResNetConfig {
     /// Initialise the last BatchNorm weight of every residual block to zero, so each block
     /// starts as the identity (Goyal et al. 2017; torchvision's `zero_init_residual`).
     pub zero_init_residual: bool,
-    /// Split BatchNorm groups for training-mode statistics (see [`BatchNormConfig::splits`]).
+    /// Split BatchNorm groups for training-mode statistics (see [`BatchNormConfig::bn_splits`]).
     pub bn_splits: usize,
     /// Which samples share a split BatchNorm group (strided, as the MoCo colab and lightly).
     pub bn_grouping: SplitGrouping,
@@ -315,7 +315,7 @@ fn forward_fused_units(x: &Tensor, units: &[FusedUnit]) -> Result<Tensor> {
         .collect();
     let first_bn = units[0].layers[0].1;
     let cfg = first_bn.config();
-    let out = mocca_kernels::residual_units_train(x, &specs, cfg.eps, cfg.splits)?;
+    let out = mocca_kernels::residual_units_train(x, &specs, cfg.eps, cfg.bn_splits)?;
     for ((u, stats), dims) in units.iter().zip(&out.stats).zip(&bn_dims) {
         for ((bn, (mean, var)), d) in u.bns().into_iter().zip(stats).zip(dims) {
             bn.update_running_stats(d, mean, var)?;
@@ -390,7 +390,7 @@ impl ResNet {
         // The layers group contiguous samples; a strided grouping is one reordering of the
         // batch around the whole network (`forward_features`), not one per layer.
         let bn_cfg = BatchNormConfig {
-            splits: cfg.bn_splits,
+            bn_splits: cfg.bn_splits,
             grouping: SplitGrouping::Contiguous,
             backend: cfg.backend,
             ..Default::default()
@@ -471,18 +471,18 @@ impl ResNet {
     }
 
     fn forward_features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let splits = self.cfg.bn_splits;
-        if train && splits > 1 && self.cfg.bn_grouping == SplitGrouping::Strided {
+        let bn_splits = self.cfg.bn_splits;
+        if train && bn_splits > 1 && self.cfg.bn_grouping == SplitGrouping::Strided {
             // The layers group contiguous samples: reorder the batch so that the strided
             // groups are contiguous, and restore the order of the pooled features.
             self.check_input(x)?;
-            if x.dim(0)? % splits != 0 {
+            if x.dim(0)? % bn_splits != 0 {
                 return Err(Error::InvalidInput(format!(
-                    "split BatchNorm with {splits} splits needs a batch divisible by {splits}, got {}",
+                    "split BatchNorm with {bn_splits} splits needs a batch divisible by {bn_splits}, got {}",
                     x.dim(0)?
                 )));
             }
-            return with_strided_groups(x, splits, |x| self.forward_grouped(x, train));
+            return with_strided_groups(x, bn_splits, |x| self.forward_grouped(x, train));
         }
         self.forward_grouped(x, train)
     }

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::{DType, Device, Tensor, Var};
+use mocca_core::fs::WriteError;
 
 use crate::error::{Error, Result};
 
@@ -194,35 +195,29 @@ impl ModelState {
         Ok(unused)
     }
 
-    /// Writes the state dict as safetensors (atomically: a temporary file, then a rename), with
+    /// Writes the state dict as safetensors (atomically, [`mocca_core::fs::write_atomic_with`]), with
     /// `num_batches_tracked` as I64 so that `torch` / `torchvision` load it unchanged.
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let tensors: HashMap<String, Tensor> = self.state_dict()?.into_iter().collect();
-        let file_name = path.file_name().ok_or_else(|| Error::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-        })?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(file_name);
-        tmp_name.push(format!(".tmp{}", std::process::id()));
-        let tmp = path.with_file_name(tmp_name);
-        if let Err(e) = candle_core::safetensors::save(&tensors, &tmp) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(match e {
-                candle_core::Error::Io(source) => Error::Io { path: tmp, source },
+        let write = |tmp: &Path| {
+            candle_core::safetensors::save(&tensors, tmp).map_err(|e| match e {
+                candle_core::Error::Io(source) => Error::Io {
+                    path: tmp.to_path_buf(),
+                    source,
+                },
                 other => Error::WeightsFile {
                     path: path.to_path_buf(),
                     message: other.to_string(),
                 },
-            });
-        }
-        std::fs::rename(&tmp, path).map_err(|source| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::Io {
+            })
+        };
+        mocca_core::fs::write_atomic_with(path, write).map_err(|e| match e {
+            WriteError::Write(e) => e,
+            WriteError::Io(source) => Error::Io {
                 path: path.to_path_buf(),
                 source,
-            }
+            },
         })
     }
 

@@ -38,9 +38,9 @@ fn batch_norm(channels: usize, cfg: BatchNormConfig) -> BatchNorm {
     BatchNorm::new(channels, cfg, vb).unwrap()
 }
 
-fn native(splits: usize) -> BatchNormConfig {
+fn native(bn_splits: usize) -> BatchNormConfig {
     BatchNormConfig {
-        splits,
+        bn_splits,
         backend: Backend::Native,
         ..Default::default()
     }
@@ -203,7 +203,7 @@ fn fast_nhwc_and_native_nchw_batch_norm_agree() {
     let fast = batch_norm(
         5,
         BatchNormConfig {
-            splits: 2,
+            bn_splits: 2,
             backend: Backend::Fast,
             ..Default::default()
         },

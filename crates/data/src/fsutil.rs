@@ -1,7 +1,6 @@
 //! File helpers shared by the readers and writers.
 
 use crate::error::{DataError, Result};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Size of `path` in bytes, or `MissingFile` naming `what` the file should hold.
@@ -21,24 +20,12 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| DataError::io(path, e))
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a
-/// rename, so a crash never leaves a half-written file under the final name.
+/// Writes `bytes` to `path` atomically ([`mocca_core::fs::write_atomic`]), creating the folder
+/// first: the readers cache converted files in folders that may not exist yet.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp: PathBuf = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        DataError::io(path, e)
-    })
+    mocca_core::fs::write_atomic(path, bytes).map_err(|e| DataError::io(path, e))
 }
 
 /// Sorted entries of a folder (by file name), as (name, path, is_dir).

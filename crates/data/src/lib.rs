@@ -65,7 +65,6 @@ mod fsutil;
 pub mod image_folder;
 mod loader;
 pub mod mnist;
-mod rng;
 mod sampler;
 pub mod stl10;
 pub mod synthetic;

@@ -2,7 +2,7 @@
 //! [`BatchSampler`]).
 
 use crate::error::{DataError, Result};
-use crate::rng::{derive, SplitMix64};
+use mocca_core::rng::{derive, SplitMix64};
 
 /// The order of `0..len` in `epoch` under `seed`: a pure function of
 /// `(len, seed, epoch)`, so a run resumed at `(epoch, step)` sees exactly the

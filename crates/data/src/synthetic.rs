@@ -20,7 +20,7 @@
 
 use crate::dataset::{ImageDataset, ImageShape, Split};
 use crate::error::{DataError, Result};
-use crate::rng::{derive, SplitMix64};
+use mocca_core::rng::{derive, SplitMix64};
 use rayon::prelude::*;
 use std::path::Path;
 

@@ -337,7 +337,7 @@ pub(crate) fn bn_geometry(
 /// Training-mode BatchNorm on `(x, gamma, beta)`; the statistics land in `saved`.
 pub(crate) struct BatchNormTrain {
     pub eps: f64,
-    pub groups: usize,
+    pub bn_splits: usize,
     pub relu: bool,
     pub saved: Arc<OnceLock<Saved>>,
 }
@@ -356,13 +356,13 @@ impl CustomOp3 for BatchNormTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (m, c) = bn_geometry(l1.dims(), self.groups)?;
+        let (m, c) = bn_geometry(l1.dims(), self.bn_splits)?;
         let (x, gamma, beta) = (
             f32_operand(s1, l1, NAME)?,
             f32_operand(s2, l2, NAME)?,
             f32_operand(s3, l3, NAME)?,
         );
-        let (y, saved) = train_forward(x, gamma, beta, self.eps, c, self.groups, m, self.relu);
+        let (y, saved) = train_forward(x, gamma, beta, self.eps, c, self.bn_splits, m, self.relu);
         // A second forward through the same op value cannot happen: each call builds a new op.
         let _ = self.saved.set(saved);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -380,8 +380,8 @@ impl CustomOp3 for BatchNormTrain {
             op: NAME,
             msg: "backward before forward".into(),
         })?;
-        let (m, c) = bn_geometry(x.dims(), self.groups)?;
-        let groups = self.groups;
+        let (m, c) = bn_geometry(x.dims(), self.bn_splits)?;
+        let groups = self.bn_splits;
         let dy = dy.contiguous()?;
         let gamma_v = gamma.to_vec1::<f32>()?;
         with_f32(x, NAME, |xs| {

@@ -225,19 +225,19 @@ pub fn batch_norm_train(
     gamma: &Tensor,
     beta: &Tensor,
     eps: f64,
-    groups: usize,
+    bn_splits: usize,
     relu: bool,
 ) -> Result<BatchNormOutput> {
-    let (m, c) = bn_geometry(x.dims(), groups)?;
+    let (m, c) = bn_geometry(x.dims(), bn_splits)?;
     check_bn_params(c, &[("gamma", gamma), ("beta", beta)])?;
     let dt = stats_dtype(x.dtype());
-    let xs = x.to_dtype(dt)?.reshape((groups, m, c))?;
+    let xs = x.to_dtype(dt)?.reshape((bn_splits, m, c))?;
     // Centre on a constant (a sample of each group) first: the sums then carry no large common
     // offset, which would swamp the variance. Any constant gives the same function, so the
     // gradient is unaffected.
     let anchor = xs.narrow(1, 0, 1)?.detach();
     let shifted = xs.broadcast_sub(&anchor)?;
-    let shifted_mean = shifted.mean_keepdim(1)?; // [groups, 1, c]
+    let shifted_mean = shifted.mean_keepdim(1)?; // [bn_splits, 1, c]
     let centred = shifted.broadcast_sub(&shifted_mean)?;
     let mean = (shifted_mean.detach() + anchor)?;
     let var = centred.sqr()?.mean_keepdim(1)?;

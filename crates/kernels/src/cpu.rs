@@ -1,5 +1,6 @@
-//! Plumbing shared by the CPU kernels: typed access to contiguous f32 storage, per-thread
-//! scratch buffers, and work sizes.
+//! Plumbing shared by the CPU kernels: typed access to contiguous f32 storage (also what
+//! mocca-losses' fused losses read their operands with), per-thread scratch buffers, and work
+//! sizes.
 
 use std::cell::RefCell;
 
@@ -10,7 +11,7 @@ use rayon::prelude::*;
 use crate::OpError;
 
 /// The contiguous f32 data behind a CPU storage and its layout.
-pub(crate) fn f32_slice<'a>(
+pub fn f32_slice<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
     op: &'static str,
@@ -27,7 +28,7 @@ pub(crate) fn f32_slice<'a>(
 }
 
 /// The contiguous f32 data of an op operand; any other dtype is an error naming `op`.
-pub(crate) fn f32_operand<'a>(
+pub fn f32_operand<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
     op: &'static str,

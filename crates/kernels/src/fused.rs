@@ -107,18 +107,18 @@ pub(crate) type ChainStats = Vec<Vec<(Vec<f32>, Vec<f32>)>>;
 pub(crate) struct ResidualChain {
     pub units: Vec<UnitPlan>,
     pub eps: f64,
-    pub groups: usize,
+    pub bn_splits: usize,
     /// Statistics of the forward pass for the running averages: per unit, per layer (mean, var).
     pub stats: Arc<OnceLock<ChainStats>>,
     saved: OnceLock<Vec<UnitSaved>>,
 }
 
 impl ResidualChain {
-    pub(crate) fn new(units: Vec<UnitPlan>, eps: f64, groups: usize) -> Self {
+    pub(crate) fn new(units: Vec<UnitPlan>, eps: f64, bn_splits: usize) -> Self {
         Self {
             units,
             eps,
-            groups,
+            bn_splits,
             stats: Arc::new(OnceLock::new()),
             saved: OnceLock::new(),
         }
@@ -138,7 +138,8 @@ impl ResidualChain {
             &packed[l.gamma..l.gamma + g.cout],
             &packed[l.beta()..l.beta() + g.cout],
         );
-        let (y, saved) = train_forward(&c, gamma, beta, self.eps, g.cout, self.groups, l.m, relu);
+        let (y, saved) =
+            train_forward(&c, gamma, beta, self.eps, g.cout, self.bn_splits, l.m, relu);
         (c, y, saved)
     }
 
@@ -347,7 +348,7 @@ impl ResidualChain {
                 d_bn_out,
                 gamma,
                 &saved.bn[i],
-                (g.cout, self.groups, l.m),
+                (g.cout, self.bn_splits, l.m),
                 i + 1 < main || u.shortcut != ShortcutKind::Linear,
                 true,
             );
@@ -379,7 +380,7 @@ impl ResidualChain {
                     dy,
                     gamma,
                     &saved.bn[main],
-                    (g.cout, self.groups, l.m),
+                    (g.cout, self.bn_splits, l.m),
                     true,
                     true,
                 );

@@ -1,10 +1,12 @@
-//! The one f32 matrix product every CPU kernel of this module goes through.
+//! The one f32 matrix product every CPU kernel of the workspace goes through: this crate's
+//! convolutions and mocca-losses' fused losses (so both translate to `gemm`'s column-first
+//! stride convention in one place).
 
 use gemm::Parallelism;
 
 /// A strided view of a row-major-ish f32 matrix: element (i, j) is at `ptr + i*rs + j*cs`.
 #[derive(Clone, Copy)]
-pub(crate) struct MatRef {
+pub struct MatRef {
     pub ptr: *const f32,
     pub rs: isize,
     pub cs: isize,
@@ -15,7 +17,7 @@ pub(crate) struct MatRef {
 unsafe impl Send for MatRef {}
 unsafe impl Sync for MatRef {}
 
-/// `dst[m, n] = (accumulate ? dst : 0) + a[m, k] · b[k, n]`.
+/// `dst[m, n] = (accumulate ? dst : 0) + a[m, k] · b[k, n]`: [`sgemm_scaled`] with scale 1.
 ///
 /// `threads` = 1 runs on the calling thread (the kernels parallelise over their own chunks so
 /// each thread's im2col buffer stays in its L2); otherwise gemm splits the product over Rayon.
@@ -24,7 +26,7 @@ unsafe impl Sync for MatRef {}
 /// Every element addressed by the three views must be valid, `dst` writable and not aliased by
 /// `a` or `b`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm(
+pub unsafe fn sgemm(
     m: usize,
     n: usize,
     k: usize,
@@ -34,6 +36,27 @@ pub(crate) unsafe fn sgemm(
     accumulate: bool,
     a: MatRef,
     b: MatRef,
+    threads: usize,
+) {
+    sgemm_scaled(m, n, k, dst, dst_rs, dst_cs, accumulate, a, b, 1.0, threads)
+}
+
+/// `dst[m, n] = (accumulate ? dst : 0) + scale · a[m, k] · b[k, n]`; `threads` as [`sgemm`].
+///
+/// # Safety
+/// As [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_scaled(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    dst_cs: isize,
+    accumulate: bool,
+    a: MatRef,
+    b: MatRef,
+    scale: f32,
     threads: usize,
 ) {
     if m == 0 || n == 0 {
@@ -70,7 +93,7 @@ pub(crate) unsafe fn sgemm(
         b.cs,
         b.rs,
         1.0f32,
-        1.0f32,
+        scale,
         false,
         false,
         false,

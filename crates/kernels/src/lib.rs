@@ -4,8 +4,10 @@
 //! convolution, BatchNorm, pooling and the fused residual units of a ResNet, each behind a
 //! Candle custom op (with the same functions composed from Candle tensor ops, [`composed`], for
 //! every other device and dtype). This is the crate's one job; it knows nothing of models and
-//! depends on no other mocca crate. `mocca-backbones` runs its ResNets' fast backend on it, and
-//! `mocca-xtask`'s `gpu-selftest` checks the composed path on a GPU against it.
+//! depends on no other mocca crate. `mocca-backbones` runs its ResNets' fast backend on it,
+//! `mocca-losses`' fused losses use its GEMM ([`gemm::sgemm_scaled`]) and f32 operand access
+//! ([`cpu::f32_operand`]), and `mocca-xtask`'s `gpu-selftest` checks the composed path on a GPU
+//! against it.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -62,7 +64,7 @@
 //! (`check.rs`, [`OpError`]); one file per CPU kernel family (`batchnorm.rs`, `pool.rs`,
 //! `fused.rs` for the residual units) and a `conv/` folder (geometry, weight packing, im2col,
 //! kernel choice, the direct AVX2 kernels, the GEMM drivers, the custom ops); `composed.rs`;
-//! `cpu.rs` and `gemm.rs` for the plumbing they share.
+//! `cpu.rs` and `gemm.rs` for the plumbing they share (public: mocca-losses shares it too).
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
@@ -86,10 +88,10 @@ mod batchnorm;
 mod check;
 pub mod composed;
 mod conv;
-mod cpu;
+pub mod cpu;
 mod error;
 mod fused;
-mod gemm;
+pub mod gemm;
 mod pool;
 mod residual;
 
@@ -124,9 +126,9 @@ pub fn conv2d_nhwc(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Res
 pub struct BatchNormOutput {
     /// The normalised (optionally ReLU'd) activations, shaped like the input.
     pub y: Tensor,
-    /// Batch mean per group and channel, `[groups, C]` (f32, or f64 for f64 inputs); detached.
+    /// Batch mean per group and channel, `[bn_splits, C]` (f32, or f64 for f64 inputs); detached.
     pub mean: Tensor,
-    /// Biased batch variance per group and channel, `[groups, C]`, as used to normalise; detached.
+    /// Biased batch variance per group and channel, `[bn_splits, C]`, as used to normalise; detached.
     /// PyTorch updates its running variance with the unbiased one: `var · m / (m - 1)`, `m` the
     /// number of values per channel in a group.
     pub var: Tensor,
@@ -135,7 +137,7 @@ pub struct BatchNormOutput {
 /// Training-mode BatchNorm (Ioffe & Szegedy, 2015) over the `(N, H, W)` values of each channel
 /// of `x` `[N, H, W, C]` (or `[N, C]`), `y = γ·(x − μ)/√(σ² + eps) + β`, then ReLU if `relu`.
 ///
-/// `groups` > 1 splits the batch into that many contiguous groups of `N / groups` samples with
+/// `bn_splits` > 1 splits the batch into that many contiguous groups of `N / bn_splits` samples with
 /// statistics of their own: split BatchNorm, the single-device stand-in for the shuffled
 /// BatchNorm of MoCo (He et al., 2020). Differentiable w.r.t. `x`, `gamma` and `beta` (`[C]`).
 pub fn batch_norm_train(
@@ -143,19 +145,19 @@ pub fn batch_norm_train(
     gamma: &Tensor,
     beta: &Tensor,
     eps: f64,
-    groups: usize,
+    bn_splits: usize,
     relu: bool,
 ) -> Result<BatchNormOutput> {
     check_same_device("batch_norm", &[("x", x), ("gamma", gamma), ("beta", beta)])?;
-    let (_, c) = batchnorm::bn_geometry(x.dims(), groups)?;
+    let (_, c) = batchnorm::bn_geometry(x.dims(), bn_splits)?;
     check_bn_params(c, &[("gamma", gamma), ("beta", beta)])?;
     if !fast_path(&[x, gamma, beta]) {
-        return composed::batch_norm_train(x, gamma, beta, eps, groups, relu);
+        return composed::batch_norm_train(x, gamma, beta, eps, bn_splits, relu);
     }
     let saved = Arc::new(OnceLock::new());
     let op = batchnorm::BatchNormTrain {
         eps,
-        groups,
+        bn_splits,
         relu,
         saved: saved.clone(),
     };
@@ -167,8 +169,8 @@ pub fn batch_norm_train(
         msg: "internal: the forward pass left no statistics".into(),
     })?;
     Ok(BatchNormOutput {
-        mean: Tensor::from_slice(&stats.mean, (groups, c), x.device())?,
-        var: Tensor::from_slice(&stats.var, (groups, c), x.device())?,
+        mean: Tensor::from_slice(&stats.mean, (bn_splits, c), x.device())?,
+        var: Tensor::from_slice(&stats.var, (bn_splits, c), x.device())?,
         y,
     })
 }

@@ -46,7 +46,7 @@ pub struct ResidualUnitsOutput {
     /// The last unit's output, `[N, H_out, W_out, C_out]`.
     pub y: Tensor,
     /// Per unit, per BatchNorm (main layers in order, then the projection's): batch mean and
-    /// biased variance, `[groups, C]`, as [`BatchNormOutput`](crate::BatchNormOutput) gives
+    /// biased variance, `[bn_splits, C]`, as [`BatchNormOutput`](crate::BatchNormOutput) gives
     /// them; detached.
     pub stats: Vec<Vec<(Tensor, Tensor)>>,
 }
@@ -54,7 +54,7 @@ pub struct ResidualUnitsOutput {
 /// A chain of ResNet residual units in training mode (He et al., 2016), each feeding the next.
 /// A unit's `main` layers are conv → BatchNorm with a ReLU after every BatchNorm but the last,
 /// then `relu(main(x) + shortcut(x))`; with [`Shortcut::None`] the last BatchNorm is ReLU'd too
-/// and nothing is added (a stem). `groups` > 1 is split BatchNorm, as in [`batch_norm_train`].
+/// and nothing is added (a stem). `bn_splits` > 1 is split BatchNorm, as in [`batch_norm_train`].
 ///
 /// Equal to chaining [`conv2d_nhwc`], [`batch_norm_train`] and [`add_relu`], and computed that
 /// way off the fast path. On the CPU in f32 the whole chain is one op whose backward pass runs
@@ -65,7 +65,7 @@ pub fn residual_units_train(
     x: &Tensor,
     units: &[ResidualUnit],
     eps: f64,
-    groups: usize,
+    bn_splits: usize,
 ) -> Result<ResidualUnitsOutput> {
     const OP: &str = "residual_units";
     if units.is_empty() || units.iter().any(|u| u.main.is_empty()) {
@@ -84,7 +84,7 @@ pub fn residual_units_train(
     check_same_device(OP, &operands)?;
     let all: Vec<&Tensor> = operands.iter().map(|(_, t)| *t).collect();
     if !fast_path(&all) {
-        return residual_units_unfused(x, units, eps, groups);
+        return residual_units_unfused(x, units, eps, bn_splits);
     }
     let mut plans = Vec::with_capacity(units.len());
     let mut parts = Vec::new();
@@ -109,12 +109,12 @@ pub fn residual_units_train(
             specs.push((wd, l.stride, l.padding));
             parts.extend([l.weight.flatten_all()?, l.gamma.clone(), l.beta.clone()]);
         }
-        let plan = fused::plan(&dims, &specs, kind, groups, &mut offset)?;
+        let plan = fused::plan(&dims, &specs, kind, bn_splits, &mut offset)?;
         dims = plan.out_dims().to_vec();
         plans.push(plan);
     }
     let packed = Tensor::cat(&parts, 0)?;
-    let op = fused::ResidualChain::new(plans, eps, groups);
+    let op = fused::ResidualChain::new(plans, eps, bn_splits);
     let stats = op.stats.clone();
     let y = x.contiguous()?.apply_op2(&packed, op)?;
     let stats = stats.get().ok_or_else(|| OpError::Unsupported {
@@ -126,10 +126,10 @@ pub fn residual_units_train(
         .map(|unit| {
             unit.iter()
                 .map(|(mean, var)| {
-                    let c = mean.len() / groups;
+                    let c = mean.len() / bn_splits;
                     Ok((
-                        Tensor::from_slice(mean, (groups, c), x.device())?,
-                        Tensor::from_slice(var, (groups, c), x.device())?,
+                        Tensor::from_slice(mean, (bn_splits, c), x.device())?,
+                        Tensor::from_slice(var, (bn_splits, c), x.device())?,
                     ))
                 })
                 .collect::<Result<Vec<_>>>()
@@ -152,7 +152,7 @@ fn residual_units_unfused(
     x: &Tensor,
     units: &[ResidualUnit],
     eps: f64,
-    groups: usize,
+    bn_splits: usize,
 ) -> Result<ResidualUnitsOutput> {
     let mut all_stats = Vec::with_capacity(units.len());
     let mut h = x.clone();
@@ -160,7 +160,7 @@ fn residual_units_unfused(
         let mut stats = Vec::with_capacity(u.main.len() + 1);
         let mut conv_bn = |h: &Tensor, l: &ConvBn, relu: bool| -> Result<Tensor> {
             let c = conv2d_nhwc(h, l.weight, l.stride, l.padding)?;
-            let out = batch_norm_train(&c, l.gamma, l.beta, eps, groups, relu)?;
+            let out = batch_norm_train(&c, l.gamma, l.beta, eps, bn_splits, relu)?;
             stats.push((out.mean, out.var));
             Ok(out.y)
         };

@@ -42,6 +42,7 @@ mod error;
 mod fused;
 mod infonce;
 mod ntxent;
+pub mod rules;
 mod run;
 mod validate;
 

@@ -6,11 +6,9 @@ use candle_core::{DType, Storage, Tensor};
 use crate::LossError;
 
 pub(crate) fn temperature(t: f64) -> Result<f64, LossError> {
-    if t.is_finite() && t > 0.0 {
-        Ok(t)
-    } else {
-        Err(LossError::InvalidTemperature(t))
-    }
+    crate::rules::temperature(t)
+        .map(|()| t)
+        .map_err(|_| LossError::InvalidTemperature(t))
 }
 
 /// A floating-point `[rows, dim]` matrix with `dim > 0`; returns its dims.

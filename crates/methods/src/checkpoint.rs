@@ -4,42 +4,31 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use mocca_core::fs::WriteError;
 
 use crate::error::{MethodError, Result};
 
-/// Writes `tensors` to `path` through a temporary file in the same folder and
-/// a rename, so a crash never leaves a half-written file under `path`.
+/// Writes `tensors` to `path` atomically ([`mocca_core::fs::write_atomic_with`]), so a crash
+/// never leaves a half-written file under `path`.
 pub fn save_tensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
-    let io = |source| MethodError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file_name = path.file_name().ok_or_else(|| {
-        io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a file path",
-        ))
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
     // safetensors wants contiguous host data; candle's `save` handles device
     // and layout, but the map type must be a HashMap.
     let map: HashMap<&str, Tensor> = tensors
         .iter()
         .map(|(k, v)| (k.as_str(), v.clone()))
         .collect();
-    if let Err(e) = candle_core::safetensors::save(&map, &tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(match e {
-            candle_core::Error::Io(source) => io(source),
-            other => MethodError::Candle(other),
-        });
-    }
-    std::fs::rename(&tmp, path).map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        io(source)
+    let io = |source| MethodError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let write = |tmp: &Path| match candle_core::safetensors::save(&map, tmp) {
+        Ok(()) => Ok(()),
+        Err(candle_core::Error::Io(source)) => Err(io(source)),
+        Err(other) => Err(MethodError::Candle(other)),
+    };
+    mocca_core::fs::write_atomic_with(path, write).map_err(|e| match e {
+        WriteError::Write(e) => e,
+        WriteError::Io(source) => io(source),
     })
 }
 
@@ -54,10 +43,7 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
     })
 }
 
-/// Stores a `u64` exactly (as the bits of an I64 scalar).
-pub(crate) fn u64_tensor(v: u64) -> Result<Tensor> {
-    Ok(Tensor::new(v as i64, &Device::Cpu)?)
-}
+pub(crate) use mocca_queue::u64_tensor;
 
 pub(crate) fn get_u64(state: &HashMap<String, Tensor>, key: &str) -> Result<u64> {
     let t = get(state, key)?;

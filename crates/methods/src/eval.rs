@@ -17,8 +17,8 @@ use rayon::prelude::*;
 
 use crate::error::{config_err, input_err, Result};
 use crate::optim::{Optimizer, OptimizerConfig};
-use crate::rng::SplitMix64;
 use crate::schedule::LrSchedule;
+use mocca_core::SplitMix64;
 
 /// Which encoder produced features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -234,6 +234,22 @@ pub(crate) fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     Ok(x.broadcast_div(&norm)?)
 }
 
+/// The rules [`knn_evaluate`] checks its [`KnnConfig`] by, for the trainer's config file to
+/// check `eval.knn_k` and `eval.knn_t` by the same ones.
+pub mod knn_rules {
+    use mocca_core::check::{self, Invalid};
+
+    /// Neighbours voting: at least 1 (more than the training set means all of it).
+    pub fn k(k: usize) -> Result<(), Invalid> {
+        check::at_least_one(k)
+    }
+
+    /// The temperature of the votes `exp(sim / t)`: finite and `> 0`.
+    pub fn temperature(t: f64) -> Result<(), Invalid> {
+        check::positive(t)
+    }
+}
+
 /// Weighted kNN classification (Wu et al. 2018, "Unsupervised Feature
 /// Learning via Non-Parametric Instance Discrimination"; the MoCo colab's
 /// `knn_predict`): features are L2-normalised, each test sample takes its `k`
@@ -250,15 +266,9 @@ pub fn knn_evaluate(
     test_labels: &[u32],
     config: &KnnConfig,
 ) -> Result<KnnResult> {
-    if config.k == 0 {
-        return Err(config_err("kNN needs k >= 1"));
-    }
-    if !(config.temperature.is_finite() && config.temperature > 0.0) {
-        return Err(config_err(format!(
-            "kNN temperature must be > 0, got {}",
-            config.temperature
-        )));
-    }
+    knn_rules::k(config.k).map_err(|e| config_err(format!("kNN k {e}")))?;
+    knn_rules::temperature(config.temperature)
+        .map_err(|e| config_err(format!("kNN temperature {e}")))?;
     if config.num_classes == 0 || config.chunk_size == 0 {
         return Err(config_err("kNN needs num_classes >= 1 and chunk_size >= 1"));
     }
@@ -561,7 +571,7 @@ impl LinearClassifier {
         let c = config.num_classes;
         let mut rng = SplitMix64::new(config.seed);
         let w: Vec<f32> = (0..c * feature_dim)
-            .map(|_| (0.01 * rng.normal()) as f32)
+            .map(|_| (0.01 * rng.normal_from_uniform01()) as f32)
             .collect();
         let weight = Var::from_tensor(&Tensor::from_vec(w, (c, feature_dim), device)?)?;
         let bias = Var::zeros(c, DType::F32, device)?;

@@ -13,7 +13,7 @@ use candle_nn::init::{Init, NormalOrUniform};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::rng::SplitMix64;
+use mocca_core::SplitMix64;
 
 struct SeededVarMap {
     map: VarMap,
@@ -38,7 +38,9 @@ fn draw(init: Init, shape: &Shape, seed: u64) -> Vec<f64> {
     match init {
         Init::Const(c) => vec![c; n],
         Init::Uniform { lo, up } => (0..n).map(|_| uniform(&mut rng, lo, up)).collect(),
-        Init::Randn { mean, stdev } => (0..n).map(|_| mean + stdev * rng.normal()).collect(),
+        Init::Randn { mean, stdev } => (0..n)
+            .map(|_| mean + stdev * rng.normal_from_uniform01())
+            .collect(),
         Init::Kaiming {
             dist,
             fan,
@@ -50,7 +52,9 @@ fn draw(init: Init, shape: &Shape, seed: u64) -> Vec<f64> {
                     let bound = 3f64.sqrt() * std;
                     (0..n).map(|_| uniform(&mut rng, -bound, bound)).collect()
                 }
-                NormalOrUniform::Normal => (0..n).map(|_| std * rng.normal()).collect(),
+                NormalOrUniform::Normal => {
+                    (0..n).map(|_| std * rng.normal_from_uniform01()).collect()
+                }
             }
         }
     }

@@ -115,9 +115,9 @@ pub mod moco;
 pub mod optim;
 mod precision;
 mod resnet;
-mod rng;
 pub mod schedule;
 pub mod simclr;
+mod step;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -127,11 +127,11 @@ use candle_core::{Device, Tensor};
 pub use encoder::{copy_state, Encoder};
 pub use error::{MethodError, Result};
 pub use eval::{EncoderRole, FeatureLayer, FeatureSource, Features};
+pub use mocca_core::SplitMix64;
 pub use mocca_losses::SymmetricReduction;
 pub use moco::{batch_shuffle, batch_unshuffle, BankSampling, MoCo, MoCoConfig, NegativeSource};
 pub use precision::Precision;
 pub use resnet::ResNetEncoder;
-pub use rng::SplitMix64;
 pub use simclr::{SimCLR, SimCLRConfig};
 
 /// What one training step reports.

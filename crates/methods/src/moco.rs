@@ -57,13 +57,16 @@ use mocca_queue::{
 
 use crate::checkpoint::{self, u64_tensor};
 use crate::encoder::{copy_state, Encoder};
+use mocca_core::check::Invalid;
+use mocca_queue::rules;
+
 use crate::error::{config_err, input_err, MethodError, Result};
 use crate::eval::{l2_normalize, EncoderRole, FeatureLayer, FeatureSource};
 use crate::optim::{Optimizer, OptimizerConfig};
-use crate::rng::SplitMix64;
 use crate::schedule::LrSchedule;
-use crate::simclr::{check_views, finite_loss, loss_result};
+use crate::step::{check_views, finite_loss, loss_result};
 use crate::{Method, StepStats};
+use mocca_core::SplitMix64;
 
 /// Where the negatives come from: the MoCo paper's Figure 2.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,38 +208,27 @@ impl MoCoConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        let field = |name: &str, rule: std::result::Result<(), Invalid>| {
+            rule.map_err(|e| config_err(format!("{name} {e}")))
+        };
         self.lr_schedule.validate()?;
-        if !(0.0..=1.0).contains(&self.momentum) {
-            return Err(config_err(format!(
-                "key-encoder momentum must be in [0, 1], got {}",
-                self.momentum
-            )));
-        }
+        field("key-encoder momentum", rules::momentum(self.momentum))?;
         if self.cosine_momentum && self.total_steps == 0 {
             return Err(config_err(
                 "the cosine momentum schedule needs total_steps > 0",
             ));
         }
         match &self.negatives {
-            NegativeSource::Queue { size, .. } if *size == 0 => {
-                Err(config_err("the queue needs size >= 1"))
-            }
+            NegativeSource::Queue { size, .. } => field("queue size", rules::size(*size)),
             NegativeSource::MemoryBank {
                 num_samples,
                 num_negatives,
                 momentum,
                 ..
             } => {
-                if *num_samples == 0 || *num_negatives == 0 {
-                    return Err(config_err(
-                        "the memory bank needs num_samples >= 1 and num_negatives >= 1",
-                    ));
-                }
-                if !(0.0..=1.0).contains(momentum) {
-                    return Err(config_err(format!(
-                        "memory-bank momentum must be in [0, 1], got {momentum}"
-                    )));
-                }
+                field("memory-bank num_samples", rules::size(*num_samples))?;
+                field("memory-bank num_negatives", rules::size(*num_negatives))?;
+                field("memory-bank momentum", rules::momentum(*momentum))?;
                 if self.symmetric {
                     return Err(config_err(
                         "the symmetric loss is not defined for the memory bank (one query view per sample)",
@@ -493,9 +485,17 @@ impl<E: Encoder> MoCo<E> {
     }
 }
 
-/// The single-device batch shuffle of MoCo's shuffle-BN (lightly's
-/// `batch_shuffle`, the MoCo colab's `_batch_shuffle_single_gpu`): `x[perm]`
-/// along the batch, and the index that undoes it for [`batch_unshuffle`].
+/// The single-device batch shuffle of MoCo's shuffle-BN ("Shuffling BN", He et
+/// al. 2020, section 3.3; ShuffleBN, shuffle BN; lightly's `batch_shuffle`, the
+/// MoCo colab's `_batch_shuffle_single_gpu`, `main_moco.py`'s multi-GPU
+/// `_batch_shuffle_ddp`): `x[perm]` along the batch, and the index that undoes
+/// it for [`batch_unshuffle`]. The key encoder sees the shuffled batch, so its
+/// BatchNorm groups (one per GPU there, [`SplitBatchNorm`] groups here) mix
+/// samples the query encoder's groups keep apart.
+///
+/// [`SplitBatchNorm`]: mocca_backbones::SplitBatchNorm
+#[doc(alias = "shuffle-BN", alias = "ShuffleBN", alias = "shuffle_bn")]
+#[doc(alias = "batch_shuffle_single_gpu", alias = "batch_shuffle_ddp")]
 pub fn batch_shuffle(x: &Tensor, perm: &[u32]) -> Result<(Tensor, Tensor)> {
     let mut inverse = vec![0u32; perm.len()];
     for (pos, &i) in perm.iter().enumerate() {
@@ -506,7 +506,9 @@ pub fn batch_shuffle(x: &Tensor, perm: &[u32]) -> Result<(Tensor, Tensor)> {
     Ok((x.index_select(&perm, 0)?, inverse))
 }
 
-/// Undoes [`batch_shuffle`]: `x[unshuffle]` along the batch.
+/// Undoes [`batch_shuffle`] (the other half of shuffle-BN; the colab's
+/// `_batch_unshuffle_single_gpu`): `x[unshuffle]` along the batch.
+#[doc(alias = "batch_unshuffle_single_gpu", alias = "batch_unshuffle_ddp")]
 pub fn batch_unshuffle(x: &Tensor, unshuffle: &Tensor) -> Result<Tensor> {
     Ok(x.index_select(unshuffle, 0)?)
 }

@@ -57,6 +57,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
+use mocca_core::check::Invalid;
+
 use crate::error::{config_err, MethodError, Result};
 
 /// The SGD family member to run.
@@ -119,59 +121,78 @@ impl OptimizerConfig {
         }
     }
 
-    /// Checks the ranges PyTorch checks, plus finiteness.
+    /// Checks the ranges PyTorch checks, plus finiteness ([`rules`]).
     pub fn validate(&self) -> Result<()> {
-        let finite = |name: &str, v: f64| {
-            if v.is_finite() {
-                Ok(())
-            } else {
-                Err(config_err(format!(
-                    "optimizer {name} must be finite, got {v}"
-                )))
-            }
+        let field = |name: &str, rule: std::result::Result<(), Invalid>| {
+            rule.map_err(|e| config_err(format!("{name} {e}")))
         };
-        finite("lr", self.lr)?;
-        finite("momentum", self.momentum)?;
-        finite("dampening", self.dampening)?;
-        finite("weight_decay", self.weight_decay)?;
-        if self.lr < 0.0 {
-            return Err(config_err(format!(
-                "learning rate must be >= 0, got {}",
-                self.lr
-            )));
-        }
-        if self.momentum < 0.0 {
-            return Err(config_err(format!(
-                "momentum must be >= 0, got {}",
-                self.momentum
-            )));
-        }
-        if self.weight_decay < 0.0 {
-            return Err(config_err(format!(
-                "weight decay must be >= 0, got {}",
-                self.weight_decay
-            )));
-        }
-        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
-            return Err(config_err(
-                "Nesterov momentum requires momentum > 0 and dampening 0",
-            ));
-        }
+        field("learning rate", rules::lr(self.lr))?;
+        field("momentum", rules::momentum(self.momentum))?;
+        field("dampening", rules::dampening(self.dampening))?;
+        field("weight decay", rules::weight_decay(self.weight_decay))?;
+        field(
+            "Nesterov momentum",
+            rules::nesterov(self.nesterov, self.momentum, self.dampening),
+        )?;
         if let OptimizerKind::Lars {
             trust_coefficient,
             eps,
         } = self.kind
         {
-            if !(trust_coefficient.is_finite() && trust_coefficient > 0.0) {
-                return Err(config_err(format!(
-                    "LARS trust coefficient must be > 0, got {trust_coefficient}"
-                )));
-            }
-            if !(eps.is_finite() && eps >= 0.0) {
-                return Err(config_err(format!("LARS eps must be >= 0, got {eps}")));
-            }
+            field(
+                "LARS trust coefficient",
+                rules::trust_coefficient(trust_coefficient),
+            )?;
+            field("LARS eps", rules::lars_eps(eps))?;
         }
         Ok(())
+    }
+}
+
+/// The rule of each hyper-parameter: the ranges `torch.optim.SGD` accepts, plus finiteness.
+/// [`OptimizerConfig::validate`] applies them all under the library's names; the trainer's
+/// config file applies them one by one under its keys (`optimizer.momentum`, ...), so the two
+/// can never disagree.
+pub mod rules {
+    use mocca_core::check::{self, Invalid};
+
+    /// `lr >= 0` (SGD: "Invalid learning rate").
+    pub fn lr(v: f64) -> Result<(), Invalid> {
+        check::non_negative(v)
+    }
+
+    /// `momentum >= 0`, PyTorch's only bound: with 1 or more the buffer never forgets old
+    /// gradients, a legal (if unusual) setting, so it is not refused here.
+    pub fn momentum(v: f64) -> Result<(), Invalid> {
+        check::non_negative(v)
+    }
+
+    /// Any finite dampening (PyTorch checks none).
+    pub fn dampening(v: f64) -> Result<(), Invalid> {
+        check::finite(v)
+    }
+
+    /// `weight_decay >= 0`.
+    pub fn weight_decay(v: f64) -> Result<(), Invalid> {
+        check::non_negative(v)
+    }
+
+    /// Nesterov momentum needs a momentum and no dampening, as `torch.optim.SGD` insists.
+    pub fn nesterov(nesterov: bool, momentum: f64, dampening: f64) -> Result<(), Invalid> {
+        if nesterov && (momentum <= 0.0 || dampening != 0.0) {
+            return Err(Invalid::new("requires momentum > 0 and dampening 0"));
+        }
+        Ok(())
+    }
+
+    /// LARS' trust coefficient η: `> 0`.
+    pub fn trust_coefficient(v: f64) -> Result<(), Invalid> {
+        check::positive(v)
+    }
+
+    /// LARS' denominator term: `>= 0`.
+    pub fn lars_eps(v: f64) -> Result<(), Invalid> {
+        check::non_negative(v)
     }
 }
 

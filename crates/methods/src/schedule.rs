@@ -7,7 +7,11 @@
 //! lightly's benchmarks do).
 //!
 //! The momentum schedule of the key encoder (cosine from m0 to 1) belongs to
-//! the EMA and lives in `mocca-queue`.
+//! the EMA and lives in `mocca-queue`; both follow mocca-core's `half_cosine`.
+
+use mocca_core::schedule::half_cosine;
+
+use mocca_core::check::Invalid;
 
 use crate::error::{config_err, Result};
 
@@ -90,15 +94,10 @@ impl LrSchedule {
     /// Rejects negative or non-finite rates, a warmup longer than the run,
     /// zero step sizes and unsorted milestones.
     pub fn validate(&self) -> Result<()> {
-        let rate = |name: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                Err(config_err(format!(
-                    "{name} must be finite and >= 0, got {v}"
-                )))
-            }
+        let field = |name: &str, rule: std::result::Result<(), Invalid>| {
+            rule.map_err(|e| config_err(format!("{name} {e}")))
         };
+        let rate = |name: &str, v: f64| field(name, rules::rate(v));
         match self {
             Self::Constant { lr } => rate("lr", *lr),
             Self::WarmupCosine {
@@ -127,7 +126,7 @@ impl LrSchedule {
                 gamma,
             } => {
                 rate("base lr", *base_lr)?;
-                rate("gamma", *gamma)?;
+                field("gamma", rules::gamma(*gamma))?;
                 if *step_size == 0 {
                     return Err(config_err("step schedule needs step_size > 0"));
                 }
@@ -139,15 +138,8 @@ impl LrSchedule {
                 gamma,
             } => {
                 rate("base lr", *base_lr)?;
-                rate("gamma", *gamma)?;
-                // Repeats are allowed and apply γ once per repeat, as the
-                // `Counter` in PyTorch's MultiStepLR does.
-                if milestones.windows(2).any(|w| w[0] > w[1]) {
-                    return Err(config_err(format!(
-                        "milestones must be in increasing order, got {milestones:?}"
-                    )));
-                }
-                Ok(())
+                field("gamma", rules::gamma(*gamma))?;
+                field("milestones", rules::milestones(milestones))
             }
             Self::PerEpoch {
                 epochs,
@@ -182,8 +174,8 @@ impl LrSchedule {
                     if span == 0 || t >= span {
                         return *final_lr;
                     }
-                    let cos = (std::f64::consts::PI * t as f64 / span as f64).cos();
-                    final_lr + (base_lr - final_lr) * 0.5 * (1.0 + cos)
+                    let angle = std::f64::consts::PI * t as f64 / span as f64;
+                    half_cosine(*base_lr, *final_lr, angle)
                 }
             }
             Self::Step {
@@ -205,6 +197,32 @@ impl LrSchedule {
                 first_epoch,
             } => epochs.lr_at(step / steps_per_epoch.max(&1) + first_epoch),
         }
+    }
+}
+
+/// The rules [`LrSchedule::validate`] applies, for the trainer's config file to apply under its
+/// own keys (`schedule.gamma`, ...).
+pub mod rules {
+    use mocca_core::check::{self, Invalid};
+
+    /// A learning rate (base, warmup start, final): `>= 0`.
+    pub fn rate(v: f64) -> Result<(), Invalid> {
+        check::non_negative(v)
+    }
+
+    /// The decay factor of `StepLR` / `MultiStepLR`: `>= 0` (0 stops training at the first
+    /// milestone, which is legal; a negative one would make the rate negative).
+    pub fn gamma(v: f64) -> Result<(), Invalid> {
+        check::non_negative(v)
+    }
+
+    /// Milestones never decrease. Repeats are allowed and apply γ once per repeat, as the
+    /// `Counter` in PyTorch's `MultiStepLR` does.
+    pub fn milestones<T: PartialOrd + std::fmt::Debug>(m: &[T]) -> Result<(), Invalid> {
+        if m.windows(2).any(|w| w[0] > w[1]) {
+            return Err(Invalid::new(format!("must not decrease, got {m:?}")));
+        }
+        Ok(())
     }
 }
 
@@ -334,6 +352,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("steps_per_epoch"));
+    }
+
+    #[test]
+    fn gamma_zero_is_allowed_and_a_negative_one_is_not() {
+        let s = |gamma| LrSchedule::MultiStep {
+            base_lr: 0.1,
+            milestones: vec![3],
+            gamma,
+        };
+        assert!(s(0.0).validate().is_ok());
+        close(s(0.0).lr_at(3), 0.0);
+        assert_eq!(
+            s(-0.1).validate().unwrap_err().to_string(),
+            "invalid configuration: gamma must be finite and >= 0, got -0.1"
+        );
+    }
+
+    #[test]
+    fn the_milestone_rule_allows_repeats_and_rejects_a_decrease() {
+        assert!(rules::milestones(&[120, 120, 160]).is_ok());
+        assert_eq!(
+            rules::milestones(&[5, 3]).unwrap_err().to_string(),
+            "must not decrease, got [5, 3]"
+        );
     }
 
     #[test]

@@ -8,10 +8,11 @@ use mocca_losses::{NTXentConfig, NTXentLoss};
 
 use crate::checkpoint::{self, u64_tensor};
 use crate::encoder::Encoder;
-use crate::error::{input_err, MethodError, Result};
+use crate::error::{input_err, Result};
 use crate::eval::{EncoderRole, FeatureLayer, FeatureSource};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::schedule::LrSchedule;
+use crate::step::{check_views, finite_loss, loss_result};
 use crate::{Method, StepStats};
 
 /// SimCLR's hyper-parameters.
@@ -93,53 +94,6 @@ impl<E: Encoder> SimCLR<E> {
     pub fn optimizer(&self) -> &Optimizer {
         &self.optimizer
     }
-}
-
-pub(crate) fn check_views(views: &[Tensor], want: usize) -> Result<usize> {
-    if views.len() != want {
-        return Err(MethodError::BadInput(format!(
-            "expected {want} views per batch, got {}",
-            views.len()
-        )));
-    }
-    let dims = views[0].dims();
-    if dims.len() != 4 || dims[0] == 0 {
-        return Err(MethodError::BadInput(format!(
-            "views must be non-empty [N, C, H, W] batches, got {dims:?}"
-        )));
-    }
-    if let Some(v) = views.iter().find(|v| v.dims() != dims) {
-        return Err(MethodError::BadInput(format!(
-            "all views must have the same shape: {dims:?} vs {:?}",
-            v.dims()
-        )));
-    }
-    Ok(dims[0])
-}
-
-/// Reads a scalar loss and rejects NaN / infinity.
-pub(crate) fn finite_loss(loss: &Tensor, step: u64) -> Result<f64> {
-    let v = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(MethodError::NonFiniteLoss { step, loss: v })
-    }
-}
-
-/// Maps a loss's rejection of non-finite embeddings to the same error as a
-/// non-finite loss value: both mean the model has diverged.
-pub(crate) fn loss_result<T>(
-    r: std::result::Result<T, mocca_losses::LossError>,
-    step: u64,
-) -> Result<T> {
-    r.map_err(|e| match e {
-        mocca_losses::LossError::NonFinite { .. } => MethodError::NonFiniteLoss {
-            step,
-            loss: f64::NAN,
-        },
-        other => other.into(),
-    })
 }
 
 impl<E: Encoder> SimCLR<E> {

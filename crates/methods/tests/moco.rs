@@ -31,10 +31,10 @@ fn config(negatives: NegativeSource, lr: f64) -> MoCoConfig {
 /// A learning rate at which one step of the tiny encoder lowers the loss.
 const LR: f64 = 0.1;
 
-fn moco(cfg: MoCoConfig, init_seed: u64, splits: usize) -> MoCo<TinyEncoder> {
+fn moco(cfg: MoCoConfig, init_seed: u64, bn_splits: usize) -> MoCo<TinyEncoder> {
     MoCo::new(
         cfg,
-        || Ok(TinyEncoder::new(init_seed, splits)),
+        || Ok(TinyEncoder::new(init_seed, bn_splits)),
         &Device::Cpu,
     )
     .unwrap()

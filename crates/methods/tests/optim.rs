@@ -395,3 +395,35 @@ fn saved_state_is_a_snapshot_that_later_steps_do_not_change() {
         .unwrap();
     assert_eq!(now, [1.9, 1.9]);
 }
+
+#[test]
+fn momentum_follows_torch_sgd_any_non_negative_value_including_one() {
+    // torch.optim.SGD raises "Invalid momentum value" for momentum < 0 only.
+    for m in [0.0, 0.9, 1.0, 1.5] {
+        assert!(OptimizerConfig::sgd(0.1, m, 0.0).validate().is_ok(), "{m}");
+    }
+    let err = OptimizerConfig::sgd(0.1, -0.1, 0.0)
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "invalid configuration: momentum must be finite and >= 0, got -0.1"
+    );
+}
+
+#[test]
+fn the_rules_name_no_setting_so_a_config_file_can_name_its_key() {
+    use mocca_methods::optim::rules;
+    assert_eq!(
+        rules::weight_decay(-1.0).unwrap_err().to_string(),
+        "must be finite and >= 0, got -1"
+    );
+    assert!(rules::momentum(f64::NAN).is_err());
+    assert!(rules::nesterov(true, 0.0, 0.0).is_err());
+    assert!(rules::nesterov(true, 0.9, 0.1).is_err());
+    assert!(rules::nesterov(true, 0.9, 0.0).is_ok());
+    assert!(rules::nesterov(false, 0.0, 0.3).is_ok());
+    assert!(rules::trust_coefficient(0.0).is_err());
+    assert!(rules::lr(0.0).is_ok());
+}

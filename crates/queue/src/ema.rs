@@ -133,7 +133,7 @@ pub fn cosine_momentum(base: f64, step: usize, total_steps: usize) -> f64 {
     } else {
         (step as f64 / total_steps as f64).min(1.0)
     };
-    1.0 - (1.0 - base) * ((std::f64::consts::PI * progress).cos() + 1.0) / 2.0
+    mocca_core::schedule::half_cosine(base, 1.0, std::f64::consts::PI * progress)
 }
 
 fn describe(t: &Tensor) -> String {

@@ -36,9 +36,11 @@ mod memory_bank;
 mod queue;
 mod rng;
 mod rows;
+pub mod rules;
 mod state;
 
 pub use ema::{cosine_momentum, BufferPolicy, MomentumUpdate};
 pub use error::QueueError;
 pub use memory_bank::{MemoryBank, MemoryBankConfig};
 pub use queue::{MomentumQueue, MomentumQueueConfig, QueueMode};
+pub use state::u64_tensor;

@@ -2,9 +2,9 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use crate::rng::SplitMix64;
 use crate::state::{self, StateDict};
 use crate::{rows, QueueError};
+use mocca_core::SplitMix64;
 
 /// Configuration of [`MemoryBank`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -64,7 +64,7 @@ impl MemoryBank {
         }
         check_momentum(config.momentum)?;
         let mut rng = SplitMix64::new(config.seed);
-        let init = rng.unit_rows(config.num_samples, config.dim);
+        let init = crate::rng::unit_rows(&mut rng, config.num_samples, config.dim);
         let bank = Tensor::from_vec(init, (config.num_samples, config.dim), device)?;
         Ok(Self {
             bank,
@@ -208,7 +208,7 @@ impl MemoryBank {
             bank: rows::owned(&bank.to_device(device)?)?,
             momentum,
             step: state::read_u64(state, "memory_bank.step")?,
-            rng: SplitMix64::from_state(state::read_u64(state, "memory_bank.rng_state")?),
+            rng: SplitMix64::new(state::read_u64(state, "memory_bank.rng_state")?),
         })
     }
 
@@ -224,9 +224,5 @@ impl MemoryBank {
 }
 
 pub(crate) fn check_momentum(m: f64) -> Result<(), QueueError> {
-    if (0.0..=1.0).contains(&m) {
-        Ok(())
-    } else {
-        Err(QueueError::InvalidMomentum(m))
-    }
+    crate::rules::momentum(m).map_err(|_| QueueError::InvalidMomentum(m))
 }

@@ -2,9 +2,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::rng::SplitMix64;
 use crate::state::{self, StateDict};
 use crate::{rows, QueueError};
+use mocca_core::SplitMix64;
 
 /// What happens when an enqueue runs past the end of the queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,7 +74,7 @@ pub struct MomentumQueue {
 impl MomentumQueue {
     /// A queue of random unit vectors drawn from `config.seed`.
     pub fn new(config: MomentumQueueConfig, device: &Device) -> Result<Self, QueueError> {
-        if config.size == 0 {
+        if crate::rules::size(config.size).is_err() {
             return Err(QueueError::ZeroSize {
                 what: "queue size K",
             });
@@ -85,7 +85,7 @@ impl MomentumQueue {
             });
         }
         let mut rng = SplitMix64::new(config.seed);
-        let init = rng.unit_rows(config.size, config.dim);
+        let init = crate::rng::unit_rows(&mut rng, config.size, config.dim);
         let buffer = Tensor::from_vec(init, (config.size, config.dim), device)?;
         Ok(Self {
             buffer,
@@ -239,7 +239,7 @@ impl MomentumQueue {
             ptr: ptr as usize,
             step: state::read_u64(state, "queue.step")?,
             mode,
-            rng: SplitMix64::from_state(state::read_u64(state, "queue.rng_state")?),
+            rng: SplitMix64::new(state::read_u64(state, "queue.rng_state")?),
         })
     }
 

@@ -4,29 +4,22 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use mocca_core::fs::WriteError;
 
 use crate::QueueError;
 
 pub(crate) type StateDict = HashMap<String, Tensor>;
 
-/// Writes `tensors` to `path` through a temporary file in the same folder
-/// and a rename, so a crash never leaves a half-written state.
+/// Writes `tensors` to `path` atomically ([`mocca_core::fs::write_atomic_with`]), so a crash
+/// never leaves a half-written state.
 pub(crate) fn save(tensors: &StateDict, path: &Path) -> Result<(), QueueError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    if let Err(e) = candle_core::safetensors::save(tensors, &tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.into());
-    }
-    std::fs::rename(&tmp, path).map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        QueueError::Io {
+    let write = |tmp: &Path| candle_core::safetensors::save(tensors, tmp);
+    mocca_core::fs::write_atomic_with(path, write).map_err(|e| match e {
+        WriteError::Write(e) => e.into(),
+        WriteError::Io(source) => QueueError::Io {
             path: path.to_path_buf(),
             source,
-        }
+        },
     })
 }
 
@@ -46,8 +39,9 @@ pub(crate) fn get<'a>(state: &'a StateDict, name: &str) -> Result<&'a Tensor, Qu
         })
 }
 
-/// A `u64` stored bit-for-bit as an I64 scalar (safetensors has no u64 in candle).
-pub(crate) fn u64_tensor(v: u64) -> Result<Tensor, QueueError> {
+/// A `u64` stored bit-for-bit as an I64 scalar (safetensors has no u64 in candle): the steps,
+/// pointers and generator states of the queue's, the bank's and mocca-methods' checkpoints.
+pub fn u64_tensor(v: u64) -> Result<Tensor, QueueError> {
     Ok(Tensor::new(v as i64, &Device::Cpu)?)
 }
 

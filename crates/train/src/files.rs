@@ -10,40 +10,17 @@
 use crate::error::{io_err, Result, TrainError};
 use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn bad(msg: String) -> TrainError {
     TrainError::BadFile(msg)
 }
 
 /// Writes `bytes` to `path` so that a crash at any instant leaves either the
-/// old file or the new one: temp file (`.NAME.tmp-PID`) in the same folder,
-/// fsync, rename, fsync of the folder (so the rename itself survives a power cut).
+/// old file or the new one ([`mocca_core::fs::write_atomic`]: temp file
+/// `.NAME.tmp-PID` in the same folder, fsync, rename, fsync of the folder).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .ok_or_else(|| TrainError::InvalidConfig(format!("{} is not a file path", path.display())))?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
-        f.write_all(bytes).map_err(io_err("cannot write", &tmp))?;
-        f.sync_all().map_err(io_err("cannot sync", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io_err("cannot replace", path))?;
-        // Directory fsync makes the rename durable; some filesystems refuse
-        // to open a directory for it, which is not worth failing a run over.
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    mocca_core::fs::write_atomic(path, bytes).map_err(io_err("cannot write", path))
 }
 
 /// Removes the temp files (`.NAME.tmp-PID`) that writers of `names` left
@@ -61,13 +38,6 @@ pub fn remove_stale_temp_files(dir: &Path, names: &[&str]) {
         {
             let _ = std::fs::remove_file(e.path());
         }
-    }
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }
 
@@ -246,7 +216,7 @@ pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>
 mod tests {
     use super::*;
 
-    fn tmpdir(tag: &str) -> PathBuf {
+    fn tmpdir(tag: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("mocca-files-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();

@@ -2,8 +2,9 @@
 //! workload of `../shared/peers/torch_peers.py`, on the fast backend and on Candle's native ops.
 //!
 //! One step = forward of both views (batch × 2), NT-Xent, backward, SGD (momentum 0.9, weight
-//! decay 5e-4) over backbone + projection head, exactly the peer script's step: the head is
-//! `Linear(f, f) → BN → ReLU → Linear(f, 128)`, τ = 0.5. Each configuration runs in a child
+//! decay 5e-4; the trainer's own `mocca_methods::optim`) over backbone + projection head,
+//! exactly the peer script's step: the head is `Linear(f, f) → BN → ReLU → Linear(f, 128)`,
+//! τ = 0.5. Each configuration runs in a child
 //! process, so the peak RSS printed beside it (VmHWM) is that configuration's own. The f32 GEMM
 //! rate of this machine is measured in the same run, before and after the steps.
 //!
@@ -23,6 +24,7 @@ use mocca_backbones::{
     ResNetConfig, Stem,
 };
 use mocca_losses::{NTXentConfig, NTXentLoss};
+use mocca_methods::optim::{Optimizer, OptimizerConfig};
 
 use crate::runs::config::{ConfigBuilder, DeviceKind, MethodName, Precision, Recipe};
 use crate::runs::{self, setup};
@@ -465,7 +467,17 @@ fn measure(
         temperature: 0.5,
         ..Default::default()
     })?;
-    let mut sgd = Sgd::new(varmap.all_vars(), 0.06, 0.9, 5e-4);
+    // The trainer's optimizer (torch.optim.SGD's rule, fused in place on the CPU), so the step
+    // timed here updates the weights exactly as `train` does.
+    let mut params: Vec<(String, Var)> = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned VarMap"))?
+        .iter()
+        .map(|(name, var)| (name.clone(), var.clone()))
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut sgd = Optimizer::new(params, OptimizerConfig::sgd(0.06, 0.9, 5e-4))?;
     let x0 = Tensor::rand(0f32, 1.0, (batch, 3, 32, 32), &dev)?.to_dtype(cdt)?;
     let x1 = Tensor::rand(0f32, 1.0, (batch, 3, 32, 32), &dev)?.to_dtype(cdt)?;
 
@@ -569,43 +581,6 @@ fn measure_method(
         peak_rss_bytes: peak_rss_bytes(),
         loss: loss as f32,
     })
-}
-
-/// torch.optim.SGD with momentum and weight decay: `d = g + wd·p; b = μ·b + d` (`b = d` on the
-/// first step); `p -= lr·b`.
-struct Sgd {
-    vars: Vec<Var>,
-    bufs: Vec<Option<Tensor>>,
-    lr: f64,
-    momentum: f64,
-    weight_decay: f64,
-}
-
-impl Sgd {
-    fn new(vars: Vec<Var>, lr: f64, momentum: f64, weight_decay: f64) -> Self {
-        let bufs = vec![None; vars.len()];
-        Self {
-            vars,
-            bufs,
-            lr,
-            momentum,
-            weight_decay,
-        }
-    }
-
-    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
-        for (var, buf) in self.vars.iter().zip(&mut self.bufs) {
-            let Some(g) = grads.get(var) else { continue };
-            let d = (g + var.as_tensor().affine(self.weight_decay, 0.0)?)?;
-            let b = match buf.take() {
-                Some(b) => (b.affine(self.momentum, 0.0)? + d)?,
-                None => d,
-            };
-            var.set(&(var.as_tensor() - b.affine(self.lr, 0.0)?)?)?;
-            *buf = Some(b);
-        }
-        Ok(())
-    }
 }
 
 /// FLOPs of one step: 2 views × batch × (forward + input gradient + weight gradient) of every
@@ -734,6 +709,18 @@ mod tests {
             assert_eq!(m.workload, "mocov2");
             assert!(m.loss.is_finite() && m.loss > 0.0, "{p:?}: loss {}", m.loss);
         }
+    }
+
+    #[test]
+    fn the_peer_step_trains_with_the_trainers_optimizer() {
+        let o = Options {
+            batch: 4,
+            ..Options::default()
+        };
+        // Two steps: the second one's loss comes from weights the optimizer has updated.
+        let m = measure(&o, 0.0625, Backend::Fast, Precision::F32, 1, 1).unwrap();
+        assert_eq!(m.workload, "peer-simclr");
+        assert!(m.loss.is_finite() && m.loss > 0.0, "loss {}", m.loss);
     }
 
     #[test]

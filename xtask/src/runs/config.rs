@@ -837,12 +837,23 @@ impl TrainConfig {
 
     /// Checks the settings that need no data; dataset-dependent checks
     /// (batch larger than the dataset, bank size) happen when data is loaded.
+    ///
+    /// The settings the libraries check themselves are checked here by the libraries' own rules
+    /// (`mocca_methods::optim::rules`, ...), reported under this file's keys; only what exists
+    /// in the file alone (epochs, sections, the batch size's relation to other settings) is
+    /// checked by rules of its own.
     pub fn validate(&self) -> Result<()> {
+        use mocca_methods::eval::knn_rules;
+        use mocca_methods::optim::rules as optim;
+        use mocca_methods::schedule::rules as schedule;
         let pos = |name: &str, v: f64| -> Result<()> {
             if !(v.is_finite() && v > 0.0) {
                 bail!("{name} must be a positive number, got {v}");
             }
             Ok(())
+        };
+        let lib = |key: &str, rule: std::result::Result<(), mocca_core::check::Invalid>| {
+            rule.map_err(|e| anyhow!("{key} {e}"))
         };
         if self.epochs == 0 {
             bail!("epochs must be at least 1");
@@ -863,20 +874,26 @@ impl TrainConfig {
         if self.model.out_dim == 0 {
             bail!("model.out_dim must be at least 1");
         }
-        pos("loss.temperature", self.loss.temperature)?;
+        lib(
+            "loss.temperature",
+            mocca_losses::rules::temperature(self.loss.temperature),
+        )?;
         match (self.optimizer.lr, self.optimizer.base_lr) {
             (Some(_), Some(_)) => bail!(
                 "optimizer.lr and optimizer.base_lr are both set: give the rate used (lr) or \
                  one scaled with the batch (base_lr with lr_scale_batch), not both"
             ),
             (None, None) => bail!("optimizer.lr (or optimizer.base_lr) is missing"),
-            (Some(lr), None) | (None, Some(lr)) if !(lr.is_finite() && lr >= 0.0) => {
-                bail!("the learning rate must be a non-negative number, got {lr}")
+            (Some(lr), None) => lib("optimizer.lr", optim::lr(lr))?,
+            (None, Some(base_lr)) => {
+                lib("optimizer.base_lr", optim::lr(base_lr))?;
+                if self.optimizer.lr_scale_batch == 0 {
+                    bail!(
+                        "optimizer.base_lr needs optimizer.lr_scale_batch, the batch size it is \
+                         given for"
+                    );
+                }
             }
-            (None, Some(_)) if self.optimizer.lr_scale_batch == 0 => bail!(
-                "optimizer.base_lr needs optimizer.lr_scale_batch, the batch size it is given for"
-            ),
-            _ => {}
         }
         match (&self.augmentation.mean, &self.augmentation.std) {
             (Some(_), None) | (None, Some(_)) => {
@@ -889,15 +906,27 @@ impl TrainConfig {
             }
             _ => {}
         }
-        if let (OptimizerName::Sgd, Some(_)) =
-            (self.optimizer.name, self.optimizer.trust_coefficient)
-        {
-            bail!("optimizer.trust_coefficient applies to LARS only (optimizer.name = \"lars\")");
-        }
-        // The optimiser's own rules (torch.optim.SGD's: momentum >= 0, Nesterov needs
-        // momentum, weight decay >= 0; LARS's trust coefficient > 0) live with it.
-        if let Err(e) = super::setup::optimizer_config(self).validate() {
-            bail!("[optimizer] {e}");
+        let o = &self.optimizer;
+        lib("optimizer.momentum", optim::momentum(o.momentum))?;
+        lib(
+            "optimizer.weight_decay",
+            optim::weight_decay(o.weight_decay),
+        )?;
+        // The file has no dampening: the trainer's SGD runs with torch's default, 0.
+        lib(
+            "optimizer.nesterov",
+            optim::nesterov(o.nesterov, o.momentum, 0.0),
+        )?;
+        match (o.name, o.trust_coefficient) {
+            (OptimizerName::Lars, Some(t)) => {
+                lib("optimizer.trust_coefficient", optim::trust_coefficient(t))?
+            }
+            (OptimizerName::Sgd, Some(_)) => {
+                bail!(
+                    "optimizer.trust_coefficient applies to LARS only (optimizer.name = \"lars\")"
+                )
+            }
+            _ => {}
         }
         if !(self.schedule.warmup_epochs.is_finite() && self.schedule.warmup_epochs >= 0.0) {
             bail!("schedule.warmup_epochs must be >= 0");
@@ -910,13 +939,11 @@ impl TrainConfig {
             );
         }
         if self.schedule.kind == ScheduleKind::Step {
-            if !self.schedule.milestones.windows(2).all(|w| w[0] < w[1]) {
-                bail!(
-                    "schedule.milestones must be increasing, got {:?}",
-                    self.schedule.milestones
-                );
-            }
-            pos("schedule.gamma", self.schedule.gamma)?;
+            lib(
+                "schedule.milestones",
+                schedule::milestones(&self.schedule.milestones),
+            )?;
+            lib("schedule.gamma", schedule::gamma(self.schedule.gamma))?;
         }
         if self.schedule.kind != ScheduleKind::Cosine && self.schedule.warmup_epochs > 0.0 {
             bail!("schedule.warmup_epochs is supported with schedule.kind = \"cosine\" only");
@@ -924,10 +951,8 @@ impl TrainConfig {
         if let Err(e) = self.augmentation.preset.parse::<mocca_aug::Preset>() {
             bail!("augmentation.preset: {e}");
         }
-        if self.eval.knn_k == 0 {
-            bail!("eval.knn_k must be at least 1");
-        }
-        pos("eval.knn_t", self.eval.knn_t)?;
+        lib("eval.knn_k", knn_rules::k(self.eval.knn_k))?;
+        lib("eval.knn_t", knn_rules::temperature(self.eval.knn_t))?;
         if self.run.log_every == 0 {
             bail!("run.log_every must be at least 1");
         }
@@ -946,15 +971,11 @@ impl TrainConfig {
                 }
             }
             (true, Some(m)) => {
-                if !(0.0..=1.0).contains(&m.momentum) {
-                    bail!("moco.momentum must be in [0, 1], got {}", m.momentum);
-                }
-                if !(0.0..=1.0).contains(&m.bank_momentum) {
-                    bail!(
-                        "moco.bank_momentum must be in [0, 1], got {}",
-                        m.bank_momentum
-                    );
-                }
+                lib("moco.momentum", mocca_queue::rules::momentum(m.momentum))?;
+                lib(
+                    "moco.bank_momentum",
+                    mocca_queue::rules::momentum(m.bank_momentum),
+                )?;
                 if m.bn_splits == 0 || self.batch_size % m.bn_splits != 0 {
                     bail!(
                         "moco.bn_splits ({}) must divide batch_size ({}): each BN group needs the same size",
@@ -977,8 +998,8 @@ impl TrainConfig {
                         self.batch_size
                     );
                 }
-                if m.negatives != Negatives::EndToEnd && m.queue_size == 0 {
-                    bail!("moco.queue_size must be at least 1");
+                if m.negatives != Negatives::EndToEnd {
+                    lib("moco.queue_size", mocca_queue::rules::size(m.queue_size))?;
                 }
             }
         }
@@ -1388,33 +1409,27 @@ mod tests {
     }
 
     #[test]
-    fn optimizer_settings_are_checked_by_the_optimizers_own_rules() {
-        let build = |sets: &[&str]| {
-            let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar);
-            for s in sets {
-                b.set(s).unwrap();
-            }
+    fn optimizer_momentum_follows_torch_sgd_through_the_library_rule() {
+        let build = |m: &str| {
+            let mut b = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar);
+            b.set(&format!("optimizer.momentum={m}")).unwrap();
             b.build()
         };
-        let err = build(&["optimizer.momentum=-0.1"]).unwrap_err().to_string();
+        assert_eq!(build("1.0").unwrap().optimizer.momentum, 1.0);
+        let err = build("-0.5").unwrap_err().to_string();
+        assert_eq!(err, "optimizer.momentum must be finite and >= 0, got -0.5");
+    }
+
+    #[test]
+    fn repeated_milestones_apply_gamma_twice_as_in_multisteplr() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Paper);
+        b.set("schedule.milestones=[120, 120]").unwrap();
+        assert_eq!(b.build().unwrap().schedule.milestones, [120, 120]);
+        b.set("schedule.milestones=[160, 120]").unwrap();
+        let err = b.build().unwrap_err().to_string();
         assert!(
-            err.contains("[optimizer]") && err.contains("momentum must be >= 0"),
+            err.starts_with("schedule.milestones must not decrease"),
             "{err}"
-        );
-        let err = build(&["optimizer.momentum=0.0", "optimizer.nesterov=true"])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("Nesterov momentum requires momentum > 0"),
-            "{err}"
-        );
-        // torch.optim.SGD has no upper bound on momentum, nor has the library.
-        assert_eq!(
-            build(&["optimizer.momentum=1.0"])
-                .unwrap()
-                .optimizer
-                .momentum,
-            1.0
         );
     }
 }

@@ -1,12 +1,14 @@
 //! Row kernels shared by the fused CPU losses: L2 normalisation and its
-//! backward, vectorised max / exp-sum over logit rows, and a safe `gemm` wrapper.
+//! backward, vectorised max / exp-sum over logit rows, and a safe wrapper of
+//! mocca-kernels' GEMM.
 //!
 //! The exp and max loops are written so LLVM vectorises them; each public
 //! kernel is compiled twice (baseline x86-64 and AVX2+FMA) and picks one at
 //! run time, because the workspace is built for baseline x86-64 and a scalar
 //! `expf` over a `[256, 65536]` logit matrix would cost more than the GEMMs.
 
-use gemm::Parallelism;
+use mocca_core::multiversion;
+use mocca_kernels::gemm::{sgemm_scaled, MatRef};
 
 /// `max(‖x‖, EPS)` is the norm the loss divides by (torch's `F.normalize`).
 pub(crate) const NORM_EPS: f32 = 1e-12;
@@ -20,26 +22,6 @@ const LANES: usize = 16;
 /// kernels only exponentiate `logit - row max <= 0`, so values this small
 /// are negligible next to the row's sum (at least 1).
 const EXP_FLOOR: f32 = -86.0;
-
-macro_rules! multiversion {
-    ($(#[$meta:meta])* pub(crate) fn $name:ident($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty = $generic:ident) => {
-        $(#[$meta])*
-        pub(crate) fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) -> $ret {
-                    $generic::<true>($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU supports the features `avx2` was compiled for.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $generic::<false>($($arg),*)
-        }
-    };
-}
 
 /// `a * b + c`, fused only where the caller was compiled with FMA (a software
 /// `fmaf` would be far slower than the two roundings).
@@ -319,48 +301,37 @@ pub(crate) fn matmul(
         dst_ld >= n && (m - 1) * dst_ld + n <= dst.len(),
         "matmul: dst too small"
     );
-    if k == 0 {
-        if !accumulate {
-            for row in dst.chunks_mut(dst_ld).take(m) {
-                row[..n].fill(0.0);
-            }
-        }
-        return;
-    }
     assert!(
-        lhs.fits(m, k) && rhs.fits(k, n),
+        k == 0 || (lhs.fits(m, k) && rhs.fits(k, n)),
         "matmul: operand too small"
     );
     let threads = rayon::current_num_threads();
-    let parallelism = if parallel && threads > 1 && m * n * k >= 1 << 18 {
-        Parallelism::Rayon(threads)
+    let threads = if parallel && threads > 1 && m * n * k >= 1 << 18 {
+        threads
     } else {
-        Parallelism::None
+        1
+    };
+    let view = |o: Operand<'_>| MatRef {
+        ptr: o.data.as_ptr(),
+        rs: o.row_stride as isize,
+        cs: o.col_stride as isize,
     };
     // SAFETY: the asserts above bound every index gemm computes from these
-    // shapes and strides; `dst` rows do not overlap (dst_ld >= n) and do not
-    // alias the inputs (&mut vs &).
+    // shapes and strides (no operand is read when k = 0); `dst` rows do not
+    // overlap (dst_ld >= n) and do not alias the inputs (&mut vs &).
     unsafe {
-        gemm::gemm(
+        sgemm_scaled(
             m,
             n,
             k,
             dst.as_mut_ptr(),
-            1,
             dst_ld as isize,
+            1,
             accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            1.0,
+            view(lhs),
+            view(rhs),
             alpha,
-            false,
-            false,
-            false,
-            parallelism,
+            threads,
         )
     }
 }

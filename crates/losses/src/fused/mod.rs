@@ -1,5 +1,5 @@
 //! Fused CPU path: each loss is one candle custom op whose forward does the
-//! whole computation on f32 slices (GEMMs through `gemm`, rows through
+//! whole computation on f32 slices (GEMMs through mocca-kernels' `sgemm`, rows through
 //! rayon) and, when an input tracks gradients, also the gradients w.r.t. the
 //! raw inputs, which the backward then only scales by the incoming gradient.
 //! Computing them in the forward saves recomputing the logits (one GEMM of
@@ -11,8 +11,8 @@ pub(crate) mod kernels;
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use mocca_kernels::cpu::f32_operand;
 
 pub(crate) use dense::DenseKind;
 
@@ -58,19 +58,6 @@ struct Shared {
 }
 
 type SharedState = Arc<Mutex<Shared>>;
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!(
-            "{what}: the fused loss takes f32 storage, got {:?}",
-            s.dtype()
-        )
-    };
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&v[start..end]),
-        None => candle_core::bail!("{what}: the fused loss takes contiguous tensors"),
-    }
-}
 
 fn publish(state: &SharedState, r: FusedResult) -> candle_core::Result<(CpuStorage, Shape)> {
     let loss = r.loss();
@@ -129,8 +116,8 @@ impl CustomOp2 for DenseOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let a = f32_slice(s1, l1, self.name())?;
-        let b = f32_slice(s2, l2, self.name())?;
+        let a = f32_operand(s1, l1, self.name())?;
+        let b = f32_operand(s2, l2, self.name())?;
         let (n, d) = l1.shape().dims2()?;
         let r = dense::dense_loss(self.kind, a, b, n, d, self.inv_tau, self.need_grad);
         publish(&self.state, r)
@@ -167,9 +154,9 @@ impl CustomOp3 for InfoNceOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let q = f32_slice(s1, l1, self.name())?;
-        let k = f32_slice(s2, l2, self.name())?;
-        let negatives = f32_slice(s3, l3, self.name())?;
+        let q = f32_operand(s1, l1, self.name())?;
+        let k = f32_operand(s2, l2, self.name())?;
+        let negatives = f32_operand(s3, l3, self.name())?;
         let (n, d) = l1.shape().dims2()?;
         let r = infonce::infonce_loss(q, k, negatives, n, d, self.inv_tau, self.need_grad);
         publish(&self.state, r)
@@ -211,9 +198,9 @@ impl CustomOp3 for InfoNceIndexedOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let q = f32_slice(s1, l1, self.name())?;
-        let k = f32_slice(s2, l2, self.name())?;
-        let bank = f32_slice(s3, l3, self.name())?;
+        let q = f32_operand(s1, l1, self.name())?;
+        let k = f32_operand(s2, l2, self.name())?;
+        let bank = f32_operand(s3, l3, self.name())?;
         let (n, d) = l1.shape().dims2()?;
         let r = infonce::infonce_indexed_loss(
             q,

@@ -21,7 +21,7 @@ pub struct TinyEncoder {
     w2: Var,
     b2: Var,
     running: Mutex<(Tensor, Tensor)>,
-    splits: usize,
+    bn_splits: usize,
 }
 
 pub const IN: usize = 3 * 4 * 4;
@@ -29,7 +29,7 @@ pub const HIDDEN: usize = 16;
 pub const OUT: usize = 8;
 
 impl TinyEncoder {
-    pub fn new(seed: u64, splits: usize) -> Self {
+    pub fn new(seed: u64, bn_splits: usize) -> Self {
         let vm = VarMap::new();
         let vb = seeded_var_builder(&vm, seed, DType::F32, &Device::Cpu);
         let get = |shape: &[usize], name: &str, init| {
@@ -50,7 +50,7 @@ impl TinyEncoder {
                 Tensor::zeros(HIDDEN, DType::F32, &Device::Cpu).unwrap(),
                 Tensor::ones(HIDDEN, DType::F32, &Device::Cpu).unwrap(),
             )),
-            splits,
+            bn_splits,
         }
     }
 
@@ -58,7 +58,7 @@ impl TinyEncoder {
         let eps = 1e-5;
         let normed = if train {
             let n = x.dim(0)?;
-            let g = self.splits.max(1);
+            let g = self.bn_splits.max(1);
             let xs = x.reshape((g, n / g, HIDDEN))?;
             let mean = xs.mean_keepdim(1)?;
             let centered = xs.broadcast_sub(&mean)?;
