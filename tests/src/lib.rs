@@ -34,7 +34,7 @@ pub fn pattern_image(class: usize, index: usize, size: u32) -> image::RgbImage {
         state ^= state >> 7;
         state ^= state << 17;
         let noise = (state % 61) as i32 - 30;
-        let stripe = if class % 2 == 0 { x } else { y };
+        let stripe = if class.is_multiple_of(2) { x } else { y };
         let k = if (stripe / 2) % 2 == 0 { 1.0 } else { 0.55 };
         let px = |v: u8| ((v as f32 * k) as i32 + noise).clamp(0, 255) as u8;
         image::Rgb([px(c[0]), px(c[1]), px(c[2])])

@@ -7,99 +7,37 @@ use anyhow::{anyhow, bail, Context, Result};
 use mocca_aug::{ImageU8, MultiView, Preset, Transform};
 use mocca_core::fs::WriteError;
 
-const USAGE: &str =
-    "usage: cargo xtask aug-preview --preset NAME --data DIR --out FILE.png [options]
-
-  --preset NAME   mocov1, mocov2, simclr, mocov1-cifar, mocov2-cifar, simclr-cifar
-  --data DIR      dataset folder (CIFAR-10 binary, MNIST, image folder)
-  --out FILE      PNG to write
-  --size N        output side of the views (default: the preset's, 224 or 32)
-  --images N      rows (default 8), spread over the dataset
-  --views N       views per image (default 6)
-  --seed N        augmentation seed (default 0)
-  --split S       train or test (default train)
-  --scale N       draw every pixel N x N times (default: 1, or 3 for views under 64 px)";
-
-struct Options {
+/// `cargo xtask aug-preview`: which pipeline, on which images, drawn how.
+#[derive(clap::Args, Debug)]
+#[command(about = "PNG grid of augmented views")]
+pub struct Args {
+    /// mocov1, mocov2, simclr, mocov1-cifar, mocov2-cifar, simclr-cifar
+    #[arg(long, value_name = "NAME", value_parser = |s: &str| s.parse::<Preset>())]
     preset: Preset,
+    /// Dataset folder (CIFAR-10 binary, MNIST, image folder)
+    #[arg(long, value_name = "DIR")]
     data: PathBuf,
+    /// The PNG to write
+    #[arg(long, value_name = "FILE.png")]
     out: PathBuf,
+    /// Output side of the views [default: the preset's, 224 or 32]
+    #[arg(long, value_name = "N", value_parser = crate::cli::count)]
     size: Option<usize>,
+    /// Rows, spread over the dataset
+    #[arg(long, value_name = "N", value_parser = crate::cli::count, default_value_t = 8)]
     images: usize,
+    /// Views per image
+    #[arg(long, value_name = "N", value_parser = crate::cli::count, default_value_t = 6)]
     views: usize,
+    /// Augmentation seed
+    #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
+    /// train or test
+    #[arg(long, value_name = "train|test", value_parser = crate::cli::split, default_value = "train")]
     split: mocca_data::Split,
+    /// Draw every pixel N x N times [default: 1, or 3 for views under 64 px]
+    #[arg(long, value_name = "N", value_parser = crate::cli::count)]
     scale: Option<usize>,
-}
-
-/// `None`: the help was asked for, and printed.
-fn parse(args: &[String]) -> Result<Option<Options>> {
-    let (mut preset, mut data, mut out) = (None, None, None);
-    let mut o = Options {
-        preset: Preset::SimClr,
-        data: PathBuf::new(),
-        out: PathBuf::new(),
-        size: None,
-        images: 8,
-        views: 6,
-        seed: 0,
-        split: mocca_data::Split::Train,
-        scale: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .with_context(|| format!("{name} needs a value"))
-                .cloned()
-        };
-        let count = |name: &str, v: String| -> Result<usize> {
-            let n: usize = v
-                .parse()
-                .with_context(|| format!("{name}: `{v}` is not a count"))?;
-            if n == 0 {
-                bail!("{name} must be at least 1");
-            }
-            Ok(n)
-        };
-        match a.as_str() {
-            "--preset" => {
-                preset = Some(
-                    value("--preset")?
-                        .parse::<Preset>()
-                        .map_err(anyhow::Error::msg)?,
-                )
-            }
-            "--data" => data = Some(PathBuf::from(value("--data")?)),
-            "--out" => out = Some(PathBuf::from(value("--out")?)),
-            "--size" => o.size = Some(count("--size", value("--size")?)?),
-            "--images" => o.images = count("--images", value("--images")?)?,
-            "--views" => o.views = count("--views", value("--views")?)?,
-            "--scale" => o.scale = Some(count("--scale", value("--scale")?)?),
-            "--seed" => {
-                let v = value("--seed")?;
-                o.seed = v
-                    .parse()
-                    .with_context(|| format!("--seed: `{v}` is not an integer"))?;
-            }
-            "--split" => {
-                o.split = match value("--split")?.as_str() {
-                    "train" => mocca_data::Split::Train,
-                    "test" => mocca_data::Split::Test,
-                    other => bail!("--split: expected train or test, got `{other}`"),
-                }
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            other => bail!("unknown option `{other}`\n\n{USAGE}"),
-        }
-    }
-    o.preset = preset.with_context(|| format!("--preset is required\n\n{USAGE}"))?;
-    o.data = data.with_context(|| format!("--data is required\n\n{USAGE}"))?;
-    o.out = out.with_context(|| format!("--out is required\n\n{USAGE}"))?;
-    Ok(Some(o))
 }
 
 /// An RGB canvas, drawn cell by cell.
@@ -160,14 +98,7 @@ impl Canvas {
     }
 }
 
-/// Still parsed by hand, below.
-pub type Args = crate::cli::Raw;
-
-pub fn run(args: Args) -> Result<()> {
-    let args = &args.args[..];
-    let Some(o) = parse(args)? else {
-        return Ok(());
-    };
+pub fn run(o: Args) -> Result<()> {
     let ds = mocca_data::open(&o.data, o.split)
         .with_context(|| format!("opening {}", o.data.display()))?;
     if ds.is_empty() {

@@ -1,6 +1,6 @@
 //! `cargo xtask bench <what>`: throughput figures for docs/benchmarks.md.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 mod aug;
 mod losses;
@@ -15,19 +15,43 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Still parsed by hand, below.
-pub type Args = crate::cli::Raw;
+/// `cargo xtask bench`: which benchmark, then its options.
+#[derive(clap::Args, Debug)]
+#[command(
+    about = "Throughput benchmarks: aug|losses|step|pipeline",
+    subcommand_required = true
+)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum What {
+    /// Source images per second of the augmentation presets, two views per image
+    Aug(aug::Options),
+    /// Each loss's time against its matmul FLOP bound, beside this machine's f32 GEMM rate
+    Losses(losses::Options),
+    /// Read + decode + augment of an image folder at 224 px, each stage alone and together
+    Pipeline(pipeline::Options),
+    /// Images/s of a ResNet-18 SimCLR (or the trainer's own) training step
+    Step(step::Options),
+}
 
 pub fn run(args: Args) -> Result<()> {
-    let args = &args.args[..];
-    let Some((what, rest)) = args.split_first() else {
-        bail!("usage: cargo xtask bench aug|losses|pipeline|step [options]");
-    };
-    match what.as_str() {
-        "aug" => aug::run(rest),
-        "losses" => losses::run(rest),
-        "pipeline" => pipeline::run(rest),
-        "step" => step::run(rest),
-        other => bail!("unknown benchmark `{other}`: expected aug, losses, pipeline or step"),
+    match args.what {
+        What::Aug(o) => aug::run(o),
+        What::Losses(o) => losses::run(o),
+        What::Pipeline(o) => pipeline::run(o),
+        What::Step(o) => step::run(o),
+    }
+}
+
+/// `cargo xtask bench LINE`, parsed as the binary parses it (for tests).
+#[cfg(test)]
+pub(crate) fn parse_line(line: &str) -> Result<What> {
+    match crate::cli::parse_line(&format!("bench {line}"))? {
+        crate::cli::Command::Bench(a) => Ok(a.what),
+        other => panic!("parsed as {other:?}"),
     }
 }

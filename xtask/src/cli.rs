@@ -16,31 +16,78 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+/// Each command's `about` and `long_about` are set on its arguments' struct, in its own
+/// module: a doc comment here would replace them.
 pub enum Command {
-    /// Train an encoder: moco|mocov2|simclr (see `cargo xtask train --help`)
     Train(crate::train::Args),
-    /// Evaluate a run's encoder: knn|linear|lincls
     Eval(crate::eval::Args),
-    /// PNG curves of loss, lr and kNN accuracy
     Plot(crate::plot::Args),
-    /// Backbone weights with torchvision key names
     Export(crate::export::Args),
-    /// PNG grid of augmented views
     AugPreview(crate::aug_preview::Args),
-    /// Throughput benchmarks: aug|losses|step|pipeline
     Bench(crate::bench::Args),
-    /// Build the CUDA trainer binary
     CudaBuild(crate::cuda::Args),
-    /// Custom ops, losses, queue on the GPU vs the CPU
     GpuSelftest(crate::gpu_selftest::Args),
 }
 
-/// Arguments a command still parses itself, handed over as given.
+/// The run a command reads: a run folder or a checkpoint file, positional or `--run`.
 #[derive(clap::Args, Debug)]
-#[command(disable_help_flag = true)]
-pub struct Raw {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
-    pub args: Vec<String>,
+pub struct RunArg {
+    /// Run folder or checkpoint file
+    #[arg(value_name = "RUN", required_unless_present = "run")]
+    run_positional: Option<std::path::PathBuf>,
+    /// Run folder or checkpoint file (also positional)
+    #[arg(
+        long,
+        visible_alias = "checkpoint",
+        value_name = "PATH",
+        conflicts_with = "run_positional"
+    )]
+    run: Option<std::path::PathBuf>,
+}
+
+impl RunArg {
+    pub fn path(self) -> anyhow::Result<std::path::PathBuf> {
+        self.run
+            .or(self.run_positional)
+            .ok_or_else(|| anyhow::anyhow!("which run? give --run RUN_DIR or a checkpoint file"))
+    }
+}
+
+/// A value parser for counts that must be at least 1.
+pub fn count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a count")),
+    }
+}
+
+/// A value parser for a dataset split, by torchvision's names.
+pub fn split(s: &str) -> Result<mocca_data::Split, String> {
+    match s {
+        "train" => Ok(mocca_data::Split::Train),
+        "test" => Ok(mocca_data::Split::Test),
+        _ => Err(format!("expected train or test, got `{s}`")),
+    }
+}
+
+/// A value parser for `--device cpu|cuda` where `auto` makes no sense (benchmarks, checks).
+pub fn cpu_or_cuda(s: &str) -> Result<crate::runs::config::DeviceKind, String> {
+    use crate::runs::config::DeviceKind;
+    match s {
+        "cuda" => Ok(DeviceKind::Cuda),
+        "cpu" => Ok(DeviceKind::Cpu),
+        other => Err(format!("`{other}`: expected cpu or cuda")),
+    }
+}
+
+/// One command line, split at spaces, parsed as the binary parses it (for tests).
+#[cfg(test)]
+pub fn parse_line(line: &str) -> anyhow::Result<Command> {
+    let args = line.split_whitespace().map(String::from).collect();
+    parse(args)?
+        .and_then(|cli| cli.command)
+        .ok_or_else(|| anyhow::anyhow!("`{line}` printed help or named no command"))
 }
 
 /// Parses a command line (without the program name). `Ok(None)`: help was asked
@@ -53,6 +100,11 @@ pub fn parse(args: Vec<String>) -> anyhow::Result<Option<Cli>> {
             clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                 print!("{}", e.render());
                 Ok(None)
+            }
+            // `cargo xtask bench` alone: the list of benchmarks, then a short error.
+            clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                eprint!("{}", e.render());
+                Err(anyhow::anyhow!("name one of the commands listed above"))
             }
             // `cli_main` puts its own "error: " in front.
             _ => {

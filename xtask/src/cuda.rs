@@ -15,29 +15,53 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-const USAGE: &str = "usage: cargo xtask cuda-build [--cudnn | --both] [options]
+/// `cargo xtask cuda-build`: which variants, with which toolchain, built where.
+#[derive(clap::Args, Debug)]
+#[command(
+    about = "Build the CUDA trainer binary",
+    long_about = "Builds the trainer (this `xtask` binary) with Candle's CUDA backend for the \
+GPU machine (compute capability 9.0 = H100/H200, driver >= 580 = CUDA 13.0) and leaves it \
+gzipped in dist/ (see docs/gpu.md): dist/xtask-cuda.gz (--features cuda, the default) and \
+dist/xtask-cudnn.gz (--features cudnn, cuDNN convolutions).
 
-Builds the trainer (this `xtask` binary) with Candle's CUDA backend for the
-GPU machine (compute capability 9.0 = H100/H200, driver >= 580 = CUDA 13.0)
-and leaves it gzipped in dist/ (see docs/gpu.md):
-  dist/xtask-cuda.gz    --features cuda   (default)
-  dist/xtask-cudnn.gz   --features cudnn  (cuDNN convolutions)
+Installs the CUDA 13.0 compiler toolchain from NVIDIA's PyPI wheels if it is missing \
+(scripts/cuda/install-cuda-toolchain.sh, idempotent), builds in release in target/cuda, checks \
+that the binary holds real PTX (none from the fake nvcc) and that it starts against the stub \
+libraries, then gzips it. Needs python3 with pip, gcc/g++ and about 15 minutes of 2 cores from \
+clean."
+)]
+pub struct Args {
+    /// The cuDNN variant only
+    #[arg(long, conflicts_with = "both")]
+    cudnn: bool,
+    /// Both variants (cuda, then cudnn; the kernels are shared)
+    #[arg(long)]
+    both: bool,
+    /// Toolchain folder [default: $CUDA13_PREFIX, else ~/.cache/cuda13]
+    #[arg(long, value_name = "DIR")]
+    toolchain: Option<PathBuf>,
+    /// Link against the real cuBLAS/cuRAND/cuDNN (about 1 GB of wheels) instead of stubs, so
+    /// the linker checks them
+    #[arg(long)]
+    real_libs: bool,
+    /// Cargo target folder [default: target/cuda; never one that was used with
+    /// scripts/cuda/fake-nvcc-bin]
+    #[arg(long, value_name = "DIR")]
+    target_dir: Option<PathBuf>,
+    /// Folder for the .gz files [default: dist]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
 
-Installs the CUDA 13.0 compiler toolchain from NVIDIA's PyPI wheels if it is
-missing (scripts/cuda/install-cuda-toolchain.sh, idempotent), builds in
-release in target/cuda, checks that the binary holds real PTX (none from the
-fake nvcc) and that it starts against the stub libraries, then gzips it.
-Needs python3 with pip, gcc/g++ and about 15 minutes of 2 cores from clean.
-
-  --cudnn            the cuDNN variant only
-  --both             both variants (cuda, then cudnn; the kernels are shared)
-  --toolchain DIR    toolchain folder (default $CUDA13_PREFIX, else
-                     ~/.cache/cuda13)
-  --real-libs        link against the real cuBLAS/cuRAND/cuDNN (about 1 GB
-                     of wheels) instead of stubs, so the linker checks them
-  --target-dir DIR   cargo target folder (default target/cuda; never one that
-                     was used with scripts/cuda/fake-nvcc-bin)
-  --out DIR          folder for the .gz files (default dist)";
+impl Args {
+    fn variants(&self) -> Vec<Variant> {
+        match (self.cudnn, self.both) {
+            (_, true) => vec![Variant::Cuda, Variant::Cudnn],
+            (true, false) => vec![Variant::Cudnn],
+            (false, false) => vec![Variant::Cuda],
+        }
+    }
+}
 
 /// Marker the fake nvcc writes into every PTX file (scripts/cuda/fake-nvcc-bin),
 /// reversed: this binary must not carry the text it searches the CUDA build for.
@@ -68,64 +92,7 @@ impl Variant {
     }
 }
 
-#[derive(Debug, PartialEq)]
-struct Options {
-    variants: Vec<Variant>,
-    toolchain: Option<PathBuf>,
-    real_libs: bool,
-    target_dir: Option<PathBuf>,
-    out: Option<PathBuf>,
-}
-
-fn parse_args(args: &[String]) -> Result<Option<Options>> {
-    let mut o = Options {
-        variants: vec![Variant::Cuda],
-        toolchain: None,
-        real_libs: false,
-        target_dir: None,
-        out: None,
-    };
-    let (mut cudnn, mut both) = (false, false);
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].as_str();
-        let mut value = || -> Result<PathBuf> {
-            i += 1;
-            args.get(i)
-                .map(PathBuf::from)
-                .ok_or_else(|| anyhow!("{a} needs a value\n\n{USAGE}"))
-        };
-        match a {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            "--cudnn" => cudnn = true,
-            "--both" => both = true,
-            "--real-libs" => o.real_libs = true,
-            "--toolchain" => o.toolchain = Some(value()?),
-            "--target-dir" => o.target_dir = Some(value()?),
-            "--out" => o.out = Some(value()?),
-            other => bail!("unknown option `{other}`\n\n{USAGE}"),
-        }
-        i += 1;
-    }
-    if both {
-        o.variants = vec![Variant::Cuda, Variant::Cudnn];
-    } else if cudnn {
-        o.variants = vec![Variant::Cudnn];
-    }
-    Ok(Some(o))
-}
-
-/// Still parsed by hand, below.
-pub type Args = crate::cli::Raw;
-
-pub fn run(args: Args) -> Result<()> {
-    let args = &args.args[..];
-    let Some(o) = parse_args(args)? else {
-        return Ok(());
-    };
+pub fn run(o: Args) -> Result<()> {
     let root = repo_root()?;
     let in_root = |p: &Option<PathBuf>, default: &str| match p {
         Some(p) if p.is_absolute() => p.clone(),
@@ -146,7 +113,7 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut summary = Vec::new();
-    for v in &o.variants {
+    for v in &o.variants() {
         let started = Instant::now();
         build(&root, &env_sh, &target_dir, *v)?;
         let secs = started.elapsed().as_secs_f64();
@@ -367,37 +334,52 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    fn parse(line: &str) -> Result<Args> {
+        match crate::cli::parse_line(&format!("cuda-build {line}"))? {
+            crate::cli::Command::CudaBuild(a) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]
     fn default_builds_the_cuda_variant_into_target_cuda_and_dist() {
-        let o = parse_args(&[]).unwrap().unwrap();
-        assert_eq!(o.variants, vec![Variant::Cuda]);
+        let o = parse("").unwrap();
+        assert_eq!(o.variants(), vec![Variant::Cuda]);
         assert_eq!((o.real_libs, o.target_dir, o.out), (false, None, None));
         assert_eq!(Variant::Cuda.artifact(), "xtask-cuda");
     }
 
     #[test]
     fn both_builds_cuda_then_cudnn() {
-        let o = parse_args(&args("--both --real-libs --out carry"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(o.variants, vec![Variant::Cuda, Variant::Cudnn]);
+        let o = parse("--both --real-libs --out carry").unwrap();
+        assert_eq!(o.variants(), vec![Variant::Cuda, Variant::Cudnn]);
         assert!(o.real_libs);
         assert_eq!(o.out, Some(PathBuf::from("carry")));
-        let o = parse_args(&args("--cudnn")).unwrap().unwrap();
-        assert_eq!(o.variants, vec![Variant::Cudnn]);
-        assert_eq!(o.variants[0].feature(), "cudnn");
+        let o = parse("--cudnn").unwrap();
+        assert_eq!(o.variants(), vec![Variant::Cudnn]);
+        assert_eq!(o.variants()[0].feature(), "cudnn");
     }
 
     #[test]
     fn unknown_options_and_missing_values_are_named() {
-        let e = parse_args(&args("--cuda12")).unwrap_err().to_string();
-        assert!(e.starts_with("unknown option `--cuda12`"), "{e}");
-        let e = parse_args(&args("--out")).unwrap_err().to_string();
-        assert!(e.starts_with("--out needs a value"), "{e}");
+        let e = parse("--cuda12").unwrap_err().to_string();
+        assert!(e.starts_with("unexpected argument '--cuda12'"), "{e}");
+        let e = parse("--out").unwrap_err().to_string();
+        assert!(
+            e.contains("'--out <DIR>'") && e.contains("value is required"),
+            "{e}"
+        );
+        let e = parse("--cudnn --both").unwrap_err().to_string();
+        assert!(e.contains("cannot be used with"), "{e}");
+    }
+
+    #[test]
+    fn misspelt_options_get_a_suggestion() {
+        let e = parse("--real-lib").unwrap_err().to_string();
+        assert!(
+            e.contains("a similar argument exists: '--real-libs'"),
+            "{e}"
+        );
     }
 
     #[test]

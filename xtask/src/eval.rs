@@ -8,12 +8,12 @@ use mocca_methods::eval::{
     knn_evaluate, linear_probe, KnnConfig, LinclsConfig, LinearClassifier, LinearProbeConfig,
 };
 use mocca_methods::{Encoder, FeatureLayer, Features, SplitMix64};
-use std::path::PathBuf;
 use std::time::Instant;
 
 /// `cargo xtask eval`: which evaluation, then its options.
 #[derive(clap::Args, Debug)]
 #[command(
+    about = "Evaluate a run's encoder: knn|linear|lincls",
     long_about = "Evaluates the encoder of a checkpoint on the dataset's train (neighbours / \
 classifier training) and test splits; the test images are not augmented.",
     subcommand_required = true
@@ -58,17 +58,8 @@ enum KindArgs {
 /// The options every evaluation takes.
 #[derive(clap::Args, Debug)]
 struct Common {
-    /// Run folder or checkpoint file
-    #[arg(value_name = "RUN", required_unless_present = "run")]
-    run_positional: Option<PathBuf>,
-    /// Run folder or checkpoint file (also positional)
-    #[arg(
-        long,
-        visible_alias = "checkpoint",
-        value_name = "PATH",
-        conflicts_with = "run_positional"
-    )]
-    run: Option<PathBuf>,
+    #[command(flatten)]
+    run: crate::cli::RunArg,
     /// Dataset folder [default: the run's, else found or downloaded as `cargo xtask train`
     /// does: $MOCCA_DATA, ./data, the per-user cache]
     #[arg(long, value_name = "DIR")]
@@ -116,7 +107,7 @@ struct Classifier {
     probe_batch: Option<usize>,
 }
 
-fn parse_encoder(v: &str) -> Result<EncoderChoice, String> {
+pub(crate) fn parse_encoder(v: &str) -> Result<EncoderChoice, String> {
     match v {
         "query" => Ok(EncoderChoice::Query),
         "key" => Ok(EncoderChoice::Key),
@@ -157,10 +148,7 @@ pub fn run(args: Args) -> Result<()> {
             (Kind::Lincls, common, Options::classifier(classifier))
         }
     };
-    let run = common
-        .run
-        .or(common.run_positional)
-        .ok_or_else(|| anyhow!("which run? give --run RUN_DIR or a checkpoint file"))?;
+    let run = common.run.path()?;
     let ckpt = checkpoint_path(&run)?;
     let no_download = common.no_download;
     let o = Options {

@@ -5,60 +5,33 @@
 
 use crate::runs::config::{Arch, EncoderChoice, LayerChoice, Stem, TrainConfig};
 use crate::runs::{checkpoint_path, load_checkpoint, read_checkpoint_meta, setup};
-use anyhow::{anyhow, bail, Result};
+use anyhow::Result;
 use candle_core::Device;
 use mocca_backbones::StateDict;
 use std::path::PathBuf;
 
-const USAGE: &str =
-    "usage: cargo xtask export RUN_DIR|CHECKPOINT --out FILE.safetensors [--encoder query|key]
-
-Writes the backbone of the run's query encoder (or MoCo's momentum encoder)
-with torchvision's key names. The projection head and the classifier (`fc`)
-are not included.";
-
-/// Still parsed by hand, below.
-pub type Args = crate::cli::Raw;
+/// `cargo xtask export`: which run, which encoder, where the weights go.
+#[derive(clap::Args, Debug)]
+#[command(
+    about = "Backbone weights with torchvision key names",
+    long_about = "Writes the backbone of the run's query encoder (or MoCo's momentum \
+encoder) with torchvision's key names. The projection head and the classifier (`fc`) are not \
+included."
+)]
+pub struct Args {
+    #[command(flatten)]
+    run: crate::cli::RunArg,
+    /// The safetensors file to write
+    #[arg(long, short, value_name = "FILE.safetensors")]
+    out: PathBuf,
+    /// MoCo's query or momentum encoder
+    #[arg(long, value_name = "query|key", value_parser = crate::eval::parse_encoder, default_value = "query")]
+    encoder: EncoderChoice,
+}
 
 pub fn run(args: Args) -> Result<()> {
-    let args = &args.args[..];
-    let mut run = None;
-    let mut out = None;
-    let mut encoder = EncoderChoice::Query;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            "--out" | "-o" => {
-                out = Some(PathBuf::from(
-                    it.next()
-                        .ok_or_else(|| anyhow!("--out needs a file name"))?,
-                ))
-            }
-            "--run" | "--checkpoint" => {
-                run = Some(PathBuf::from(
-                    it.next().ok_or_else(|| anyhow!("{a} needs a path"))?,
-                ))
-            }
-            "--encoder" => {
-                encoder = match it.next().map(String::as_str) {
-                    Some("query") => EncoderChoice::Query,
-                    Some("key") => EncoderChoice::Key,
-                    other => bail!("--encoder expects query or key, got {other:?}"),
-                }
-            }
-            s if s.starts_with('-') => bail!("unknown option `{s}`\n\n{USAGE}"),
-            s if run.is_none() => run = Some(PathBuf::from(s)),
-            s => bail!("unexpected argument `{s}`\n\n{USAGE}"),
-        }
-    }
-    let run =
-        run.ok_or_else(|| anyhow!("which run? give a run folder or checkpoint\n\n{USAGE}"))?;
-    let out =
-        out.ok_or_else(|| anyhow!("say where the weights go: --out FILE.safetensors\n\n{USAGE}"))?;
+    let Args { run, out, encoder } = args;
+    let run = run.path()?;
     let ckpt = checkpoint_path(&run)?;
     let cfg = read_checkpoint_meta(&ckpt)?.config;
     let source = setup::feature_source(&cfg, encoder, LayerChoice::Backbone)?;

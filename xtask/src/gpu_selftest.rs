@@ -25,22 +25,28 @@ use crate::runs::{self, config::DeviceKind, files};
 /// Exit code of `gpu-selftest` when no GPU can be opened (failed checks exit with 1).
 pub const NO_GPU_EXIT_CODE: u8 = 3;
 
-const USAGE: &str = "usage: cargo xtask gpu-selftest [--device cuda|cpu] [--out DIR]
-
-Runs every custom op (convolution forward and both gradients, BatchNorm train
-and eval with gradients, add+ReLU, max-pool, global average pool), every loss
-(NT-Xent, InfoNCE, symmetric, end-to-end, with gradients), the queue enqueue,
-the momentum update and one augmentation batch on the device, and compares
-each with the CPU's fast f32 result: in f32 and in bf16 mixed precision (f32
-parameters, bf16 activations). Prints one OK/FAIL line per check and a summary.
-
-  --device cuda   (default) GPU 0; without a usable GPU it says so and exits
-                  with code 3
-  --device cpu    the composed Candle-op path (what CUDA runs) on the CPU
-                  against the fused CPU kernels: tests this command anywhere
-  --out DIR       also write the report to DIR/gpu-selftest.txt
-
-Exit codes: 0 all checks passed, 1 a check failed (or bad usage), 3 no GPU.";
+/// `cargo xtask gpu-selftest`: which device, and where the report goes.
+#[derive(clap::Args, Debug)]
+#[command(
+    about = "Custom ops, losses, queue on the GPU vs the CPU",
+    long_about = "Runs every custom op (convolution forward and both gradients, BatchNorm train \
+and eval with gradients, add+ReLU, max-pool, global average pool), every loss (NT-Xent, \
+InfoNCE, symmetric, end-to-end, with gradients), the queue enqueue, the momentum update and one \
+augmentation batch on the device, and compares each with the CPU's fast f32 result: in f32 and \
+in bf16 mixed precision (f32 parameters, bf16 activations). Prints one OK/FAIL line per check \
+and a summary.",
+    after_help = "Exit codes: 0 all checks passed, 1 a check failed (or bad usage), 3 no GPU."
+)]
+pub struct Args {
+    /// cuda: GPU 0 (without a usable GPU it says so and exits with code 3); cpu: the composed
+    /// Candle-op path (what CUDA runs) on the CPU against the fused CPU kernels, which tests
+    /// this command anywhere
+    #[arg(long, value_name = "cuda|cpu", value_parser = crate::cli::cpu_or_cuda, default_value = "cuda")]
+    device: DeviceKind,
+    /// Also write the report to DIR/gpu-selftest.txt
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
 
 /// No GPU could be opened: `cli_main` maps this error to [`NO_GPU_EXIT_CODE`].
 #[derive(Debug)]
@@ -650,38 +656,8 @@ pub fn run_checks(dev: &Device, mut each: impl FnMut(&Outcome)) -> Vec<Outcome> 
     out
 }
 
-fn parse(args: &[String]) -> Result<Option<(DeviceKind, Option<PathBuf>)>> {
-    let (mut device, mut out) = (DeviceKind::Cuda, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--device" => {
-                let v = it.next().context("--device needs a value")?;
-                device = match v.as_str() {
-                    "cuda" => DeviceKind::Cuda,
-                    "cpu" => DeviceKind::Cpu,
-                    other => bail!("--device: `{other}`: expected cuda or cpu\n\n{USAGE}"),
-                };
-            }
-            "--out" => out = Some(PathBuf::from(it.next().context("--out needs a value")?)),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            other => bail!("unknown option `{other}`\n\n{USAGE}"),
-        }
-    }
-    Ok(Some((device, out)))
-}
-
-/// Still parsed by hand, below.
-pub type Args = crate::cli::Raw;
-
 pub fn run(args: Args) -> Result<()> {
-    let args = &args.args[..];
-    let Some((kind, out)) = parse(args)? else {
-        return Ok(());
-    };
+    let Args { device: kind, out } = args;
     let dev = runs::select_device(kind).map_err(|e| NoGpu(format!("{e:#}")))?;
     let label = runs::device_label(&dev);
     let mut report = String::new();
@@ -746,14 +722,18 @@ mod tests {
         if candle_core::utils::cuda_is_available() {
             return; // a CUDA build: the stub or real driver decides
         }
-        let err = run(Args { args: Vec::new() }).unwrap_err();
+        let err = run(Args {
+            device: DeviceKind::Cuda,
+            out: None,
+        })
+        .unwrap_err();
         let no_gpu = err.downcast_ref::<NoGpu>().expect("a NoGpu error");
         assert!(no_gpu.0.contains("no CUDA support"), "{}", no_gpu.0);
     }
 
     #[test]
     fn unknown_devices_are_refused() {
-        let args = vec!["--device".to_string(), "tpu".to_string()];
-        assert!(parse(&args).unwrap_err().to_string().contains("`tpu`"));
+        let e = crate::cli::parse_line("gpu-selftest --device tpu").unwrap_err();
+        assert!(e.to_string().contains("`tpu`: expected cpu or cuda"), "{e}");
     }
 }

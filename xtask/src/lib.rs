@@ -98,4 +98,36 @@ mod tests {
             assert!(super::run(args(cmd)).is_ok(), "`cargo xtask {cmd}` failed");
         }
     }
+
+    #[test]
+    fn long_help_of_each_command_carries_its_own_description() {
+        use clap::CommandFactory;
+        let mut cli = super::cli::Cli::command();
+        for (cmd, text) in [
+            ("train", "Settings come from an embedded preset"),
+            ("eval", "the test images are not augmented"),
+            ("plot", "one colour per run"),
+            ("export", "The projection head and the classifier"),
+            ("cuda-build", "Installs the CUDA 13.0 compiler toolchain"),
+            ("gpu-selftest", "Exit codes: 0 all checks passed"),
+        ] {
+            let help = cli
+                .find_subcommand_mut(cmd)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            assert!(
+                help.contains(text),
+                "`{cmd} --help` lacks {text:?}:\n{help}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_command_group_without_a_command_is_an_error() {
+        for cmd in ["bench", "eval"] {
+            let e = super::run(args(cmd)).unwrap_err().to_string();
+            assert_eq!(e, "name one of the commands listed above", "`{cmd}`");
+        }
+    }
 }

@@ -13,11 +13,6 @@ use image::{Rgb, RgbImage};
 use mocca_train::{read_records, Record};
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask plot RUN_DIR [RUN_DIR...] [--out FILE.png]
-
-Draws loss, learning rate and kNN accuracy against epochs from each run's
-metrics.jsonl. With one run the default output is RUN_DIR/curves.png.";
-
 const PALETTE: [[u8; 3]; 6] = [
     [31, 119, 180],
     [214, 39, 40],
@@ -27,30 +22,24 @@ const PALETTE: [[u8; 3]; 6] = [
     [140, 86, 75],
 ];
 
-/// Still parsed by hand, below.
-pub type Args = crate::cli::Raw;
+/// `cargo xtask plot`: which runs, and where the picture goes.
+#[derive(clap::Args, Debug)]
+#[command(
+    about = "PNG curves of loss, lr and kNN accuracy",
+    long_about = "Draws loss, learning rate and kNN accuracy against epochs from each run's \
+metrics.jsonl, one colour per run."
+)]
+pub struct Args {
+    /// Run folders (several overlay, for comparisons)
+    #[arg(value_name = "RUN_DIR", required = true)]
+    runs: Vec<PathBuf>,
+    /// The PNG to write [default: RUN_DIR/curves.png when one run is given]
+    #[arg(long, short, value_name = "FILE.png")]
+    out: Option<PathBuf>,
+}
 
 pub fn run(args: Args) -> Result<()> {
-    let args = &args.args[..];
-    let mut runs = Vec::new();
-    let mut out = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--out" | "-o" => {
-                out = Some(PathBuf::from(it.next().context("--out needs a file name")?))
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            s if s.starts_with('-') => bail!("unknown option `{s}`\n\n{USAGE}"),
-            s => runs.push(PathBuf::from(s)),
-        }
-    }
-    if runs.is_empty() {
-        bail!("no run folder given\n\n{USAGE}");
-    }
+    let Args { runs, out } = args;
     let out = match out {
         Some(o) => o,
         None if runs.len() == 1 => runs[0].join("curves.png"),

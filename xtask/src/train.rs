@@ -49,7 +49,7 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 /// [`OVERRIDES`] through [`Overrides`].
 #[derive(clap::Args, Debug, Default)]
 #[command(
-    about = "Train an encoder without labels",
+    about = "Train an encoder without labels: moco|mocov2|simclr",
     long_about = "Trains an encoder without labels. Settings come from an embedded preset \
 (method x recipe), then --config, then --set and the flags below (in command-line order, later \
 wins); the resolved config is saved as RUN/config.toml.",
@@ -105,6 +105,7 @@ struct Override {
     value: Value,
 }
 
+/// A flag whose value is TOML as written (numbers, booleans).
 const fn flag(
     flag: &'static str,
     key: &'static str,
@@ -120,19 +121,17 @@ const fn flag(
     }
 }
 
+/// A flag whose value is a string (quoted in the assignment), checked by `check` if given.
 const fn text(
-    flag: &'static str,
+    name: &'static str,
     key: &'static str,
     value_name: &'static str,
     help: &'static str,
     check: Option<fn(&str) -> Result<()>>,
 ) -> Override {
     Override {
-        flag,
-        key,
-        value_name,
-        help,
         value: Value::Str(check),
+        ..flag(name, key, value_name, help)
     }
 }
 

@@ -259,7 +259,7 @@ impl BatchNorm {
         if train {
             let n = dims[0];
             let s = self.cfg.bn_splits;
-            if n % s != 0 {
+            if !n.is_multiple_of(s) {
                 return Err(Error::InvalidInput(format!(
                     "split BatchNorm with {s} splits needs a batch divisible by {s}, got {n}"
                 )));

@@ -25,7 +25,7 @@ pub fn derive(seed: u64, key: u64) -> u64 {
 /// 2^-53: one step of the 53-bit grid the float draws live on.
 const INV_2_53: f64 = 1.0 / (1u64 << 53) as f64;
 
-/// The generator. Two normal draws exist, [`normal_from_uniform01`](Self::normal_from_uniform01)
+/// The generator. Two normal draws exist, [`normal`](Self::normal)
 /// and [`normal_from_uniform01_nonzero`](Self::normal_from_uniform01_nonzero): they were fixed
 /// by two crates before the crates shared this type (the seeded weights and the linear probe on
 /// the first, the queue's and memory bank's initial rows on the second), and every seeded run,
@@ -85,7 +85,7 @@ impl SplitMix64 {
 
     /// A standard normal draw by Box–Muller from `u1 = 1 − uniform01()` and `u2 = uniform01()`
     /// (`1 − u` keeps the logarithm finite): the draw of the seeded weights.
-    pub fn normal_from_uniform01(&mut self) -> f64 {
+    pub fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.uniform01();
         let u2 = self.uniform01();
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()

@@ -90,7 +90,7 @@ fn uniform01_and_its_nonzero_twin_are_k_and_k_plus_one_over_2_pow_53() {
 }
 
 #[test]
-fn normal_from_uniform01_is_the_seeded_weights_box_muller() {
+fn normal_is_the_seeded_weights_box_muller() {
     // mocca-methods' `normal` before the generator was shared.
     let raw = outputs(42, 2000);
     let u = |k: u64| (k >> 11) as f64 / (1u64 << 53) as f64;
@@ -99,7 +99,7 @@ fn normal_from_uniform01_is_the_seeded_weights_box_muller() {
         let u1 = 1.0 - u(pair[0]);
         let u2 = u(pair[1]);
         let want = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-        assert_eq!(r.normal_from_uniform01().to_bits(), want.to_bits());
+        assert_eq!(r.normal().to_bits(), want.to_bits());
     }
 }
 
@@ -117,7 +117,7 @@ fn normal_from_uniform01_nonzero_is_the_queue_rows_box_muller() {
 
 #[test]
 fn the_two_normal_draws_differ_for_the_same_seed() {
-    let a = SplitMix64::new(42).normal_from_uniform01();
+    let a = SplitMix64::new(42).normal();
     let b = SplitMix64::new(42).normal_from_uniform01_nonzero();
     assert_ne!(a, b);
 }
@@ -125,7 +125,7 @@ fn the_two_normal_draws_differ_for_the_same_seed() {
 #[test]
 fn both_normal_draws_have_zero_mean_and_unit_variance() {
     for draw in [
-        SplitMix64::normal_from_uniform01 as fn(&mut SplitMix64) -> f64,
+        SplitMix64::normal as fn(&mut SplitMix64) -> f64,
         SplitMix64::normal_from_uniform01_nonzero,
     ] {
         let mut r = SplitMix64::new(3);
@@ -151,7 +151,7 @@ fn permutation_holds_every_index_once() {
 fn seed_42_draws_these_normals() {
     // Also computed by the same formulas in Python (math.log, math.cos).
     let mut r = SplitMix64::new(42);
-    let weights: Vec<f64> = (0..3).map(|_| r.normal_from_uniform01()).collect();
+    let weights: Vec<f64> = (0..3).map(|_| r.normal()).collect();
     assert_eq!(
         weights,
         [0.8822489062222688, -0.4508498757188601, 0.1883526341159315]

@@ -165,14 +165,20 @@ fn read_images(path: &Path, out: &mut [u8]) -> Result<()> {
 
 /// Pixel (y, x) of channel c is `planes[c * 96² + x * 96 + y]`.
 fn columns_to_hwc(planes: &[u8], hwc: &mut [u8]) {
+    for_each_byte(|p, q| hwc[p] = planes[q]);
+}
+
+/// Calls `f(p, q)` for every byte of an image: `p` its offset in HWC order, `q` in the release's
+/// layout (one plane per channel, each stored column by column).
+fn for_each_byte(mut f: impl FnMut(usize, usize)) {
     let plane = SIDE * SIDE;
     for y in 0..SIDE {
         for x in 0..SIDE {
             let p = (y * SIDE + x) * 3;
             let q = x * SIDE + y;
-            hwc[p] = planes[q];
-            hwc[p + 1] = planes[plane + q];
-            hwc[p + 2] = planes[2 * plane + q];
+            for c in 0..3 {
+                f(p + c, c * plane + q);
+            }
         }
     }
 }
@@ -233,16 +239,7 @@ pub fn write(dir: impl AsRef<Path>, split: Split, dataset: &ImageDataset) -> Res
 }
 
 fn hwc_to_columns(hwc: &[u8], planes: &mut [u8]) {
-    let plane = SIDE * SIDE;
-    for y in 0..SIDE {
-        for x in 0..SIDE {
-            let p = (y * SIDE + x) * 3;
-            let q = x * SIDE + y;
-            planes[q] = hwc[p];
-            planes[plane + q] = hwc[p + 1];
-            planes[2 * plane + q] = hwc[p + 2];
-        }
-    }
+    for_each_byte(|p, q| planes[q] = hwc[p]);
 }
 
 #[cfg(test)]

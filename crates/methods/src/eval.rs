@@ -571,7 +571,7 @@ impl LinearClassifier {
         let c = config.num_classes;
         let mut rng = SplitMix64::new(config.seed);
         let w: Vec<f32> = (0..c * feature_dim)
-            .map(|_| (0.01 * rng.normal_from_uniform01()) as f32)
+            .map(|_| (0.01 * rng.normal()) as f32)
             .collect();
         let weight = Var::from_tensor(&Tensor::from_vec(w, (c, feature_dim), device)?)?;
         let bias = Var::zeros(c, DType::F32, device)?;

@@ -38,9 +38,7 @@ fn draw(init: Init, shape: &Shape, seed: u64) -> Vec<f64> {
     match init {
         Init::Const(c) => vec![c; n],
         Init::Uniform { lo, up } => (0..n).map(|_| uniform(&mut rng, lo, up)).collect(),
-        Init::Randn { mean, stdev } => (0..n)
-            .map(|_| mean + stdev * rng.normal_from_uniform01())
-            .collect(),
+        Init::Randn { mean, stdev } => (0..n).map(|_| mean + stdev * rng.normal()).collect(),
         Init::Kaiming {
             dist,
             fan,
@@ -52,9 +50,7 @@ fn draw(init: Init, shape: &Shape, seed: u64) -> Vec<f64> {
                     let bound = 3f64.sqrt() * std;
                     (0..n).map(|_| uniform(&mut rng, -bound, bound)).collect()
                 }
-                NormalOrUniform::Normal => {
-                    (0..n).map(|_| std * rng.normal_from_uniform01()).collect()
-                }
+                NormalOrUniform::Normal => (0..n).map(|_| std * rng.normal()).collect(),
             }
         }
     }

@@ -199,10 +199,7 @@ fn linear_classifier_learns_separable_features_batch_by_batch() {
     let mut labels = Vec::new();
     for i in 0..64 {
         let side = if i % 2 == 0 { 1.0 } else { -1.0 };
-        rows.push([
-            side * (0.5 + rng.uniform01() as f32),
-            rng.normal_from_uniform01() as f32,
-        ]);
+        rows.push([side * (0.5 + rng.uniform01() as f32), rng.normal() as f32]);
         labels.push((i % 2) as u32);
     }
     let x = features(&rows, QUERY_BACKBONE);

@@ -10,65 +10,22 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use mocca_aug::{ImageU8, Preset};
 
-const USAGE: &str = "usage: cargo xtask bench aug [--reps N] [--data DIR] [--threads N]
-
-  --reps N      timed batches per case, median reported (default 7)
-  --data DIR    CIFAR-10 folder for the 32 px cases (default: the usual places,
-                else synthetic 32 px images)
-  --threads N   rayon threads (default: all cores)";
-
-struct Options {
+/// `cargo xtask bench aug`: how many batches, on which images, on how many threads.
+#[derive(clap::Args, Debug)]
+pub struct Options {
+    /// Timed batches per case, median reported
+    #[arg(long, value_name = "N", value_parser = crate::cli::count, default_value_t = 7)]
     reps: usize,
+    /// CIFAR-10 folder for the 32 px cases [default: the usual places, else synthetic 32 px
+    /// images]
+    #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Rayon threads [default: all cores]
+    #[arg(long, value_name = "N", value_parser = crate::cli::count)]
     threads: Option<usize>,
-}
-
-/// `None`: the help was asked for, and printed.
-fn parse(args: &[String]) -> Result<Option<Options>> {
-    let mut opts = Options {
-        reps: 7,
-        data: None,
-        threads: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .with_context(|| format!("{name} needs a value"))
-                .cloned()
-        };
-        match a.as_str() {
-            "--reps" => {
-                let v = value("--reps")?;
-                opts.reps = v
-                    .parse()
-                    .with_context(|| format!("--reps: `{v}` is not a count"))?;
-                if opts.reps == 0 {
-                    bail!("--reps must be at least 1");
-                }
-            }
-            "--data" => opts.data = Some(PathBuf::from(value("--data")?)),
-            "--threads" => {
-                let v = value("--threads")?;
-                let n: usize = v
-                    .parse()
-                    .with_context(|| format!("--threads: `{v}` is not a count"))?;
-                if n == 0 {
-                    bail!("--threads must be at least 1");
-                }
-                opts.threads = Some(n);
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            other => bail!("unknown option `{other}`\n\n{USAGE}"),
-        }
-    }
-    Ok(Some(opts))
 }
 
 /// Same-size HWC images, concatenated.
@@ -142,10 +99,7 @@ fn cifar(dir: Option<&PathBuf>, count: usize) -> std::result::Result<Sources, St
     })
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let Some(opts) = parse(args)? else {
-        return Ok(());
-    };
+pub fn run(opts: Options) -> Result<()> {
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = opts.threads {
         builder = builder.num_threads(n);

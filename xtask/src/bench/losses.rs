@@ -10,50 +10,22 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor, Var};
 use mocca_losses::{Implementation, InfoNCEConfig, InfoNCELoss, NTXentConfig, NTXentLoss};
-
-const USAGE: &str = "usage: cargo xtask bench losses [--reps N] [--composed]
-
-  --reps N     timed repetitions per case, median reported (default 9)
-  --composed   also time the composed candle-op path (what CUDA runs)";
 
 const D: usize = 128;
 const GEMM_N: usize = 2048;
 
-struct Options {
+/// `cargo xtask bench losses`: how many repetitions, and which paths.
+#[derive(clap::Args, Debug)]
+pub struct Options {
+    /// Timed repetitions per case, median reported
+    #[arg(long, value_name = "N", value_parser = crate::cli::count, default_value_t = 9)]
     reps: usize,
+    /// Also time the composed candle-op path (what CUDA runs)
+    #[arg(long)]
     composed: bool,
-}
-
-/// `None`: the help was asked for, and printed.
-fn parse(args: &[String]) -> Result<Option<Options>> {
-    let mut opts = Options {
-        reps: 9,
-        composed: false,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--reps" => {
-                let v = it.next().context("--reps needs a value")?;
-                opts.reps = v
-                    .parse()
-                    .with_context(|| format!("--reps: `{v}` is not a count"))?;
-                if opts.reps == 0 {
-                    bail!("--reps must be at least 1");
-                }
-            }
-            "--composed" => opts.composed = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            other => bail!("unknown option `{other}`\n\n{USAGE}"),
-        }
-    }
-    Ok(Some(opts))
 }
 
 /// Median wall time in seconds of `reps` runs after one warm-up run.
@@ -189,10 +161,7 @@ fn first_line_with(path: &str, key: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let Some(opts) = parse(args)? else {
-        return Ok(());
-    };
+pub fn run(opts: Options) -> Result<()> {
     let dev = Device::Cpu;
     let cpu =
         first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown CPU".into());

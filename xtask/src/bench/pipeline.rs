@@ -8,65 +8,34 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use mocca_aug::{ImageU8, Preset};
 use mocca_data::{image_folder, ImageShape, Split};
 use rayon::prelude::*;
 
-const USAGE: &str = "usage: cargo xtask bench pipeline --folder DIR [--limit N] [--batch N] [--reps N] [--threads N]
-
-Reads, decodes and augments the JPEGs of an image folder (DIR/train/<class>/*.JPEG as
-ImageNet, or DIR/<class>/*) into two 224 px views each (the mocov2 and simclr presets).
-
-  --folder DIR   the image folder
-  --limit N      images timed, spread evenly over the sorted files (default 256)
-  --batch N      images per batch (default 64)
-  --reps N       timed passes per stage, median reported (default 3)
-  --threads N    rayon threads (default: all cores); 1 gives the figure per core";
-
-struct Options {
+/// `cargo xtask bench pipeline`: which folder, how many images, in what batches.
+#[derive(clap::Args, Debug)]
+#[command(
+    long_about = "Reads, decodes and augments the JPEGs of an image folder \
+(DIR/train/<class>/*.JPEG as ImageNet, or DIR/<class>/*) into two 224 px views each (the mocov2 \
+and simclr presets)."
+)]
+pub struct Options {
+    /// The image folder
+    #[arg(long, value_name = "DIR")]
     folder: PathBuf,
+    /// Images timed, spread evenly over the sorted files
+    #[arg(long, value_name = "N", value_parser = crate::cli::count, default_value_t = 256)]
     limit: usize,
+    /// Images per batch
+    #[arg(long, value_name = "N", value_parser = crate::cli::count, default_value_t = 64)]
     batch: usize,
+    /// Timed passes per stage, median reported
+    #[arg(long, value_name = "N", value_parser = crate::cli::count, default_value_t = 3)]
     reps: usize,
+    /// Rayon threads [default: all cores]; 1 gives the figure per core
+    #[arg(long, value_name = "N", value_parser = crate::cli::count)]
     threads: Option<usize>,
-}
-
-fn parse(args: &[String]) -> Result<Option<Options>> {
-    let mut folder = None;
-    let (mut limit, mut batch, mut reps, mut threads) = (256, 64, 3, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut count = |name: &str| -> Result<usize> {
-            let v = it.next().with_context(|| format!("{name} needs a value"))?;
-            match v.parse::<usize>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => bail!("{name}: `{v}` is not a positive count"),
-            }
-        };
-        match a.as_str() {
-            "--folder" => {
-                folder = Some(PathBuf::from(it.next().context("--folder needs a value")?))
-            }
-            "--limit" => limit = count("--limit")?,
-            "--batch" => batch = count("--batch")?,
-            "--reps" => reps = count("--reps")?,
-            "--threads" => threads = Some(count("--threads")?),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            other => bail!("unknown option `{other}`\n\n{USAGE}"),
-        }
-    }
-    let folder = folder.with_context(|| format!("--folder is required\n\n{USAGE}"))?;
-    Ok(Some(Options {
-        folder,
-        limit,
-        batch,
-        reps,
-        threads,
-    }))
 }
 
 type Decoded = Vec<(ImageShape, Vec<u8>)>;
@@ -98,10 +67,7 @@ fn median_secs(reps: usize, mut f: impl FnMut(u64) -> Result<()>) -> Result<f64>
     Ok(times[times.len() / 2])
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let Some(opts) = parse(args)? else {
-        return Ok(());
-    };
+pub fn run(opts: Options) -> Result<()> {
     let listing = image_folder::list(&opts.folder, Split::Train)
         .with_context(|| format!("reading the image folder {}", opts.folder.display()))?;
     let all = &listing.files;

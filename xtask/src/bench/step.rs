@@ -29,60 +29,57 @@ use mocca_methods::optim::{Optimizer, OptimizerConfig};
 use crate::runs::config::{ConfigBuilder, DeviceKind, MethodName, Precision, Recipe};
 use crate::runs::{self, setup};
 
-const USAGE: &str = "usage: cargo xtask bench step [options]
-
-ResNet-18 (CIFAR stem) SimCLR training step, batch x 2 views:
-forward, NT-Xent, backward, SGD: the workload of the PyTorch peer script that
-docs/benchmarks.md times beside it.
-
-options:
-  --width W[,W...]       width multipliers (default 1,0.25)
-  --backend B[,B...]     fast, native (default fast,native)
-  --batch N              images per view (default 128; --batch-size is the same)
-  --device cpu|cuda      where the steps run (default cpu)
-  --precision P[,P...]   f32, bf16 (default f32): bf16 = mixed precision, f32
-                         master weights, bf16 activations (Candle's CPU has no
-                         bf16 kernels: there bf16 is slow, for tests only)
-  --method simclr|mocov2 time the trainer's own step (mocca-methods, CIFAR-10
-                         preset: MoCo v2 = queue 4096, m 0.99, split BN 8)
-                         instead of the peer script's SimCLR step
-  --warmup N             untimed steps first (default 1; 0 for the native backend at width 1,
-                         whose single step takes minutes)
-  --steps N              timed steps (default 3 at width 1, 10 below, like the peer script)
-  --native-steps N       timed steps of the native backend (default 1 at width 1, 3 below:
-                         Candle's native convolution backward is slow)
-  --in-process           run every configuration in this process (peak RSS then covers all
-                         configurations so far)";
-
-#[derive(Debug, Clone)]
-struct Options {
+/// `cargo xtask bench step`: which configurations, how many steps, where.
+#[derive(clap::Args, Debug, Clone)]
+#[command(
+    long_about = "ResNet-18 (CIFAR stem) SimCLR training step, batch x 2 views: forward, \
+NT-Xent, backward, SGD: the workload of the PyTorch peer script that docs/benchmarks.md times \
+beside it."
+)]
+pub struct Options {
+    /// Width multipliers
+    #[arg(long = "width", value_name = "W[,W...]", value_delimiter = ',',
+          value_parser = positive_multiplier, default_values = ["1", "0.25"])]
     widths: Vec<f64>,
+    /// Backends: fast, native
+    #[arg(long = "backend", value_name = "B[,B...]", value_delimiter = ',',
+          value_parser = parse_backend, default_values = ["fast", "native"])]
     backends: Vec<Backend>,
+    /// Images per view
+    #[arg(long, visible_alias = "batch-size", value_name = "N", value_parser = at_least_two,
+          default_value_t = 128)]
     batch: usize,
-    warmup: Option<usize>,
-    steps: Option<usize>,
-    native_steps: Option<usize>,
-    in_process: bool,
+    /// Where the steps run
+    #[arg(long, value_name = "cpu|cuda", value_parser = crate::cli::cpu_or_cuda, default_value = "cpu")]
     device: DeviceKind,
+    /// f32, bf16: bf16 = mixed precision, f32 master weights, bf16 activations (Candle's CPU
+    /// has no bf16 kernels: there bf16 is slow, for tests only)
+    #[arg(long = "precision", value_name = "P[,P...]", value_delimiter = ',',
+          value_parser = |s: &str| Precision::parse(s).map_err(|e| e.to_string()),
+          default_values = ["f32"])]
     precisions: Vec<Precision>,
+    /// Time the trainer's own step (mocca-methods, CIFAR-10 preset: MoCo v2 = queue 4096,
+    /// m 0.99, split BN 8) instead of the peer script's SimCLR step
+    #[arg(long, value_name = "simclr|mocov2", value_parser = parse_method)]
     method: Option<MethodName>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            widths: vec![1.0, 0.25],
-            backends: vec![Backend::Fast, Backend::Native],
-            batch: 128,
-            warmup: None,
-            steps: None,
-            native_steps: None,
-            in_process: false,
-            device: DeviceKind::Cpu,
-            precisions: vec![Precision::F32],
-            method: None,
-        }
-    }
+    /// Untimed steps first [default: 1; 0 for the native backend at width 1, whose single
+    /// step takes minutes]
+    #[arg(long, value_name = "N")]
+    warmup: Option<usize>,
+    /// Timed steps [default: 3 at width 1, 10 below, like the peer script]
+    #[arg(long, value_name = "N", value_parser = crate::cli::count)]
+    steps: Option<usize>,
+    /// Timed steps of the native backend [default: 1 at width 1, 3 below: Candle's native
+    /// convolution backward is slow]
+    #[arg(long, value_name = "N", value_parser = crate::cli::count)]
+    native_steps: Option<usize>,
+    /// Run every configuration in this process (peak RSS then covers all configurations so
+    /// far)
+    #[arg(long)]
+    in_process: bool,
+    /// One configuration, width:backend:steps:precision, run by the parent in a child process
+    #[arg(long, hide = true, value_parser = parse_child)]
+    child: Option<ChildSpec>,
 }
 
 fn backend_name(b: Backend) -> &'static str {
@@ -92,22 +89,52 @@ fn backend_name(b: Backend) -> &'static str {
     }
 }
 
-fn parse_backend(s: &str) -> Result<Backend> {
+fn parse_backend(s: &str) -> Result<Backend, String> {
     match s {
         "fast" => Ok(Backend::Fast),
         "native" => Ok(Backend::Native),
-        other => bail!("unknown backend `{other}`: expected fast or native"),
+        other => Err(format!(
+            "unknown backend `{other}`: expected fast or native"
+        )),
     }
 }
 
-fn parse_count(flag: &str, v: &str, min: usize) -> Result<usize> {
-    let n: usize = v
-        .parse()
-        .with_context(|| format!("{flag} takes an integer, got `{v}`"))?;
-    if n < min {
-        bail!("{flag} must be at least {min}, got {n}");
+fn positive_multiplier(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Ok(x) => Err(format!("{x} is not a positive multiplier")),
+        Err(_) => Err(format!("`{s}` is not a number")),
     }
-    Ok(n)
+}
+
+/// NT-Xent needs a second image in the batch for negatives.
+fn at_least_two(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 2 => Ok(n),
+        Ok(n) => Err(format!("must be at least 2, got {n}")),
+        Err(_) => Err(format!("takes an integer, got `{s}`")),
+    }
+}
+
+fn parse_method(s: &str) -> Result<MethodName, String> {
+    match s {
+        "simclr" => Ok(MethodName::Simclr),
+        "mocov2" => Ok(MethodName::Mocov2),
+        other => Err(format!("`{other}`: expected simclr or mocov2")),
+    }
+}
+
+fn parse_child(spec: &str) -> Result<ChildSpec, String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [w, b, n, p] = parts.as_slice() else {
+        return Err("takes width:backend:steps:precision".into());
+    };
+    Ok((
+        w.parse().map_err(|e| format!("width `{w}`: {e}"))?,
+        parse_backend(b)?,
+        n.parse().map_err(|e| format!("steps `{n}`: {e}"))?,
+        Precision::parse(p).map_err(|e| e.to_string())?,
+    ))
 }
 
 /// `--child width:backend:steps:precision`.
@@ -118,87 +145,6 @@ fn precision_name(p: Precision) -> &'static str {
         Precision::F32 => "f32",
         Precision::Bf16 => "bf16",
     }
-}
-
-/// `None`: the help was asked for, and printed.
-fn parse(args: &[String]) -> Result<Option<(Options, Option<ChildSpec>)>> {
-    let mut o = Options::default();
-    let mut child = None;
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .map(String::as_str)
-                .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--width" => {
-                o.widths = value()?
-                    .split(',')
-                    .map(|w| {
-                        let x: f64 = w
-                            .parse()
-                            .with_context(|| format!("--width: `{w}` is not a number"))?;
-                        if !(x.is_finite() && x > 0.0) {
-                            bail!("--width: {x} is not a positive multiplier");
-                        }
-                        Ok(x)
-                    })
-                    .collect::<Result<_>>()?
-            }
-            "--backend" => {
-                o.backends = value()?
-                    .split(',')
-                    .map(parse_backend)
-                    .collect::<Result<_>>()?
-            }
-            "--batch" | "--batch-size" => o.batch = parse_count(flag, value()?, 2)?,
-            "--device" => {
-                o.device = match value()? {
-                    "cpu" => DeviceKind::Cpu,
-                    "cuda" => DeviceKind::Cuda,
-                    other => bail!("--device: `{other}`: expected cpu or cuda"),
-                }
-            }
-            "--precision" => {
-                o.precisions = value()?
-                    .split(',')
-                    .map(Precision::parse)
-                    .collect::<Result<_>>()?
-            }
-            "--method" => {
-                o.method = match value()? {
-                    "simclr" => Some(MethodName::Simclr),
-                    "mocov2" => Some(MethodName::Mocov2),
-                    other => bail!("--method: `{other}`: expected simclr or mocov2"),
-                }
-            }
-            "--warmup" => o.warmup = Some(parse_count(flag, value()?, 0)?),
-            "--steps" => o.steps = Some(parse_count(flag, value()?, 1)?),
-            "--native-steps" => o.native_steps = Some(parse_count(flag, value()?, 1)?),
-            "--in-process" => o.in_process = true,
-            // Internal: one configuration, run by the parent in a child process.
-            "--child" => {
-                let spec = value()?;
-                let parts: Vec<&str> = spec.split(':').collect();
-                let [w, b, n, p] = parts.as_slice() else {
-                    bail!("--child takes width:backend:steps:precision")
-                };
-                child = Some((
-                    w.parse()?,
-                    parse_backend(b)?,
-                    n.parse()?,
-                    Precision::parse(p)?,
-                ));
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            other => bail!("unknown option `{other}`\n\n{USAGE}"),
-        }
-    }
-    Ok(Some((o, child)))
 }
 
 fn warmup_for(o: &Options, width: f64, backend: Backend) -> usize {
@@ -221,11 +167,8 @@ fn steps_for(o: &Options, width: f64, backend: Backend) -> usize {
     }
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let Some((o, child)) = parse(args)? else {
-        return Ok(());
-    };
-    if let Some((width, backend, steps, precision)) = child {
+pub fn run(o: Options) -> Result<()> {
+    if let Some((width, backend, steps, precision)) = o.child {
         let r = measure(
             &o,
             width,
@@ -648,6 +591,13 @@ fn load_average() -> String {
 mod tests {
     use super::*;
 
+    fn parse(line: &str) -> Result<Options> {
+        match crate::bench::parse_line(&format!("step {line}"))? {
+            crate::bench::What::Step(o) => Ok(o),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
     #[test]
     fn step_flops_of_full_width_cifar_resnet18_match_the_issue_estimate() {
         let cfg = ResNetConfig {
@@ -683,26 +633,11 @@ mod tests {
 
     #[test]
     fn a_tiny_mocov2_step_runs_in_both_precisions() {
-        let args: Vec<String> = [
-            "--method",
-            "mocov2",
-            "--width",
-            "0.0625",
-            "--batch-size",
-            "16",
-            "--backend",
-            "fast",
-            "--precision",
-            "f32,bf16",
-            "--steps",
-            "1",
-            "--warmup",
-            "0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let (o, _) = parse(&args).unwrap().unwrap();
+        let o = parse(
+            "--method mocov2 --width 0.0625 --batch-size 16 --backend fast --precision f32,bf16 \
+             --steps 1 --warmup 0",
+        )
+        .unwrap();
         assert_eq!(o.precisions, [Precision::F32, Precision::Bf16]);
         for p in [Precision::F32, Precision::Bf16] {
             let m = measure(&o, 0.0625, Backend::Fast, p, 0, 1).unwrap();
@@ -713,10 +648,7 @@ mod tests {
 
     #[test]
     fn the_peer_step_trains_with_the_trainers_optimizer() {
-        let o = Options {
-            batch: 4,
-            ..Options::default()
-        };
+        let o = parse("--batch 4").unwrap();
         // Two steps: the second one's loss comes from weights the optimizer has updated.
         let m = measure(&o, 0.0625, Backend::Fast, Precision::F32, 1, 1).unwrap();
         assert_eq!(m.workload, "peer-simclr");
@@ -725,19 +657,29 @@ mod tests {
 
     #[test]
     fn options_parse_lists_and_reject_nonsense() {
-        let args: Vec<String> = ["--width", "1,0.5", "--backend", "fast", "--steps", "2"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let (o, child) = parse(&args).unwrap().unwrap();
+        let o = parse("--width 1,0.5 --backend fast --steps 2").unwrap();
         assert_eq!(o.widths, [1.0, 0.5]);
         assert_eq!(o.backends, [Backend::Fast]);
         assert_eq!(steps_for(&o, 1.0, Backend::Native), 2);
-        assert!(child.is_none());
-        let bad: Vec<String> = ["--backend", "gpu"].iter().map(|s| s.to_string()).collect();
-        assert!(parse(&bad)
-            .unwrap_err()
-            .to_string()
-            .contains("unknown backend `gpu`"));
+        assert!(o.child.is_none());
+        let e = parse("--backend gpu").unwrap_err().to_string();
+        assert!(e.contains("unknown backend `gpu`"), "{e}");
+        let e = parse("--batch 1").unwrap_err().to_string();
+        assert!(e.contains("must be at least 2"), "{e}");
+    }
+
+    #[test]
+    fn defaults_are_both_widths_both_backends_in_f32_on_the_cpu() {
+        let o = parse("").unwrap();
+        assert_eq!(o.widths, [1.0, 0.25]);
+        assert_eq!(o.backends, [Backend::Fast, Backend::Native]);
+        assert_eq!(o.precisions, [Precision::F32]);
+        assert_eq!((o.batch, o.device, o.method), (128, DeviceKind::Cpu, None));
+    }
+
+    #[test]
+    fn the_hidden_child_spec_parses_into_one_configuration() {
+        let o = parse("--child 0.25:native:3:bf16").unwrap();
+        assert_eq!(o.child, Some((0.25, Backend::Native, 3, Precision::Bf16)));
     }
 }

@@ -976,7 +976,7 @@ impl TrainConfig {
                     "moco.bank_momentum",
                     mocca_queue::rules::momentum(m.bank_momentum),
                 )?;
-                if m.bn_splits == 0 || self.batch_size % m.bn_splits != 0 {
+                if m.bn_splits == 0 || !self.batch_size.is_multiple_of(m.bn_splits) {
                     bail!(
                         "moco.bn_splits ({}) must divide batch_size ({}): each BN group needs the same size",
                         m.bn_splits,

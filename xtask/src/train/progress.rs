@@ -81,7 +81,7 @@ impl Progress {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r{line}\x1b[K");
             let _ = err.flush();
-        } else if v.step % self.plain_every == 0 || last_step {
+        } else if v.step.is_multiple_of(self.plain_every) || last_step {
             eprintln!("{}", self.line(v));
         }
     }
