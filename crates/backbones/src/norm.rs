@@ -327,7 +327,18 @@ impl BatchNorm {
         let groups = self.cfg.bn_splits;
         let (y, mean, var) = match self.cfg.backend {
             Backend::Native => {
-                let (xhat, mean, var) = batch_norm_train_native(x, self.cfg.eps, groups)?;
+                // On the CPU, f32 activations are normalised in f64 (statistics, normalisation,
+                // affine map) and rounded back to f32 once, so that by autograd every
+                // per-channel sum of the backward pass is an f64 one, as in PyTorch's CPU
+                // BatchNorm: Candle reduces a broadcast's gradient over N·H·W with one
+                // sequential running sum, which in f32 missed `dβ`, `dγ` by several ulps and
+                // small ResNets' golden trajectories by up to 210x (tests/golden/methods/README.md,
+                // "Accuracy").
+                let x_work = match x.dtype() {
+                    DType::F32 if x.device().is_cpu() => x.to_dtype(DType::F64)?,
+                    _ => x.clone(),
+                };
+                let (xhat, mean, var) = batch_norm_train_native(&x_work, self.cfg.eps, groups)?;
                 let y = match (&self.weight, &self.bias) {
                     (Some(w), Some(b)) => {
                         let shape = self.channel_shape(x);
@@ -337,7 +348,7 @@ impl BatchNorm {
                     _ => xhat,
                 };
                 let y = if relu { y.relu()? } else { y };
-                (y, mean, var)
+                (y.to_dtype(x.dtype())?, mean, var)
             }
             Backend::Fast => {
                 let (w, b) = self.affine_params(x)?;

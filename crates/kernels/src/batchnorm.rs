@@ -1,9 +1,17 @@
 //! Fused BatchNorm on the CPU for channels-last data: rows of `C` contiguous channels.
 //!
-//! Training forward: one pass for the statistics (shifted sums, f32 within a chunk of rows,
-//! f64 across chunks), one pass writing `y = x·scale + shift` (ReLU fused). Backward: one pass
-//! for `Σ dy` and `Σ dy·x̂` per channel, one pass writing `dx`. Statistics are per group of
-//! contiguous rows (split BatchNorm).
+//! Training forward: one pass for the statistics (shifted sums), one pass writing
+//! `y = x·scale + shift` (ReLU fused). Backward: one pass for `Σ dy` and `Σ dy·x̂` per channel,
+//! one pass writing `dx`. Statistics are per group of contiguous rows (split BatchNorm).
+//!
+//! Every per-channel sum accumulates in f64, as PyTorch's CPU BatchNorm does (its accumulation
+//! type for float is double). f32 running sums, even over chunks of 256 rows, are not enough:
+//! the variance is `E[(x − x₀)²] − (E[x − x₀])²` with `x₀` the group's first row, which cancels
+//! when `x₀` lies far from the mean (one sample of a batch whose samples differ by a colour
+//! offset, as images do) and so multiplies the sum's rounding error by `(μ − x₀)²/σ²`; an error
+//! of ~1e-5 in the variance of every BatchNorm took small ResNets past the golden trajectories'
+//! tolerance within four steps (tests/golden/methods/README.md, "Accuracy"), and the backward
+//! sums `Σ dy`, `Σ dy·x̂` missed `dβ`, `dγ` by several f32 ulps.
 
 use std::sync::{Arc, OnceLock};
 
@@ -18,7 +26,7 @@ const NAME: &str = "batch_norm";
 /// Floats per task in the streaming passes (rows × channels).
 const TASK_FLOATS: usize = 16 * 1024;
 
-/// Rows of `c` channels per task; at most 256 so per-task f32 sums stay accurate.
+/// Rows of `c` channels per task (at most 256).
 fn task_rows(c: usize) -> usize {
     (TASK_FLOATS / c.max(1)).clamp(1, 256)
 }
@@ -54,11 +62,11 @@ fn relu_grad<const RELU: bool>(y: f32, dy: f32) -> f32 {
 // and vectorise.
 
 #[inline(always)]
-fn stats_row(x: &[f32], shift: &[f32], s1: &mut [f32], s2: &mut [f32]) {
+fn stats_row(x: &[f32], shift: &[f32], s1: &mut [f64], s2: &mut [f64]) {
     let n = s1.len();
     let (x, shift, s2) = (&x[..n], &shift[..n], &mut s2[..n]);
     for j in 0..n {
-        let d = x[j] - shift[j];
+        let d = x[j] as f64 - shift[j] as f64; // exact
         s1[j] += d;
         s2[j] += d * d;
     }
@@ -87,16 +95,16 @@ fn grad_sums_row<const RELU: bool>(
     y: &[f32],
     dy: &[f32],
     centre: (&[f32], &[f32]),
-    s_dy: &mut [f32],
-    s_dyx: &mut [f32],
+    s_dy: &mut [f64],
+    s_dyx: &mut [f64],
 ) {
     let n = s_dy.len();
     let (x, y, dy, s_dyx) = (&x[..n], &y[..n], &dy[..n], &mut s_dyx[..n]);
     let (an, de) = (&centre.0[..n], &centre.1[..n]);
     for j in 0..n {
         let d = relu_grad::<RELU>(y[j], dy[j]);
-        s_dy[j] += d;
-        s_dyx[j] += d * ((x[j] - an[j]) - de[j]);
+        s_dy[j] += d as f64;
+        s_dyx[j] += d as f64 * ((x[j] - an[j]) - de[j]) as f64;
     }
 }
 
@@ -135,13 +143,13 @@ pub(crate) struct Saved {
 /// Per-(group, channel) batch mean and biased variance of `x` `[groups·m, c]`.
 fn batch_stats(x: &[f32], c: usize, groups: usize, m: usize) -> (Vec<f64>, Vec<f64>) {
     // Sums of x - shift, with the group's first row as the shift, so the variance does not come
-    // from subtracting two large sums when |mean| >> std.
-    let partials: Vec<(usize, Vec<f32>, Vec<f32>)> = tasks(groups, m, c)
+    // from subtracting two large sums when |mean| >> std; f64 throughout (see the module docs).
+    let partials: Vec<(usize, Vec<f64>, Vec<f64>)> = tasks(groups, m, c)
         .into_par_iter()
         .map(|(g, r0, r1)| {
             let shift = &x[g * m * c..(g * m + 1) * c];
-            let mut s1 = vec![0.0f32; c];
-            let mut s2 = vec![0.0f32; c];
+            let mut s1 = vec![0.0f64; c];
+            let mut s2 = vec![0.0f64; c];
             for row in x[r0 * c..r1 * c].chunks_exact(c) {
                 stats_row(row, shift, &mut s1, &mut s2);
             }
@@ -152,8 +160,8 @@ fn batch_stats(x: &[f32], c: usize, groups: usize, m: usize) -> (Vec<f64>, Vec<f
     let mut s2 = vec![0.0f64; groups * c];
     for (g, p1, p2) in partials {
         for j in 0..c {
-            s1[g * c + j] += p1[j] as f64;
-            s2[g * c + j] += p2[j] as f64;
+            s1[g * c + j] += p1[j];
+            s2[g * c + j] += p2[j];
         }
     }
     let mut mean = vec![0.0f64; groups * c];
@@ -222,15 +230,15 @@ fn grad_sums(
     m: usize,
     relu: bool,
 ) -> (Vec<f64>, Vec<f64>) {
-    let partials: Vec<(usize, Vec<f32>, Vec<f32>)> = tasks(groups, m, c)
+    let partials: Vec<(usize, Vec<f64>, Vec<f64>)> = tasks(groups, m, c)
         .into_par_iter()
         .map(|(g, r0, r1)| {
             let (an, de) = (
                 &centre.anchor[g * c..(g + 1) * c],
                 &centre.delta[g * c..(g + 1) * c],
             );
-            let mut s_dy = vec![0.0f32; c];
-            let mut s_dyx = vec![0.0f32; c];
+            let mut s_dy = vec![0.0f64; c];
+            let mut s_dyx = vec![0.0f64; c];
             let rows = r0 * c..r1 * c;
             for ((xr, yr), dr) in x[rows.clone()]
                 .chunks_exact(c)
@@ -250,8 +258,8 @@ fn grad_sums(
     let mut s_dyx = vec![0.0f64; groups * c];
     for (g, p1, p2) in partials {
         for j in 0..c {
-            s_dy[g * c + j] += p1[j] as f64;
-            s_dyx[g * c + j] += p2[j] as f64;
+            s_dy[g * c + j] += p1[j];
+            s_dyx[g * c + j] += p2[j];
         }
     }
     (s_dy, s_dyx)

@@ -266,3 +266,53 @@ fn parameters_may_have_another_float_dtype_than_the_activations() {
     let (y, _, _) = bn_train_ref(&f64s(&x), 3, &f64s(&gamma), &f64s(&beta), EPS, 1, false);
     assert_close(&f64s(&out.y), &y, 1e-12, "f64 y");
 }
+
+/// The batch statistics come from sums of `x − x₀` (`x₀` the group's first row), and the
+/// variance from `E[(x − x₀)²] − (E[x − x₀])²`: when `x₀` lies far from the mean (one sample of a
+/// batch whose samples differ by a colour offset, as real images do) that difference cancels,
+/// and an f32 running sum's rounding error in `E[(x − x₀)²]` comes out multiplied by
+/// `(μ − x₀)²/σ²`. Every such sum accumulates in f64, as PyTorch's CPU BatchNorm does, so the
+/// statistics are exact to f32 rounding even then. (f32 sums over 256-row chunks left the
+/// variance here ~1e-5 off, an error of a few 1e-6 in every output's scale, which small ResNets
+/// amplify past the golden trajectories' tolerance within four steps: tests/golden/methods/README.md,
+/// "Accuracy".) Σ dx per channel, zero in exact arithmetic, stays at rounding level too.
+#[test]
+fn statistics_stay_exact_to_f32_rounding_when_the_first_row_is_far_from_the_mean() {
+    // A CIFAR stem's BatchNorm: 8 samples of 16×16, 2 channels (2048 values per channel).
+    let (n, h, w, c) = (8, 16, 16, 2);
+    let noise = data(n * h * w * c, 21);
+    let colour = data(n * c, 22);
+    let mut x: Vec<f32> = (0..n * h * w * c)
+        .map(|i| 0.5 * noise[i] + 0.5 * colour[(i / (h * w * c)) * c + i % c])
+        .collect();
+    // The first row (x₀ of the shifted sums) 12σ from the mean.
+    x[0] = 4.0;
+    x[1] = -4.0;
+    let x = Var::from_vec(x, (n, h, w, c), &Device::Cpu).unwrap();
+    let (gamma, beta) = affine_params(c, 23);
+    let rows = n * h * w;
+    for relu in [false, true] {
+        let out = Path::Fast
+            .bn_train(&x, &gamma, &beta, EPS, 1, relu)
+            .unwrap();
+        let (y, mean, var) = bn_train_ref(&f64s(&x), c, &f64s(&gamma), &f64s(&beta), EPS, 1, relu);
+        let what = format!("relu {relu}");
+        assert_close(&f64s(&out.var), &var, 2e-7, &format!("var {what}"));
+        assert_close(&f64s(&out.mean), &mean, 2e-7, &format!("mean {what}"));
+        assert_close(&f64s(&out.y), &y, 1e-6, &format!("y {what}"));
+    }
+    let out = Path::Fast
+        .bn_train(&x, &gamma, &beta, EPS, 1, false)
+        .unwrap();
+    let dy = tensor(&[n, h, w, c], 24);
+    let dx = grad(&backward_with(&out.y, &dy), &x);
+    for j in 0..c {
+        let (sum, abs) = (0..rows).fold((0.0, 0.0), |(s, a), r| {
+            (s + dx[r * c + j], a + dx[r * c + j].abs())
+        });
+        assert!(
+            (sum / abs).abs() < 1e-6,
+            "channel {j}: Σ dx = {sum:e} against Σ |dx| = {abs:e}"
+        );
+    }
+}
