@@ -3,25 +3,30 @@
 
     python3 scripts/learning_curves.py ours moco   --seed 0 --out runs/curves/ours-moco-s0
     python3 scripts/learning_curves.py ours simclr --seed 0 --out runs/curves/ours-simclr-s0
+    python3 scripts/learning_curves.py ours instdisc --seed 0 --out runs/curves/ours-instdisc-s0
     python3 scripts/reference_curves.py colab-moco --colab moco_cifar10_demo.ipynb --lr 0.03 \\
         --data data/cifar-10-batches-bin --out runs/curves/colab-moco-s0 --seed 0
     python3 scripts/reference_curves.py lightly-simclr --lightly-benchmark cifar10_benchmark.py \\
         --data data/cifar-10-batches-bin --out runs/curves/lightly-simclr-s0 --seed 0
+    python3 scripts/reference_curves.py lemniscate-instdisc --lemniscate lemniscate.pytorch \\
+        --data data/cifar-10-batches-bin --out runs/curves/lemniscate-instdisc-s0 --seed 0
     python3 scripts/learning_curves.py report runs/curves --plot docs/curves-parity.png
 
 `ours` runs `cargo xtask train` with the recipe that names the reference (moco: the MoCo
-CIFAR-10 colab, `moco-cifar`; simclr: lightly's CIFAR-10 benchmark, `simclr-cifar`) at the
-settings `reference_curves.py` gives the reference code (width 0.125, batch 256, 10 epochs, kNN
+CIFAR-10 colab, `moco-cifar`; simclr: lightly's CIFAR-10 benchmark, `simclr-cifar`; instdisc:
+lemniscate.pytorch's cifar.py, `instdisc-cifar`) at the settings `reference_curves.py` gives the
+reference code (width 0.125, batch 256 — 128 for instdisc, cifar.py's own —, 10 epochs, kNN
 k 200 / t 0.1 every epoch on the same evenly spaced 10,000 train / 2,000 test images), on one
 core (`taskset -c CORE`, `RAYON_NUM_THREADS=1`), then the full kNN protocol (50,000 / 10,000)
 with `cargo xtask eval knn` on every layer the recipe monitors. Its metrics.jsonl has the schema
 reference_curves.py writes; the full-protocol results go to `full.jsonl` in the same schema.
 
 `report` reads every run folder under a directory (`<who>-<method>-s<seed>`: ours-moco,
-colab-moco, ours-simclr, lightly-simclr), and prints per epoch and layer the reference's
-seed-to-seed range and each of our seeds, flagging epochs >= 3 where our mean is outside the
-reference's range or a seed of ours is below the reference's worst by more than its spread.
-Nothing here needs torch; the reference runs do (pip install torch torchvision lightly).
+colab-moco, ours-simclr, lightly-simclr, ours-instdisc, lemniscate-instdisc), and prints per
+epoch and layer the reference's seed-to-seed range and each of our seeds, flagging epochs >= 3
+where our mean is outside the reference's range or a seed of ours is below the reference's worst
+by more than its spread. Nothing here needs torch; the reference runs do (pip install torch
+torchvision lightly; lemniscate-instdisc needs torch and torchvision only).
 """
 import argparse
 import json
@@ -32,12 +37,19 @@ import sys
 import time
 from collections import defaultdict
 
-RECIPES = {"moco": "moco", "simclr": "simclr"}
+RECIPES = {"moco": "moco", "simclr": "simclr", "instdisc": "instdisc"}
+# The batch each reference trains with at these settings (reference_curves.py's default for the
+# colab and lightly; cifar.py's fixed 128 for lemniscate).
+BATCH_SIZES = {"moco": 256, "simclr": 256, "instdisc": 128}
+# Whose code each method's curves are compared with (the reference run folders' prefix).
+REFERENCES = {"moco": "colab", "simclr": "lightly", "instdisc": "lemniscate"}
 # Our metrics name layers as the trainer prints them.
 LAYER_NAMES = {"backbone features": "backbone", "projection-head output": "head"}
 
 
 def run_ours(a):
+    if a.batch_size is None:
+        a.batch_size = BATCH_SIZES[a.method]
     os.makedirs(a.out, exist_ok=True)
     if os.path.exists(os.path.join(a.out, "metrics.jsonl")):
         sys.exit(f"{a.out} already holds a run")
@@ -109,12 +121,13 @@ def read_run(path):
 def report(a):
     groups = defaultdict(dict)  # (method) -> {(who, seed): run}
     for name in sorted(os.listdir(a.dir)):
-        m = re.fullmatch(r"(ours|colab|lightly)-(moco|simclr)-s(\d+)", name)
+        m = re.fullmatch(r"(ours|%s)-(%s)-s(\d+)" % ("|".join(sorted(set(REFERENCES.values()))),
+                                                     "|".join(sorted(REFERENCES))), name)
         if m:
             groups[m.group(2)][(m.group(1), int(m.group(3)))] = read_run(os.path.join(a.dir, name))
     lines, problems = [], []
     for method, runs in groups.items():
-        ref_who = "colab" if method == "moco" else "lightly"
+        ref_who = REFERENCES[method]
         ours = {s: r for (w, s), r in runs.items() if w == "ours"}
         refs = {s: r for (w, s), r in runs.items() if w == ref_who}
         layers = sorted({l for r in runs.values() for (l, _) in r[0]})
@@ -200,7 +213,8 @@ def main():
     o.add_argument("--out", required=True)
     o.add_argument("--data", help="dataset folder (default: the trainer's discovery)")
     o.add_argument("--width", type=float, default=0.125)
-    o.add_argument("--batch-size", type=int, default=256)
+    o.add_argument("--batch-size", type=int, default=None,
+                   help="default: the reference's (moco, simclr 256; instdisc 128)")
     o.add_argument("--epochs", type=int, default=10)
     o.add_argument("--knn-train-limit", type=int, default=10000)
     o.add_argument("--knn-test-limit", type=int, default=2000)

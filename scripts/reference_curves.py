@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Learning curves of the *reference implementations' own code*, on the CPU, at a small width.
 
-This script runs two references beside mocca, so that our curves can be compared with theirs:
+This script runs three references beside mocca, so that our curves can be compared with theirs:
 
   colab-moco      MoCo v2 CIFAR-10 demo notebook (facebookresearch/moco, branch colab-notebook,
                   commit f7364915bc4e9161427d7c6bb4f454fa0f171337). Download:
@@ -10,15 +10,23 @@ This script runs two references beside mocca, so that our curves can be compared
   lightly-moco    docs/source/getting_started/benchmarks/cifar10_benchmark.py, commit
                   e8d317fc5a87f4387a85a35e689869039ec249ee), its SimCLRModel / MocoModel. Download:
                   https://raw.githubusercontent.com/lightly-ai/lightly/master/docs/source/getting_started/benchmarks/cifar10_benchmark.py
+  lemniscate-instdisc
+                  InstDisc (Wu et al. 2018), its authors' code: zhirongw/lemniscate.pytorch, commit
+                  f7cfe298357cb2b169cd59eb540aca24bed1f9b8, a checkout of the whole repository
+                  (cifar.py imports its models/, lib/, datasets/ and test.py). Download:
+                  git clone https://github.com/zhirongw/lemniscate.pytorch && git -C lemniscate.pytorch
+                  checkout f7cfe29
 
 The reference files are NOT part of this repository and must never be copied into it: they are
-taken by path (--colab, --lightly-benchmark), their sha256 is checked (a mismatch warns), and their
-code is executed (`exec` of the notebook's code cells / of the benchmark module's text) with the
-smallest set of patches that lets it run on one CPU thread, at a width and a batch size, on the
-local CIFAR-10 binary files. Their models, losses, transforms, training steps, optimizers, lr
-schedules and kNN monitors are theirs, unchanged. What this script writes itself: the data
-classes that serve the local binary files, the narrow torchvision ResNet, the per-epoch outer
-loop (colab) / the Lightning Trainer and a recording Callback (lightly), and the metrics output.
+taken by path (--colab, --lightly-benchmark, --lemniscate), their sha256 is checked (a mismatch
+warns), and their code is executed (`exec` of the notebook's code cells / of the benchmark
+module's text / of cifar.py's text with lemniscate's own packages imported from its folder) with
+the smallest set of patches that lets it run on one CPU thread, at a width (and a batch size,
+where the reference has one setting for it), on the local CIFAR-10 binary files. Their models,
+losses, transforms, training steps, optimizers, lr schedules and kNN monitors are theirs,
+unchanged. What this script writes itself: the data classes that serve the local binary files,
+the narrow torchvision ResNet (colab), the per-epoch outer loop (colab, lemniscate) / the
+Lightning Trainer and a recording Callback (lightly), and the metrics output.
 
 Patches, colab-moco (moco_cifar10_demo.ipynb):
   C1  torch.Tensor.cuda and torch.nn.Module.cuda return self (CPU run; the notebook calls .cuda()).
@@ -92,6 +100,86 @@ Patches, lightly-simclr / lightly-moco (cifar10_benchmark.py), all text replacem
       128)`; lightly 1.6.0 no longer infers the feature dimension from the first batch and raises
       on a bare int. 128 is the output of its MoCoProjectionHead(..., 128); same bank, same loss.
 
+Patches, lemniscate-instdisc (lemniscate.pytorch at f7cfe29: cifar.py, test.py, models/, lib/,
+datasets/; every file's sha256 is checked, a mismatch warns):
+  I1  torch.Tensor.cuda and torch.nn.Module.cuda return self (CPU run: test.py's kNN and
+      NCEAverage's AliasMethod call .cuda()).
+  I2  torch.set_num_threads(1), set_num_interop_threads(1) (one core).
+  I3  the --lemniscate folder goes first on sys.path, so that cifar.py's `import models`,
+      `import datasets`, `from lib... import`, `from test import NN, kNN` load lemniscate's own
+      files (asserted by path; Python's own `test` package must not be loaded already). If SciPy is
+      not installed, stub `scipy.ndimage(.filters, .interpolation)` modules whose functions raise
+      are put in sys.modules: cifar.py imports lib/custom_transforms.py, which imports them at top
+      level, and uses nothing from it.
+  I4  data: while lemniscate's `datasets` package is imported, torchvision.datasets.CIFAR10 is the
+      class of make_bin_cifar10_v02() (restored afterwards), so that its CIFAR10Instance, unchanged,
+      subclasses it: the local binary files (`root`, `download=True` ignored: no download), and,
+      for compatibility, torchvision 0.2's attribute names that CIFAR10Instance.__getitem__ and
+      test.py read (train_data / train_labels / test_data / test_labels as aliases of .data /
+      .targets; torchvision >= 0.3 renamed them and its CIFAR10Instance raises AttributeError).
+  I5  cifar.py: `args = parser.parse_args()` -> parse_args(ARGV), ARGV = the README's CIFAR
+      command `--nce-k 0 --nce-t 0.1 --lr 0.03` (full softmax, LinearAverage + CrossEntropyLoss),
+      --nce-k / --nce-t / --lr from this script's command line (--nce-k 4096: cifar.py's own default,
+      NCEAverage + NCECriterion); --low-dim 128 and --nce-m 0.5 are its defaults.
+  I6  cifar.py: `device = 'cuda' if torch.cuda.is_available() else 'cpu'` -> `device = 'cpu'`.
+  I7  cifar.py: `num_workers=2` -> `num_workers=0` (trainloader, testloader); test.py:
+      `num_workers=1` -> `num_workers=0` (the recompute loader of NN and kNN). One process.
+  I8  cifar.py is cut before its epoch loop (`for epoch in range(start_epoch, start_epoch+200):`
+      and everything after it: training, kNN, checkpoint saving, the final kNN are not executed);
+      this script calls its train(epoch) for epoch = 0 .. E-1 (counted from 0, as its loop does;
+      its adjust_learning_rate runs inside train(), unchanged: lr 0.03 until epoch 80) and then
+      the kNN monitor (I13).
+  I9  width: models/resnet_cifar.py is executed with its widths replaced, W = --width:
+      `self.in_planes = 64`, `nn.Conv2d(3, 64,`, `nn.BatchNorm2d(64)` (the stem) -> int(64*W);
+      `_make_layer(block, 64|128|256|512,` -> int(64*W*{1,2,4,8}); `nn.Linear(512*block.expansion,
+      low_dim)` -> `nn.Linear(int(512*W)*block.expansion, low_dim)`. It is registered as
+      `models.resnet_cifar` before `models` is imported, so `models.__dict__['ResNet18']` in
+      cifar.py is the narrow ResNet (asserted); nothing else in the file changes.
+  I10 compatibility: test.py `targets.cuda(async=True)` -> `targets.cuda(non_blocking=True)` (4x):
+      `async` is a reserved word since Python 3.7 and the file does not parse otherwise.
+  I11 compatibility, NCE only (--nce-k > 0): lib/NCEAverage.py backward,
+      `gradOutput.data.resize_(batchSize, 1, K+1)` -> `gradOutput = gradOutput.data.resize_(...)`:
+      in PyTorch 0.4 resizing `.data` resized the tensor itself; since 1.0 `.data` is a new alias
+      each time, so the next line's `torch.bmm(gradOutput.data, weight)` received the 2-D tensor
+      ("batch1 must be a 3D tensor"). The same resize, kept. (forward's `x.data.resize_(B, D, 1)`
+      is used inline and still works; the `x.data.resize_(B, D)` after it restored a shape that no
+      longer changes.) Checked: the loss, the gradient and the bank update equal an autograd
+      re-implementation of NCEAverage + NCECriterion on the same draws (4e-8).
+      lib/LinearAverage.py (the default, --nce-k 0) runs unpatched.
+  I12 loss record: cifar.py's `criterion` is wrapped, in the exec namespace, by a recorder that
+      calls it unchanged and keeps loss.item() and the batch size; an epoch's loss_mean is what its
+      train() keeps in its AverageMeter (mean weighted by batch size), which train() prints per
+      batch but does not return. train()'s per-batch print is unchanged (stdout).
+  I13 kNN monitor, the parity protocol: test.py's own kNN(epoch, net, lemniscate, trainloader,
+      testloader, 200, args.nce_t, recompute_memory=1), what cifar.py runs once after training
+      (training features recomputed with the test transform in eval mode; weighted vote, k 200,
+      sigma = nce_t = 0.1), on evenly spaced subsets of 10,000 train / 2,000 test images (Subset
+      views exposing train_labels, and the transform that kNN swaps for the test transform,
+      forwarded to the dataset; batch 100, shuffle off, as cifar.py's testloader), at epoch 0 and
+      after every epoch; after the last epoch on the full sets (cifar.py's trainset and
+      testloader: 50,000 / 10,000; its last line). `lemniscate` is a stand-in whose `.memory` is a
+      zero scratch tensor (n_train x dim): kNN's recompute writes the features into
+      `lemniscate.memory.t()`, which during training would overwrite the training bank. Layers:
+      "head" = net itself (the 128-d L2-normalised output that lemniscate scores) and "backbone" =
+      the input of net.linear (the pooled layer4, captured by a forward hook on the unchanged
+      net), L2-normalised (kNN scores raw inner products; the net normalises only the head).
+      This is what the colab (C9) and lightly (L10) runs and `cargo xtask train --knn-every 1
+      --knn-train-limit 10000 --knn-test-limit 2000` measure: recomputed features on the same
+      evenly spaced images. lemniscate's own per-epoch monitor is different: kNN(...,
+      recompute_memory=0) scores the full test set against the memory bank (features of augmented
+      views, each up to an epoch old, momentum-averaged); that is I14, off by default.
+  I14 --bank-knn: also lemniscate's own per-epoch monitor, kNN(epoch, net, lemniscate,
+      trainloader, testloader, 200, args.nce_t, 0) with the real bank, after every epoch; recorded
+      as kind "knn_bank" (learning_curves.py does not read it).
+  I15 --limit-train N (smoke tests only): trainloader rebuilt over Subset(trainset, range(N)) with
+      cifar.py's DataLoader arguments (batch 128, shuffle); the bank keeps its 50,000 rows.
+      --no-full-knn (smoke tests and timing only) skips the full-protocol kNN at the end.
+  I16 --seed S: random.seed(S); numpy.random.seed(S); torch.manual_seed(S) before cifar.py runs
+      (it seeds nothing; the first draws are the network's initial weights).
+  Left as it is (a difference from mocca's `instdisc` recipe, not patched): cifar.py's
+  DataLoader keeps the last partial batch (391 steps an epoch, the last of 80 images); mocca
+  drops it (390). Batch 128 is cifar.py's own, fixed (no --batch-size for this reference).
+
 Output (--out DIR): metrics.jsonl (mocca's trainer schema: "knn" and "epoch" records, flushed as
 they happen) and run.json (reference, sha256s, versions, settings, threads, CPU, times, images/s).
 
@@ -101,8 +189,13 @@ Usage:
         [--knn-test-limit 2000] [--limit-train N]
   reference_curves.py lightly-simclr --lightly-benchmark PY --data DIR --out DIR --seed S [...]
   reference_curves.py lightly-moco   --lightly-benchmark PY --data DIR --out DIR --seed S [...]
+  reference_curves.py lemniscate-instdisc --lemniscate DIR --data DIR --out DIR --seed S
+        [--width 0.125] [--epochs 10] [--lr 0.03] [--nce-k 0] [--nce-t 0.1]
+        [--knn-train-limit 10000] [--knn-test-limit 2000] [--bank-knn] [--limit-train N]
+        [--no-full-knn]
   reference_curves.py init-stats --colab NB --lightly-benchmark PY --out FILE [--width 0.125]
-Needs: torch, torchvision, lightly, pytorch_lightning, pandas, numpy, pillow.
+Needs: torch, torchvision, lightly, pytorch_lightning, pandas, numpy, pillow (lemniscate-instdisc:
+torch, torchvision, numpy, pillow).
 """
 import argparse
 import datetime
@@ -125,6 +218,28 @@ COLAB_URL = ("https://raw.githubusercontent.com/facebookresearch/moco/colab-note
              "moco_cifar10_demo.ipynb")
 LIGHTLY_URL = ("https://raw.githubusercontent.com/lightly-ai/lightly/master/docs/source/"
                "getting_started/benchmarks/cifar10_benchmark.py")
+LEMNISCATE_URL = "https://github.com/zhirongw/lemniscate.pytorch"
+LEMNISCATE_COMMIT = "f7cfe298357cb2b169cd59eb540aca24bed1f9b8"
+# Every file of that commit that `cifar.py` executes or imports (directly or through a package).
+LEMNISCATE_SHA256 = {
+    "cifar.py": "55547b89849c2405a5366d17dcd43cc825a144efde247f35ba98afff89a6d24e",
+    "test.py": "6e018778b395f92515a1a80417102131949e1a1e4ff38d535092a3d1fb1a5da3",
+    "lib/__init__.py": "5e49ea838dc30f3eeacf6ca7815f6e3adcf77f467a970d978676790fd90377e1",
+    "lib/LinearAverage.py": "0ef7fe6b00f53420d507a258f58856fef0bd893978c90c5b22583c6965714712",
+    "lib/NCEAverage.py": "06cc436d40adad916ce998eca0cf267e1ea08d0c239bd0901710767686ed1621",
+    "lib/NCECriterion.py": "f9118878d0b51fc4d843399572a5a9dd6b8512b8473363a26542026cfc0890c4",
+    "lib/alias_multinomial.py": "ea090455e6b9898e75478a0d2e6a56301564cc964ab36b34d0d58fb1b2231fdf",
+    "lib/custom_transforms.py": "ea909eeb54a27a9f557efffc855113aba5164a2da9a17f6b9f1d41a80ede188a",
+    "lib/normalize.py": "c3d8652a6a04399659d269dc89a85eab566e237a4758db32910ad4b3ef5e8c99",
+    "lib/utils.py": "d03f7562a00665a97c9f1d89700d6cd629d81a0d6daab8f85aabf4a26dd8764a",
+    "models/__init__.py": "eef5d47b9fc520b9da7202fa4818baddedff78a126fc0730c97249d5972aee8c",
+    "models/resnet.py": "2814268b3fc9cb15e7b6e398d116feb97627409120dbe91319e8d44f4539ea0c",
+    "models/resnet_cifar.py": "3515516a48c4feb363cefb07f61a80793dc587561d9ff6eb132e00cbeff78f58",
+    "datasets/__init__.py": "ef2cbdd81206789f156b0af02cec96a0549d10a01f40e78fd8cd6447605db04f",
+    "datasets/cifar.py": "921aa47fef068ebaa59b9cc8a6a6e6c55bb17e0b55053b11684aab3a4741414c",
+    "datasets/folder.py": "6492e71f8f0e14cdba317ccdbde51132b0e16de1885b1d678642d07db6aa3bfc",
+    "datasets/mnist.py": "dd6ce7c2c066e49719859cc370d17857f2375cbb57236896f92f285bb8e78758",
+}
 
 
 # ----------------------------------------------------------------------------- utilities
@@ -206,9 +321,10 @@ class Metrics:
                     "encoder": "query", "layer": layer,
                     "n_train": int(n_train), "n_test": int(n_test)})
 
-    def epoch(self, step, epoch, loss_mean, seconds):
+    def epoch(self, step, epoch, loss_mean, seconds, extra=None):
         self.write({"kind": "epoch", "step": int(step), "epoch": int(epoch),
-                    "loss_mean": round(float(loss_mean), 6), "seconds": round(float(seconds), 3)})
+                    "loss_mean": round(float(loss_mean), 6), "seconds": round(float(seconds), 3),
+                    **(extra or {})})
 
 
 # ----------------------------------------------------------------------------- data
@@ -662,11 +778,326 @@ def run_lightly(a, model_name):
                      "steps_per_epoch": len(dl_ssl), "max_accuracy": model.max_accuracy})
 
 
+# ----------------------------------------------------------------------------- lemniscate runner
+
+def make_bin_cifar10_v02(data_dir):
+    """make_bin_cifar10()'s class with torchvision 0.2's attribute names (I4), which
+    lemniscate's CIFAR10Instance.__getitem__ and test.py read."""
+    base = make_bin_cifar10(data_dir)
+
+    class CIFAR10(base):
+        train_data = property(lambda self: self.data)
+        test_data = property(lambda self: self.data)
+        train_labels = property(lambda self: self.targets)
+        test_labels = property(lambda self: self.targets)
+
+    return CIFAR10
+
+
+def lemniscate_subset(dataset, indices):
+    """Subset for test.py's kNN (I13): exposes train_labels (kNN reads
+    trainloader.dataset.train_labels) and forwards .transform (kNN swaps it) to the dataset."""
+    from torch.utils.data import Subset
+
+    class KnnSubset(Subset):
+        @property
+        def train_labels(self):
+            t = self.dataset.targets
+            return [t[i] for i in self.indices]
+
+        @property
+        def transform(self):
+            return self.dataset.transform
+
+        @transform.setter
+        def transform(self, value):
+            self.dataset.transform = value
+
+    return KnnSubset(dataset, indices)
+
+
+def stub_scipy_if_missing():
+    """I3: lib/custom_transforms.py imports scipy.ndimage at top level; cifar.py uses none of it."""
+    try:
+        import scipy.ndimage  # noqa: F401
+        return False
+    except ImportError:
+        pass
+
+    def missing(*a, **k):
+        raise RuntimeError("SciPy is not installed (stub for lib/custom_transforms.py only)")
+
+    sp = types.ModuleType("scipy")
+    nd = types.ModuleType("scipy.ndimage")
+    filters = types.ModuleType("scipy.ndimage.filters")
+    interp = types.ModuleType("scipy.ndimage.interpolation")
+    filters.gaussian_filter = nd.gaussian_filter = missing
+    interp.map_coordinates = interp.rotate = interp.zoom = missing
+    nd.filters, nd.interpolation, sp.ndimage = filters, interp, nd
+    for name, mod in (("scipy", sp), ("scipy.ndimage", nd), ("scipy.ndimage.filters", filters),
+                      ("scipy.ndimage.interpolation", interp)):
+        sys.modules.setdefault(name, mod)
+    return True
+
+
+def lemniscate_check(root):
+    """sha256 of every file cifar.py runs (a mismatch warns) and the checkout's commit."""
+    files = {}
+    for rel, expected in LEMNISCATE_SHA256.items():
+        path = os.path.join(root, rel)
+        if not os.path.exists(path):
+            raise SystemExit(f"{path} is missing: --lemniscate must be a checkout of "
+                             f"{LEMNISCATE_URL} at {LEMNISCATE_COMMIT[:7]}")
+        files[rel] = {"sha256": check_sha(path, expected, f"lemniscate {rel}"),
+                      "expected": expected}
+    commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or None
+    if commit and commit != LEMNISCATE_COMMIT:
+        print(f"WARNING: {root} is at commit {commit}, expected {LEMNISCATE_COMMIT}",
+              file=sys.stderr, flush=True)
+    return {"path": os.path.abspath(root), "commit": commit, "expected_commit": LEMNISCATE_COMMIT,
+            "url": LEMNISCATE_URL, "files": files}
+
+
+def lemniscate_module(root, rel, name, patches=()):
+    """Exec one of lemniscate's files, text-patched, as module `name` (registered in
+    sys.modules before it runs, as an import would)."""
+    path = os.path.join(root, rel)
+    with open(path) as f:
+        src = f.read()
+    for old, new, count, what in patches:
+        src = replace_exact(src, old, new, count, what)
+    mod = types.ModuleType(name)
+    mod.__file__ = os.path.abspath(path)
+    mod.__package__ = name.rpartition(".")[0]
+    sys.modules[name] = mod
+    exec(compile(src, path, "exec"), mod.__dict__)
+    return mod
+
+
+def lemniscate_prepare(root, data_dir, width, argv, seed):
+    """Import lemniscate's packages from `root` (patched) and exec cifar.py up to its epoch loop."""
+    import torchvision.datasets
+
+    root = os.path.abspath(root)
+    for name in ("test", "models", "datasets", "lib"):  # I3
+        m = sys.modules.get(name)
+        if m is not None and not os.path.abspath(getattr(m, "__file__", "") or "").startswith(root):
+            raise SystemExit(f"a module named {name!r} is already imported from "
+                             f"{getattr(m, '__file__', None)}; lemniscate's would be shadowed")
+    sys.path.insert(0, root)
+    stubbed = stub_scipy_if_missing()
+
+    # I4: CIFAR10Instance subclasses the stand-in
+    tv_cifar10 = torchvision.datasets.CIFAR10
+    stand_in = make_bin_cifar10_v02(data_dir)
+    torchvision.datasets.CIFAR10 = stand_in
+    try:
+        import datasets as lem_datasets
+    finally:
+        torchvision.datasets.CIFAR10 = tv_cifar10
+    assert issubclass(lem_datasets.CIFAR10Instance, stand_in), "CIFAR10Instance's base"
+
+    # I9: the narrow ResNet, in place before `models` imports it
+    planes = [int(64 * width * f) for f in (1, 2, 4, 8)]
+    width_patches = [
+        ("        self.in_planes = 64\n", f"        self.in_planes = {planes[0]}\n", 1, "I9"),
+        ("nn.Conv2d(3, 64, kernel_size=3", f"nn.Conv2d(3, {planes[0]}, kernel_size=3", 1, "I9"),
+        ("        self.bn1 = nn.BatchNorm2d(64)\n",
+         f"        self.bn1 = nn.BatchNorm2d({planes[0]})\n", 1, "I9"),
+    ] + [(f"self._make_layer(block, {p0}, ", f"self._make_layer(block, {p}, ", 1, "I9")
+         for p0, p in zip((64, 128, 256, 512), planes)] + [
+        ("nn.Linear(512*block.expansion, low_dim)",
+         f"nn.Linear({int(512 * width)}*block.expansion, low_dim)", 1, "I9")]
+    import lib  # noqa: F401  (lemniscate's lib package: the parent of the modules below)
+    rc = lemniscate_module(root, "models/resnet_cifar.py", "models.resnet_cifar", width_patches)
+    import models
+    assert models.ResNet18 is rc.ResNet18, "models.ResNet18 is not the width-patched one"
+
+    # I11: NCE backward on PyTorch >= 1.0 (LinearAverage runs unpatched)
+    lemniscate_module(root, "lib/NCEAverage.py", "lib.NCEAverage", [
+        ("        gradOutput.data.resize_(batchSize, 1, K+1)\n",
+         "        gradOutput = gradOutput.data.resize_(batchSize, 1, K+1)\n", 1, "I11")])
+    # I10, I7: test.py
+    lemniscate_module(root, "test.py", "test", [
+        ("targets.cuda(async=True)", "targets.cuda(non_blocking=True)", 4, "I10"),
+        ("num_workers=1)", "num_workers=0)", 2, "I7")])
+    for name in ("lib", "models", "datasets", "lib.NCEAverage", "lib.LinearAverage",
+                 "lib.NCECriterion", "test"):
+        __import__(name)
+        f = os.path.abspath(sys.modules[name].__file__)
+        assert f.startswith(root + os.sep), f"{name} loaded from {f}, not from {root}"
+
+    cut = "\nfor epoch in range(start_epoch, start_epoch+200):\n"
+    with open(os.path.join(root, "cifar.py")) as f:
+        src = f.read()
+    src = replace_exact(src, cut, "\n__CUT__", 1, "I8")
+    src = src[: src.index("\n__CUT__")] + "\n"  # I8
+    src = replace_exact(src, "args = parser.parse_args()\n",
+                        f"args = parser.parse_args({list(argv)!r})\n", 1, "I5")
+    src = replace_exact(src, "device = 'cuda' if torch.cuda.is_available() else 'cpu'\n",
+                        "device = 'cpu'\n", 1, "I6")
+    src = replace_exact(src, "num_workers=2)", "num_workers=0)", 2, "I7")
+    ns = {"__name__": "lemniscate_cifar", "__file__": os.path.join(root, "cifar.py")}
+    if seed is not None:
+        seed_all(seed)  # I16
+    exec(compile(src, os.path.join(root, "cifar.py"), "exec"), ns)
+    ns["__scipy_stubbed__"] = stubbed
+    return ns
+
+
+def run_lemniscate(a):
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, Subset
+
+    set_threads()  # I2
+    patch_cuda_noop()  # I1
+    out = os.path.abspath(a.out)
+    os.makedirs(out, exist_ok=True)
+    for lim in (a.knn_train_limit, a.knn_test_limit):
+        # test.py's recompute writes batch b at columns b*len(batch): exact only for full batches
+        if lim and lim % 100:
+            raise SystemExit("--knn-train-limit / --knn-test-limit must be multiples of 100 "
+                             "(test.py's kNN recomputes in batches of 100)")
+    if 0 < a.knn_train_limit < 200:
+        raise SystemExit("--knn-train-limit must be at least k = 200 (or 0: all images)")
+    files = lemniscate_check(a.lemniscate)
+    info = run_info_start(a, "lemniscate-instdisc", {"lemniscate": files})
+    t_start = time.time()
+    argv = ["--nce-k", str(a.nce_k), "--nce-t", repr(a.nce_t), "--lr", repr(a.lr)]
+    ns = lemniscate_prepare(a.lemniscate, a.data, a.width, argv, a.seed)
+    args, net, lemniscate = ns["args"], ns["net"], ns["lemniscate"]
+    test_mod = sys.modules["test"]
+    kNN = test_mod.kNN
+    assert ns["kNN"] is kNN
+    print(net, flush=True)
+    print("lemniscate args:", args, "| objective:",
+          "NCEAverage + NCECriterion" if hasattr(lemniscate, "K") else
+          "LinearAverage + CrossEntropyLoss", flush=True)
+
+    trainset, testset = ns["trainset"], ns["testset"]
+    full_trainloader, testloader = ns["trainloader"], ns["testloader"]
+    if a.limit_train:  # I15
+        ns["trainloader"] = DataLoader(Subset(trainset, range(a.limit_train)), batch_size=128,
+                                       shuffle=True, num_workers=0)
+
+    # I12: record what train()'s AverageMeter keeps
+    class RecordingCriterion:
+        def __init__(self, crit):
+            self.crit, self.losses, self.sizes = crit, [], []
+
+        def __call__(self, outputs, targets):
+            loss = self.crit(outputs, targets)
+            self.losses.append(loss.item())
+            self.sizes.append(outputs.size(0))
+            return loss
+
+    rec = RecordingCriterion(ns["criterion"])
+    ns["criterion"] = rec
+
+    # I13: the monitor's nets and the stand-in bank
+    pooled = {}
+
+    def capture(module, inputs, output):
+        if pooled.get("on"):
+            pooled["x"] = inputs[0]
+
+    net.linear.register_forward_hook(capture)  # observes only; the output is unchanged
+
+    class Backbone(torch.nn.Module):
+        """net's pooled layer4 (the input of net.linear), L2-normalised."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            pooled["on"] = True
+            try:
+                self.net(x)
+            finally:
+                pooled["on"] = False
+            return F.normalize(pooled.pop("x"), dim=1)
+
+    layers = (("head", net, args.low_dim), ("backbone", Backbone(net), int(512 * a.width)))
+    tr_idx = even_indices(len(trainset), a.knn_train_limit)
+    te_idx = even_indices(len(testset), a.knn_test_limit)
+    # testloader's arguments (batch 100, no shuffle); only .dataset of the train loader is read
+    knn_train_sub = DataLoader(lemniscate_subset(trainset, tr_idx), batch_size=100,
+                               shuffle=False, num_workers=0)
+    knn_test_sub = DataLoader(lemniscate_subset(testset, te_idx), batch_size=100, shuffle=False,
+                              num_workers=0)
+    metrics = Metrics(out)
+
+    def monitor(epoch, step, trl, tel):
+        for layer, model, dim in layers:
+            t0 = time.time()
+            scratch = types.SimpleNamespace(memory=torch.zeros(len(trl.dataset), dim))
+            acc = 100.0 * kNN(epoch, model, scratch, trl, tel, 200, args.nce_t, 1)
+            metrics.knn(step, epoch, acc, 200, args.nce_t, layer, len(trl.dataset),
+                        len(tel.dataset))
+            print(f"  kNN {layer}: {acc:.2f}% ({time.time() - t0:.1f}s)", flush=True)
+
+    monitor(0, 0, knn_train_sub, knn_test_sub)
+    train_seconds, train_cpu, steps, images = 0.0, 0.0, 0, 0
+    epoch_s = []
+    for epoch in range(a.epochs):  # I8: cifar.py's loop counts epochs from 0
+        rec.losses, rec.sizes = [], []
+        t0, c0 = time.time(), time.process_time()
+        ns["train"](epoch)
+        dt, cpu = time.time() - t0, time.process_time() - c0
+        n = len(rec.losses)
+        loss = sum(l * b for l, b in zip(rec.losses, rec.sizes)) / max(sum(rec.sizes), 1)
+        train_seconds += dt
+        train_cpu += cpu
+        steps += n
+        images += sum(rec.sizes)
+        epoch_s.append(dt)
+        lr = ns["optimizer"].param_groups[0]["lr"]
+        metrics.epoch(steps, epoch + 1, loss, dt, extra={
+            "steps": n, "seconds_per_step": round(dt / max(n, 1), 4),
+            "cpu_seconds": round(cpu, 3), "lr": lr})
+        print(f"epoch {epoch + 1}/{a.epochs} loss {loss:.4f} lr {lr:.6f} {dt:.1f}s "
+              f"({n} steps, {dt / max(n, 1):.3f} s/step, {cpu / max(n, 1):.3f} CPU s/step, "
+              f"{sum(rec.sizes) / dt:.1f} img/s)", flush=True)
+        monitor(epoch + 1, steps, knn_train_sub, knn_test_sub)
+        if a.bank_knn:  # I14
+            t0 = time.time()
+            acc = 100.0 * kNN(epoch, net, lemniscate, full_trainloader, testloader, 200,
+                              args.nce_t, 0)
+            metrics.write({"kind": "knn_bank", "step": steps, "epoch": epoch + 1,
+                           "top1": round(acc, 4), "k": 200, "t": args.nce_t, "layer": "head",
+                           "n_train": len(trainset), "n_test": len(testset),
+                           "features": "memory bank (lemniscate's own monitor)"})
+            print(f"  kNN memory bank (lemniscate's monitor): {acc:.2f}% "
+                  f"({time.time() - t0:.1f}s)", flush=True)
+    # full protocol: cifar.py's last line, kNN(0, net, lemniscate, trainloader, testloader, 200,
+    # args.nce_t, 1), on its full trainset and testloader
+    if not a.no_full_knn:
+        monitor(a.epochs, steps, full_trainloader, testloader)
+    run_info_end(info, out, t_start, train_seconds, images, extra={
+        "lemniscate_args": vars(args),
+        "objective": ("nce: NCEAverage + NCECriterion" if hasattr(lemniscate, "K")
+                      else "softmax: LinearAverage + CrossEntropyLoss"),
+        "steps_per_epoch": len(ns["trainloader"]), "batch_size": 128,
+        "epoch_seconds": [round(x, 1) for x in epoch_s],
+        "seconds_per_step": round(train_seconds / max(steps, 1), 4),
+        "cpu_seconds_per_step": round(train_cpu / max(steps, 1), 4),
+        "loadavg_at_end": os.getloadavg(),
+        "scipy_stubbed": ns["__scipy_stubbed__"],
+        "width_planes": [int(64 * a.width * f) for f in (1, 2, 4, 8)],
+        "patches": ["I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8", "I9", "I10", "I11", "I12",
+                    "I13"] + (["I14"] if a.bank_knn else []) +
+                   (["I15"] if a.limit_train else []) + ["I16"]})
+
+
 # ----------------------------------------------------------------------------- run.json
 
 def versions():
     v = {"python": sys.version.split()[0]}
-    for mod in ("torch", "torchvision", "lightly", "pytorch_lightning", "numpy", "PIL", "pandas"):
+    for mod in ("torch", "torchvision", "lightly", "pytorch_lightning", "numpy", "PIL", "pandas",
+                "scipy"):
         try:
             v[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001
@@ -759,7 +1190,9 @@ def main():
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"Reference files (never copied into this repository):\n  --colab: {COLAB_URL}\n"
-               f"  --lightly-benchmark: {LIGHTLY_URL}\nSee the module docstring for every patch.")
+               f"  --lightly-benchmark: {LIGHTLY_URL}\n"
+               f"  --lemniscate: a checkout of {LEMNISCATE_URL} at {LEMNISCATE_COMMIT[:7]}\n"
+               "See the module docstring for every patch.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     hc = f"path of moco_cifar10_demo.ipynb (download: {COLAB_URL})"
     hl = f"path of cifar10_benchmark.py (download: {LIGHTLY_URL})"
@@ -781,6 +1214,28 @@ def main():
         p.add_argument("--knn-test-limit", type=int, default=2000)
         p.add_argument("--limit-train", type=int, default=None,
                        help="smoke tests only: train on the first N images")
+    p = sub.add_parser("lemniscate-instdisc",
+                       help="InstDisc: lemniscate.pytorch's cifar.py (patches I1-I16)")
+    p.add_argument("--lemniscate", required=True,
+                   help=f"a checkout of {LEMNISCATE_URL} at {LEMNISCATE_COMMIT[:7]}")
+    p.add_argument("--data", required=True, help="folder with cifar-10-batches-bin files")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--width", type=float, default=0.125)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.03, help="cifar.py --lr (default 0.03)")
+    p.add_argument("--nce-k", type=int, default=0,
+                   help="cifar.py --nce-k: 0 = full softmax (the README's CIFAR command, the "
+                        "default here), 4096 = NCE (cifar.py's own default)")
+    p.add_argument("--nce-t", type=float, default=0.1, help="cifar.py --nce-t (default 0.1)")
+    p.add_argument("--knn-train-limit", type=int, default=10000)
+    p.add_argument("--knn-test-limit", type=int, default=2000)
+    p.add_argument("--bank-knn", action="store_true",
+                   help="also lemniscate's own per-epoch monitor (memory bank vs full test set)")
+    p.add_argument("--limit-train", type=int, default=None,
+                   help="smoke tests only: train on the first N images")
+    p.add_argument("--no-full-knn", action="store_true",
+                   help="smoke tests and timing only: skip the full-protocol kNN at the end")
     p = sub.add_parser("init-stats")
     p.add_argument("--out", required=True)
     p.add_argument("--width", type=float, default=0.125)
@@ -794,6 +1249,8 @@ def main():
         run_lightly(a, "SimCLRModel")
     elif a.cmd == "lightly-moco":
         run_lightly(a, "MocoModel")
+    elif a.cmd == "lemniscate-instdisc":
+        run_lemniscate(a)
     else:
         init_stats(a)
 

@@ -241,6 +241,12 @@ fn simclr_and_the_other_negative_sources_train_through_the_cli() {
             .count();
         assert_eq!(steps, 6, "case {i}");
     }
+    // The memory bank holds the query encoder's features: no key encoder is built or saved.
+    let bank = tensor_bytes(&fx.path("runs/case1/checkpoint.safetensors"));
+    assert!(bank.keys().any(|k| k.contains("memory_bank.bank")));
+    assert!(!bank
+        .keys()
+        .any(|k| k.starts_with("method.encoder_k") || k.starts_with("encoder_k")));
     // SimCLR has one encoder: evaluation names it, and refuses a key encoder.
     let eval = run(BIN, fx.dir.path(), &["eval", "knn", "runs/case0"]);
     assert!(
@@ -455,4 +461,116 @@ fn the_cifar100_recipe_reads_cifar100_and_monitors_its_hundred_classes() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no top-1 in {}", eval.stdout));
     assert!(top1 > 10.0, "{}", eval.stdout);
+}
+
+#[test]
+fn instdisc_trains_through_the_cli_with_the_softmax_and_with_nce() {
+    let fx = fixture();
+    let data = fx.data();
+    let cfg = fx.write("instdisc.toml", &tiny_config("instdisc", 1, 16));
+    for (i, objective) in ["softmax", "nce"].iter().enumerate() {
+        let out_dir = format!("runs/instdisc{i}");
+        let set = format!("instdisc.objective=\"{objective}\"");
+        let out = run(
+            BIN,
+            fx.dir.path(),
+            &[
+                "train",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+                "--out",
+                &out_dir,
+                "--set",
+                &set,
+                "--set",
+                "instdisc.nce_k=8",
+            ],
+        );
+        assert!(out.success(), "{objective}: {out:?}");
+        let steps = metric_steps(&fx.path(&out_dir))
+            .iter()
+            .filter(|r| r.0 == "step")
+            .count();
+        assert_eq!(steps, 6, "{objective}");
+        let ckpt = tensor_bytes(&fx.path(&format!("{out_dir}/checkpoint.safetensors")));
+        // 96 training images, one bank row each, of the head's 128 dimensions.
+        let bank = ckpt
+            .iter()
+            .find(|(k, _)| k.ends_with("memory.memory_bank.bank"))
+            .unwrap_or_else(|| panic!("{objective}: no memory bank in {:?}", ckpt.keys()));
+        assert_eq!(bank.1 .1, vec![96, 128]);
+        assert_eq!(
+            ckpt.keys().any(|k| k.ends_with("nce_z")),
+            *objective == "nce"
+        );
+    }
+    let eval = run(BIN, fx.dir.path(), &["eval", "knn", "runs/instdisc0"]);
+    assert!(eval.success(), "{eval:?}");
+    assert!(eval.stdout.contains("shared encoder"), "{eval:?}");
+}
+
+#[test]
+fn a_schedule_that_cannot_train_is_named_before_the_first_step_and_the_run_goes_on() {
+    let fx = fixture();
+    // The colab's per-epoch cosine counts epochs from 1: a one-epoch run is at lr 0 throughout.
+    let cfg = fx.write("moco.toml", &tiny_config("moco", 1, 16));
+    let data = fx.data();
+    let out = run(
+        BIN,
+        fx.dir.path(),
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            "runs/lr0",
+        ],
+    );
+    assert!(out.success(), "{out:?}");
+    let warning = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("warning: every one of the run's 6 steps has learning rate 0"))
+        .unwrap_or_else(|| panic!("no warning:\n{}", out.stderr));
+    assert!(
+        warning.contains("--epochs 2") && warning.contains("schedule.first_epoch=0"),
+        "{warning}"
+    );
+    let first_step = out.stderr.find("epoch 1/1").unwrap_or(usize::MAX);
+    assert!(
+        out.stderr.find(warning).unwrap() < first_step,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        metric_steps(&fx.path("runs/lr0"))
+            .iter()
+            .filter(|r| r.0 == "step")
+            .count(),
+        6
+    );
+    // Two epochs train: no warning.
+    let two = run(
+        BIN,
+        fx.dir.path(),
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            "runs/two",
+            "--epochs",
+            "2",
+        ],
+    );
+    assert!(
+        two.success() && !two.stderr.contains("warning: every one"),
+        "{two:?}"
+    );
 }

@@ -135,7 +135,7 @@ pub fn tiny_config(method: &str, epochs: usize, batch: usize) -> String {
          [eval]\nknn_every = 1\nknn_k = 20\n\n\
          [run]\nlog_every = 1\neval_batch_size = 64\n"
     );
-    if method != "simclr" {
+    if method == "moco" || method == "mocov2" {
         // 40 keys with batch 16: the queue wraps mid-batch (K not a multiple
         // of the batch size), which the ring buffer handles.
         s.push_str("\n[moco]\nqueue_size = 40\nbn_splits = 2\n");

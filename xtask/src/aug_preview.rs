@@ -11,7 +11,7 @@ use mocca_core::fs::WriteError;
 #[derive(clap::Args, Debug)]
 #[command(about = "PNG grid of augmented views")]
 pub struct Args {
-    /// mocov1, mocov2, simclr, mocov1-cifar, mocov2-cifar, simclr-cifar
+    /// mocov1, mocov2, simclr, mocov1-cifar, mocov2-cifar, simclr-cifar, instdisc-cifar
     #[arg(long, value_name = "NAME", value_parser = |s: &str| s.parse::<Preset>())]
     preset: Preset,
     /// Dataset folder (CIFAR-10 binary, MNIST, image folder)

@@ -27,6 +27,7 @@ pub enum Command {
     Bench(crate::bench::Args),
     CudaBuild(crate::cuda::Args),
     GpuSelftest(crate::gpu_selftest::Args),
+    Sweep(crate::sweep::Args),
 }
 
 /// The run a command reads: a run folder or a checkpoint file, positional or `--run`.

@@ -13,6 +13,7 @@ mod export;
 mod gpu_selftest;
 mod plot;
 mod runs;
+mod sweep;
 mod train;
 
 /// Runs one command line (without the program name).
@@ -34,6 +35,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::CudaBuild(a)) => cuda::run(a),
         Some(Command::GpuSelftest(a)) => gpu_selftest::run(a),
+        Some(Command::Sweep(a)) => sweep::run(a),
     }
 }
 
@@ -94,6 +96,7 @@ mod tests {
             "bench pipeline --help",
             "cuda-build --help",
             "gpu-selftest --help",
+            "sweep --help",
         ] {
             assert!(super::run(args(cmd)).is_ok(), "`cargo xtask {cmd}` failed");
         }
@@ -110,6 +113,7 @@ mod tests {
             ("export", "The projection head and the classifier"),
             ("cuda-build", "Installs the CUDA 13.0 compiler toolchain"),
             ("gpu-selftest", "Exit codes: 0 all checks passed"),
+            ("sweep", "OUT/<point>/seed<S>/"),
         ] {
             let help = cli
                 .find_subcommand_mut(cmd)

@@ -8,12 +8,14 @@ mod cpu_advice;
 mod progress;
 
 use crate::runs::config::{
-    ConfigBuilder, DeviceKind, MethodName, Negatives, Precision, Recipe, SchedulePer, TrainConfig,
+    ConfigBuilder, DeviceKind, InstDiscObjectiveName, MethodName, Negatives, Precision, Recipe,
+    ScheduleKind, SchedulePer, TrainConfig,
 };
 use crate::runs::{self, fetch, files, setup, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Device;
 use mocca_data::{BatchSampler, ImageDataset, Order};
+use mocca_methods::schedule::ScheduleWarning;
 use mocca_methods::FeatureSource;
 use mocca_train::{
     CheckpointPolicy, Event, JsonlMetrics, Outcome, TrainError, Trainer, TrainerConfig,
@@ -57,7 +59,7 @@ wins); the resolved config is saved as RUN/config.toml.",
 at once; the last checkpoint stays intact)."
 )]
 pub struct Args {
-    /// The method: moco, mocov2 or simclr [default: the config file's `method`]
+    /// The method: moco, mocov2, simclr or instdisc [default: the config file's `method`]
     #[arg(value_name = "METHOD", value_parser = |s: &str| MethodName::parse(s).map_err(|e| e.to_string()))]
     method: Option<MethodName>,
     /// Preset family: cifar (the MoCo CIFAR-10 colab, lightly's CIFAR-10 SimCLR), cifar100 (the
@@ -236,6 +238,13 @@ const OVERRIDES: &[Override] = &[
         "kNN monitoring on N test images",
     ),
     flag(
+        "collapse-every",
+        "run.collapse_every",
+        "N",
+        "Collapse monitor (embedding std, RankMe, alignment, uniformity) every N steps (0: off) \
+         [default: 10]",
+    ),
+    flag(
         "checkpoint-every-steps",
         "run.checkpoint_every_steps",
         "N",
@@ -357,7 +366,9 @@ fn resolve_fresh(a: &Args) -> Result<TrainConfig> {
         (Some(m), _) => m,
         (None, Some(f)) => MethodName::parse(&f)?,
         (None, None) => {
-            bail!("which method? give moco, mocov2 or simclr (see `cargo xtask train --help`)")
+            bail!(
+                "which method? give moco, mocov2, simclr or instdisc (see `cargo xtask train --help`)"
+            )
         }
     };
     let recipe = match a.recipe {
@@ -367,7 +378,7 @@ fn resolve_fresh(a: &Args) -> Result<TrainConfig> {
             None => Recipe::Cifar,
         },
     };
-    let mut b = ConfigBuilder::from_preset(method, recipe);
+    let mut b = ConfigBuilder::from_preset(method, recipe)?;
     if let (Some(t), Some(p)) = (&file_text, &a.config_file) {
         b.merge_text(t, &p.display().to_string())?;
     }
@@ -503,6 +514,7 @@ fn start(
         data_seed: cfg.data_seed(),
         aug_seed: cfg.aug_seed(),
         log_every: cfg.run.log_every.max(1),
+        collapse_every: cfg.run.collapse_every,
         stop_after_steps: stop_after,
         prefetch: 2,
         checkpoint: CheckpointPolicy {
@@ -562,6 +574,7 @@ fn start(
     let elapsed_before = metrics.elapsed_s();
     let started = Instant::now();
     describe_run(&cfg, steps_per_epoch, total, &device, out);
+    warn_schedule(&cfg, steps_per_epoch, total)?;
 
     let start_step = trainer.method().steps_done();
     let progress = Rc::new(RefCell::new(Progress::new(
@@ -679,6 +692,7 @@ impl Reporter {
                     }
                 }
             }
+            Event::Collapse { step, metrics } => progress.collapse(*step, metrics),
             Event::EpochEnd { .. } => progress.break_line(),
             Event::KnnStarting { step: 0, method } if self.device.is_cpu() => {
                 let (Some(test), Ok(encoder)) =
@@ -725,16 +739,26 @@ fn describe_run(
     device: &Device,
     out: &Path,
 ) {
-    let negatives = match &c.moco {
-        Some(m) => match m.negatives {
+    let negatives = match (&c.moco, &c.instdisc) {
+        (Some(m), _) => match m.negatives {
             Negatives::Queue => format!(", queue K={} m={}", m.queue_size, m.momentum),
             Negatives::Bank => format!(
-                ", memory bank ({} negatives) m={}",
-                m.queue_size, m.momentum
+                ", memory bank ({} negatives, rows m={}), one view, no key encoder",
+                m.queue_size, m.bank_momentum
             ),
             Negatives::EndToEnd => ", end-to-end (in-batch keys)".into(),
         },
-        None => String::new(),
+        (None, Some(i)) => match i.objective {
+            InstDiscObjectiveName::Softmax => format!(
+                ", memory bank rows m={}, full softmax over every row",
+                i.memory_momentum
+            ),
+            InstDiscObjectiveName::Nce => format!(
+                ", memory bank rows m={}, NCE with {} noise rows",
+                i.memory_momentum, i.nce_k
+            ),
+        },
+        (None, None) => String::new(),
     };
     let lr = match (c.optimizer.lr, c.optimizer.base_lr) {
         (None, Some(base)) => format!(
@@ -774,6 +798,55 @@ fn describe_run(
     );
     if device.is_cpu() && cpu_advice::gpu_sized(c) {
         eprintln!("{}", cpu_advice::gpu_recipe_note(c, total_steps));
+    }
+}
+
+/// One line on stderr for each way the schedule cannot train as meant, with its fix, before
+/// the first step; the run goes on as asked.
+fn warn_schedule(cfg: &TrainConfig, steps_per_epoch: u64, total_steps: u64) -> Result<()> {
+    let schedule = setup::lr_schedule(cfg, steps_per_epoch)?;
+    for w in schedule.warnings(total_steps) {
+        eprintln!("warning: {w}; {}", schedule_fix(cfg, &w));
+    }
+    Ok(())
+}
+
+/// What to change in `cfg` against warning `w`, in the CLI's flags and keys.
+fn schedule_fix(cfg: &TrainConfig, w: &ScheduleWarning) -> String {
+    let s = &cfg.schedule;
+    match w {
+        ScheduleWarning::NoStepTrains { .. } if cfg.effective_lr() == 0.0 => {
+            "set a learning rate above 0 (--lr, or --base-lr for one scaled with the batch)".into()
+        }
+        ScheduleWarning::NoStepTrains { .. }
+            if s.per == SchedulePer::Epoch
+                && s.kind == ScheduleKind::Cosine
+                && s.first_epoch as usize >= cfg.epochs =>
+        {
+            format!(
+                "the per-epoch cosine counts epochs from {} (the MoCo colab's loop), so a {}-epoch \
+                 run sits at its end, lr 0, from the first step: train for more epochs \
+                 (--epochs {}), or count from 0 (--set schedule.first_epoch=0), or set the rate \
+                 per step (--set schedule.per=step)",
+                s.first_epoch,
+                cfg.epochs,
+                s.first_epoch as usize + 1
+            )
+        }
+        ScheduleWarning::NoStepTrains { .. }
+            if s.kind == ScheduleKind::Step && s.gamma == 0.0 && s.milestones.first() == Some(&0) =>
+        {
+            "a milestone at epoch 0 with schedule.gamma = 0 sets the rate to 0 from the start: \
+             drop that milestone or raise schedule.gamma"
+                .into()
+        }
+        ScheduleWarning::NoStepTrains { .. } => {
+            "check the [schedule] and [optimizer] sections (--print-config shows them)".into()
+        }
+        ScheduleWarning::WarmupCoversRun { .. } => format!(
+            "shorten schedule.warmup_epochs ({}) below the run's length ({} epoch(s)), or train longer",
+            s.warmup_epochs, cfg.epochs
+        ),
     }
 }
 
@@ -887,7 +960,7 @@ mod tests {
             };
             let a = parse_args(&format!("mocov2 --{} {v}", o.flag)).unwrap();
             assert_eq!(a.overrides.sets, [o.assignment(&v)], "--{}", o.flag);
-            let mut b = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar);
+            let mut b = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar).unwrap();
             b.set(&a.overrides.sets[0]).unwrap();
             let cfg = b
                 .build()

@@ -47,20 +47,26 @@ pub enum Preset {
     /// cj_strength=0.5, gaussian_blur=0.0)`): 32 px, colour strength s = 0.5,
     /// no blur, lightly's default ImageNet normalisation.
     SimClrCifar,
+    /// InstDisc at 32 px for CIFAR-10, as lemniscate's `cifar.py` builds it
+    /// (zhirongw/lemniscate.pytorch): crop scale (0.2, 1), ColorJitter(0.4,
+    /// 0.4, 0.4, 0.4) always applied, grayscale p = 0.2, no flip (commented
+    /// out there), and its normalisation ([`Normalize::cifar10_colab`]'s values).
+    InstDiscCifar,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 6] = [
+    pub const ALL: [Preset; 7] = [
         Preset::MocoV1,
         Preset::MocoV2,
         Preset::SimClr,
         Preset::MocoV1Cifar,
         Preset::MocoV2Cifar,
         Preset::SimClrCifar,
+        Preset::InstDiscCifar,
     ];
 
-    /// The name [`Preset::from_str`] parses: `mocov1`, `mocov2`, `simclr`, and
-    /// the same with `-cifar`.
+    /// The name [`Preset::from_str`] parses: `mocov1`, `mocov2`, `simclr`, the
+    /// same with `-cifar`, and `instdisc-cifar`.
     pub fn name(self) -> &'static str {
         match self {
             Preset::MocoV1 => "mocov1",
@@ -69,6 +75,7 @@ impl Preset {
             Preset::MocoV1Cifar => "mocov1-cifar",
             Preset::MocoV2Cifar => "mocov2-cifar",
             Preset::SimClrCifar => "simclr-cifar",
+            Preset::InstDiscCifar => "instdisc-cifar",
         }
     }
 
@@ -87,7 +94,7 @@ impl Preset {
                 Normalize::imagenet()
             }
             Preset::MocoV1Cifar => Normalize::cifar10(),
-            Preset::MocoV2Cifar => Normalize::cifar10_colab(),
+            Preset::MocoV2Cifar | Preset::InstDiscCifar => Normalize::cifar10_colab(),
         }
     }
 
@@ -141,6 +148,11 @@ impl Preset {
                 crop(0.08)?,
                 flip()?,
                 jitter(ColorJitter::simclr(0.5)?, 0.8)?,
+                gray()?,
+            ],
+            Preset::InstDiscCifar => vec![
+                crop(0.2)?,
+                ColorJitter::new(0.4, 0.4, 0.4, 0.4)?.into(),
                 gray()?,
             ],
         };

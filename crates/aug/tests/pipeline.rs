@@ -503,3 +503,20 @@ fn bad_images_are_rejected_with_their_shape() {
         "hue factor must lie in [-0.5, 0.5], got 0.699999988079071"
     );
 }
+
+#[test]
+fn the_instdisc_preset_is_lemniscates_cifar_transform() {
+    // RandomResizedCrop(32, scale=(0.2, 1.)), ColorJitter(0.4, 0.4, 0.4, 0.4) always,
+    // RandomGrayscale(p=0.2), no flip, Normalize.
+    let c = Preset::InstDiscCifar.compose(32).unwrap();
+    let t = c.transforms();
+    assert_eq!(t.len(), 4);
+    assert!(matches!(t[0], Transform::RandomResizedCrop(_)));
+    assert!(matches!(t[1], Transform::ColorJitter(_)));
+    assert!(matches!(t[2], Transform::RandomGrayscale(_)));
+    assert!(matches!(t[3], Transform::Normalize(_)));
+    assert_eq!(
+        Preset::InstDiscCifar.normalize(),
+        Normalize::cifar10_colab()
+    );
+}

@@ -18,7 +18,7 @@ pub(crate) fn normalize(x: &Tensor) -> Result<Tensor> {
 /// Mean cross-entropy of `logits` rows against the logit `positive` (`[rows,
 /// 1]`, a column of `logits`), and the fraction of rows where the positive is
 /// the largest logit.
-fn cross_entropy(logits: &Tensor, positive: &Tensor) -> Result<(Tensor, Tensor)> {
+pub(crate) fn cross_entropy(logits: &Tensor, positive: &Tensor) -> Result<(Tensor, Tensor)> {
     let max = logits.max_keepdim(1)?.detach();
     let lse = logits
         .broadcast_sub(&max)?

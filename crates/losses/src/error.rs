@@ -42,6 +42,9 @@ pub enum LossError {
     /// Per-query negative indices that are not a `[batch, K]` integer matrix of valid rows.
     #[error("`{name}`: {reason}")]
     InvalidIndices { name: &'static str, reason: String },
+    /// The NCE normaliser `Z` divides the scores: it must be finite and > 0.
+    #[error("the NCE normaliser Z must be finite and > 0, got {0}")]
+    InvalidNormaliser(f64),
     /// NaN or infinity among the input values.
     #[error("`{name}` contains non-finite values (NaN or infinity)")]
     NonFinite { name: &'static str },

@@ -5,7 +5,10 @@
 //! - [`InfoNCELoss`]: MoCo's InfoNCE with explicit negatives (a queue, or a
 //!   memory bank with a shared or a per-query draw), its symmetric form (summed
 //!   as the MoCo colab, or averaged as lightly: [`SymmetricReduction`]), and the
-//!   end-to-end form with in-batch keys.
+//!   end-to-end form with in-batch keys;
+//! - [`NonParametricSoftmaxLoss`] and [`NCELoss`]: InstDisc's losses over a
+//!   memory bank (Wu et al. 2018; lemniscate's `LinearAverage` and
+//!   `NCEAverage` + `NCECriterion`, the normaliser `Z` fixed from the first batch).
 //!
 //! Inputs are raw embeddings (`[N, D]`, f32, f16 or bf16; accumulation is
 //! always in f32), L2-normalised inside (`x / max(‖x‖, 1e-12)`) with the
@@ -41,6 +44,7 @@ mod composed;
 mod error;
 mod fused;
 mod infonce;
+mod instdisc;
 mod ntxent;
 pub mod rules;
 mod run;
@@ -50,6 +54,7 @@ use candle_core::Tensor;
 
 pub use error::LossError;
 pub use infonce::{InfoNCEConfig, InfoNCELoss, SymmetricReduction};
+pub use instdisc::{NCELoss, NonParametricSoftmaxLoss};
 pub use ntxent::{NTXentConfig, NTXentLoss};
 
 /// Which code path computes a loss. Both give the same values (to f32

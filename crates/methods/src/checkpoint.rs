@@ -77,3 +77,17 @@ pub(crate) fn put_prefixed(
     }
     Ok(())
 }
+
+/// [`crate::Method::load_state`] for a method whose `restore` replaces its parts one by one:
+/// when `restore` fails part-way, the state from before is put back, so a failed load changes
+/// nothing.
+pub(crate) fn load_all_or_nothing<M: crate::Method>(
+    method: &mut M,
+    state: &HashMap<String, Tensor>,
+    restore: fn(&mut M, &HashMap<String, Tensor>) -> Result<()>,
+) -> Result<()> {
+    let backup: HashMap<String, Tensor> = method.state()?.into_iter().collect();
+    restore(method, state).inspect_err(|_| {
+        let _ = restore(method, &backup);
+    })
+}

@@ -1,7 +1,8 @@
 //! Training drivers for contrastive self-supervised learning: MoCo v1/v2
 //! (He et al. 2020; Chen et al. 2020) with the MoCo paper's three sources of
-//! negatives, SimCLR (Chen et al. 2020), the optimisers and schedules they
-//! use, and kNN / linear-probe evaluation of what they learned. One job:
+//! negatives, SimCLR (Chen et al. 2020), InstDisc (Wu et al. 2018), the
+//! optimisers and schedules they use, and kNN / linear-probe evaluation of
+//! what they learned. One job:
 //! turn batches of augmented views into updated encoders, and tell how good
 //! the encoders are. File formats and augmentation live elsewhere
 //! (`mocca-data`, `mocca-aug`).
@@ -13,10 +14,12 @@
 //! | [`Method`] | the trainer's interface: `step`, `embed`, `save` / `load` (object safe: `Box<dyn Method>`) |
 //! | [`MoCo`], [`MoCoConfig`], [`NegativeSource`] | MoCo v1/v2 with a queue, a memory bank or end-to-end negatives ([`moco`] documents the step) |
 //! | [`SimCLR`], [`SimCLRConfig`] | SimCLR with NT-Xent |
+//! | [`InstDisc`], [`InstDiscConfig`] | InstDisc (Wu et al. 2018): one view, a memory bank, the full softmax or NCE, as lemniscate's code |
 //! | [`Encoder`], [`ResNetEncoder`] | what a method needs from a network; the ResNet + projection head of `mocca-backbones` |
 //! | [`Precision`] | f32, or bf16 mixed precision with f32 master weights ([`ResNetEncoder::with_precision`]) |
 //! | [`optim::Optimizer`] | PyTorch-exact momentum SGD (Nesterov, dampening, weight decay) and LARS, bias/BN excluded from decay on request, state save/load |
 //! | [`schedule::LrSchedule`] | warmup + cosine, step, multistep; evaluated per step |
+//! | [`collapse`] | the collapse monitor: [`collapse::collapse_metrics`] of a step's embeddings ([`Method::last_embeddings`]): std of the ℓ2-normalised embeddings (SimSiam), RankMe, alignment and uniformity, and a [`CollapseMetrics::collapsing`] verdict |
 //! | [`eval`] | [`eval::knn_evaluate`] (k = 200, t = 0.1) and [`eval::linear_probe`] on [`Features`] tagged with their [`FeatureSource`] |
 //! | [`init::seeded_var_builder`] | seeded weights (Candle's CPU generator cannot be seeded) |
 //! | [`checkpoint`] | atomic safetensors files of named tensors |
@@ -107,10 +110,12 @@
 //! ```
 
 pub mod checkpoint;
+pub mod collapse;
 mod encoder;
 mod error;
 pub mod eval;
 pub mod init;
+pub mod instdisc;
 pub mod moco;
 pub mod optim;
 mod precision;
@@ -124,9 +129,11 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
+pub use collapse::{CollapseMetrics, StepEmbeddings};
 pub use encoder::{copy_state, Encoder};
 pub use error::{MethodError, Result};
 pub use eval::{EncoderRole, FeatureLayer, FeatureSource, Features};
+pub use instdisc::{InstDisc, InstDiscConfig, InstDiscObjective};
 pub use mocca_core::SplitMix64;
 pub use mocca_losses::SymmetricReduction;
 pub use moco::{batch_shuffle, batch_unshuffle, BankSampling, MoCo, MoCoConfig, NegativeSource};
@@ -159,7 +166,8 @@ pub trait Method {
     fn name(&self) -> &'static str;
 
     /// One training step. `views` holds the augmented views of one batch of
-    /// source images (two for MoCo and SimCLR), each `[N, C, H, W]` with the
+    /// source images (two for SimCLR and for MoCo with a queue or end-to-end
+    /// keys; one for InstDisc and MoCo's memory bank), each `[N, C, H, W]` with the
     /// same `N`; `indices` are the dataset indices of the N source images
     /// (required by the memory bank, otherwise may be empty). Runs forward,
     /// loss, backward, optimizer update, then the momentum update and the
@@ -169,6 +177,17 @@ pub trait Method {
 
     /// Updates applied so far.
     fn steps_done(&self) -> u64;
+
+    /// The embeddings the last [`Method::step`] computed, detached (no extra
+    /// forward pass; holding them changes nothing in training): the first
+    /// view's, and what each was contrasted with as its positive. For the
+    /// collapse monitor ([`StepEmbeddings::metrics`]). `None` before the
+    /// first step and for methods that do not keep them (the default). After
+    /// a step that failed with [`MethodError::NonFiniteLoss`] they may be
+    /// that step's.
+    fn last_embeddings(&self) -> Option<StepEmbeddings> {
+        None
+    }
 
     /// The encoder in `role`, or an error if the method has none there.
     fn encoder(&self, role: EncoderRole) -> Result<&dyn Encoder>;

@@ -18,8 +18,10 @@
 //!      generator, or are given ([`MoCo::step_with_key_permutations`]).
 //!    - `MemoryBank`: the positive is the bank's row of each sample (InstDisc),
 //!      negatives are `num_negatives` rows drawn from the bank for each query
-//!      (InstDisc's draw) or once for the batch ([`BankSampling`]); `x_k` is
-//!      not used.
+//!      (InstDisc's draw) or once for the batch ([`BankSampling`]), scored with
+//!      MoCo's InfoNCE as the MoCo paper compares it. One view per image
+//!      (`x_k`, if given, is not used) and no key encoder. InstDisc's own
+//!      objectives (the full softmax, NCE) are [`crate::InstDisc`].
 //!    - `EndToEnd`: `k = g_q(f_q(x_k))` from the query encoder with gradients;
 //!      negatives are the other keys of the batch.
 //! 3. InfoNCE (or its symmetric form: both views as queries, the two terms
@@ -269,6 +271,9 @@ pub struct MoCo<E: Encoder> {
     optimizer: Optimizer,
     config: MoCoConfig,
     rng: SplitMix64,
+    /// The last step's queries of view 0 and their positives, detached
+    /// ([`Method::last_embeddings`], the collapse monitor).
+    last_embeddings: Option<crate::collapse::StepEmbeddings>,
     step: u64,
     device: Device,
 }
@@ -281,9 +286,12 @@ impl<E: Encoder> MoCo<E> {
         config.validate()?;
         let encoder_q = build()?;
         let dim = encoder_q.output_dim();
+        // Only the queue's keys come from a momentum encoder: the memory bank
+        // (InstDisc) stores the query encoder's own features, end-to-end uses
+        // the query encoder for its keys.
         let (encoder_k, momentum_update) = match config.negatives {
-            NegativeSource::EndToEnd => (None, None),
-            _ => {
+            NegativeSource::MemoryBank { .. } | NegativeSource::EndToEnd => (None, None),
+            NegativeSource::Queue { .. } => {
                 let k = build()?;
                 copy_state(&encoder_q, &k)?;
                 let update =
@@ -313,6 +321,7 @@ impl<E: Encoder> MoCo<E> {
                         dim,
                         momentum: *momentum,
                         seed: config.seed,
+                        ..Default::default()
                     },
                     device,
                 )?,
@@ -338,6 +347,7 @@ impl<E: Encoder> MoCo<E> {
             optimizer,
             config,
             rng,
+            last_embeddings: None,
             step: 0,
             device: device.clone(),
         })
@@ -351,7 +361,7 @@ impl<E: Encoder> MoCo<E> {
         &self.encoder_q
     }
 
-    /// The momentum encoder (`None` in end-to-end mode).
+    /// The momentum encoder (`None` with the memory bank or end-to-end).
     pub fn key_encoder(&self) -> Option<&E> {
         self.encoder_k.as_ref()
     }
@@ -602,7 +612,13 @@ impl<E: Encoder> MoCo<E> {
         indices: &[usize],
         perms: Option<Vec<Vec<u32>>>,
     ) -> Result<StepStats> {
-        let n = check_views(views, 2)?;
+        // The memory bank contrasts one view with the bank (a second view, if
+        // given, is not used); the queue and end-to-end modes need two.
+        let bank = matches!(self.dictionary, Dictionary::Bank { .. });
+        let n = match views.len() {
+            1 | 2 if bank => check_views(views, views.len())?,
+            _ => check_views(views, 2)?,
+        };
         // Everything that could fail after the update is checked here, so a
         // step either completes or changes nothing.
 
@@ -637,7 +653,7 @@ impl<E: Encoder> MoCo<E> {
         }
         let step = self.step;
         let lr = self.config.lr_schedule.lr_at(step);
-        let (x_q, x_k) = (&views[0], &views[1]);
+        let (x_q, x_k) = (&views[0], views.get(1).unwrap_or(&views[0]));
         let symmetric = self.config.symmetric;
 
         // Forward and loss. `pending` keys go into the queue and `queries`
@@ -669,6 +685,10 @@ impl<E: Encoder> MoCo<E> {
                     let k2 = self.keys(x_k, perms[0].as_deref())?;
                     let q2 = self.encoder_q.forward(x_k, true)?;
                     let k1 = self.keys(x_q, perms[1].as_deref())?;
+                    self.last_embeddings = Some(crate::collapse::StepEmbeddings {
+                        view0: q1.detach(),
+                        view1: Some(k2.clone()),
+                    });
                     let out =
                         self.loss
                             .forward_symmetric(&q1, &q2, &k1, &k2, self.queue_negatives());
@@ -680,6 +700,10 @@ impl<E: Encoder> MoCo<E> {
                 } else {
                     let q = self.encoder_q.forward(x_q, true)?;
                     let k = self.keys(x_k, perms[0].as_deref())?;
+                    self.last_embeddings = Some(crate::collapse::StepEmbeddings {
+                        view0: q.detach(),
+                        view1: Some(k.clone()),
+                    });
                     let out = self.loss.forward(&q, &k, self.queue_negatives());
                     (loss_result(out, step)?, Some(k), None)
                 }
@@ -706,6 +730,10 @@ impl<E: Encoder> MoCo<E> {
             Mode::EndToEnd => {
                 let q = self.encoder_q.forward(x_q, true)?;
                 let k = self.encoder_q.forward(x_k, true)?;
+                self.last_embeddings = Some(crate::collapse::StepEmbeddings {
+                    view0: q.detach(),
+                    view1: Some(k.detach()),
+                });
                 let out = if symmetric {
                     let a = loss_result(self.loss.forward_end_to_end(&q, &k), step)?;
                     let b = loss_result(self.loss.forward_end_to_end(&k, &q), step)?;
@@ -751,6 +779,13 @@ impl<E: Encoder> MoCo<E> {
             }
             Dictionary::EndToEnd => {}
         }
+        if let Some(q) = &queries {
+            // Memory bank: the queries only (the bank rows they were scored against change above).
+            self.last_embeddings = Some(crate::collapse::StepEmbeddings {
+                view0: q.clone(),
+                view1: None,
+            });
+        }
         self.step += 1;
         Ok(StepStats {
             step: self.step,
@@ -776,12 +811,17 @@ impl<E: Encoder> Method for MoCo<E> {
         self.step
     }
 
+    fn last_embeddings(&self) -> Option<crate::collapse::StepEmbeddings> {
+        self.last_embeddings.clone()
+    }
+
     fn encoder(&self, role: EncoderRole) -> Result<&dyn Encoder> {
         match (role, &self.encoder_k) {
             (EncoderRole::Query, _) => Ok(&self.encoder_q),
             (EncoderRole::Key, Some(k)) => Ok(k),
             (EncoderRole::Key, None) => Err(input_err(
-                "end-to-end MoCo has no key encoder: its keys come from the query encoder",
+                "this MoCo has no key encoder: only the queue's keys come from one (end-to-end \
+                 keys come from the query encoder, the memory bank holds its features)",
             )),
             (EncoderRole::Shared, _) => Err(input_err(
                 "MoCo has a query and a key encoder; ask for EncoderRole::Query or EncoderRole::Key",
@@ -812,12 +852,7 @@ impl<E: Encoder> Method for MoCo<E> {
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        // Parts are checked one by one; on an error, put back what was
-        // already replaced so a failed load changes nothing.
-        let backup: HashMap<String, Tensor> = self.state()?.into_iter().collect();
-        self.restore(state).inspect_err(|_| {
-            let _ = self.restore(&backup);
-        })
+        checkpoint::load_all_or_nothing(self, state, Self::restore)
     }
 
     fn device(&self) -> &Device {

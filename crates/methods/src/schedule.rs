@@ -91,8 +91,9 @@ impl LrSchedule {
         }
     }
 
-    /// Rejects negative or non-finite rates, a warmup longer than the run,
-    /// zero step sizes and unsorted milestones.
+    /// Rejects negative or non-finite rates, zero step sizes and unsorted
+    /// milestones. Legal schedules that cannot train as meant (a warmup longer
+    /// than the run, a rate of 0 throughout) are [`warnings`](Self::warnings).
     pub fn validate(&self) -> Result<()> {
         let field = |name: &str, rule: std::result::Result<(), Invalid>| {
             rule.map_err(|e| config_err(format!("{name} {e}")))
@@ -102,10 +103,10 @@ impl LrSchedule {
             Self::Constant { lr } => rate("lr", *lr),
             Self::WarmupCosine {
                 base_lr,
-                warmup_steps,
                 total_steps,
                 warmup_start_lr,
                 final_lr,
+                ..
             } => {
                 rate("base lr", *base_lr)?;
                 rate("warmup start lr", *warmup_start_lr)?;
@@ -113,11 +114,8 @@ impl LrSchedule {
                 if *total_steps == 0 {
                     return Err(config_err("cosine schedule needs total_steps > 0"));
                 }
-                if warmup_steps > total_steps {
-                    return Err(config_err(format!(
-                        "warmup ({warmup_steps} steps) is longer than the run ({total_steps} steps)"
-                    )));
-                }
+                // A warmup longer than the run is legal (the rate rises for the whole run);
+                // `warnings` names it.
                 Ok(())
             }
             Self::Step {
@@ -196,6 +194,77 @@ impl LrSchedule {
                 steps_per_epoch,
                 first_epoch,
             } => epochs.lr_at(step / steps_per_epoch.max(&1) + first_epoch),
+        }
+    }
+}
+
+/// A schedule that is legal but cannot train as meant, found before the first step
+/// ([`LrSchedule::warnings`]); each says why in its `Display`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScheduleWarning {
+    /// Every one of the run's `steps` updates has learning rate 0: nothing trains.
+    NoStepTrains { steps: u64 },
+    /// The linear warmup (`warmup_steps`) is as long as the run (`total_steps`) or longer:
+    /// the rate never reaches its base value (it ends at `last_lr`).
+    WarmupCoversRun {
+        warmup_steps: u64,
+        total_steps: u64,
+        last_lr: f64,
+    },
+}
+
+impl std::fmt::Display for ScheduleWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoStepTrains { steps } => write!(
+                f,
+                "every one of the run's {steps} steps has learning rate 0, so nothing will train"
+            ),
+            Self::WarmupCoversRun {
+                warmup_steps,
+                total_steps,
+                last_lr,
+            } => write!(
+                f,
+                "the warmup ({warmup_steps} steps) is not shorter than the run ({total_steps} \
+                 steps): the learning rate never reaches its base value (it ends at {last_lr:.3e})"
+            ),
+        }
+    }
+}
+
+impl LrSchedule {
+    /// What keeps a run of `total_steps` updates from training as meant, if anything: a
+    /// learning rate of 0 at every step (a zero base rate, a per-epoch cosine counted from
+    /// epoch 1 over a one-epoch run, a γ of 0 from step 0), or a warmup at least as long as
+    /// the run. Evaluates the rate of every step (cheap: a few ns each).
+    pub fn warnings(&self, total_steps: u64) -> Vec<ScheduleWarning> {
+        let mut out = Vec::new();
+        if total_steps > 0 && (0..total_steps).all(|s| self.lr_at(s) == 0.0) {
+            out.push(ScheduleWarning::NoStepTrains { steps: total_steps });
+        }
+        if let Some(warmup_steps) = self.warmup_steps() {
+            if total_steps > 0 && warmup_steps >= total_steps {
+                out.push(ScheduleWarning::WarmupCoversRun {
+                    warmup_steps,
+                    total_steps,
+                    last_lr: self.lr_at(total_steps - 1),
+                });
+            }
+        }
+        out
+    }
+
+    /// The warmup's length in steps, if the schedule has one.
+    fn warmup_steps(&self) -> Option<u64> {
+        match self {
+            Self::WarmupCosine { warmup_steps, .. } if *warmup_steps > 0 => Some(*warmup_steps),
+            Self::PerEpoch {
+                epochs,
+                steps_per_epoch,
+                ..
+            } => epochs.warmup_steps().map(|e| e * steps_per_epoch),
+            _ => None,
         }
     }
 }
@@ -300,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn warmup_longer_than_run_is_rejected() {
+    fn a_warmup_longer_than_the_run_is_legal_and_named() {
         let s = LrSchedule::WarmupCosine {
             base_lr: 0.1,
             warmup_steps: 11,
@@ -308,7 +377,61 @@ mod tests {
             warmup_start_lr: 0.0,
             final_lr: 0.0,
         };
-        assert!(s.validate().unwrap_err().to_string().contains("warmup"));
+        assert!(s.validate().is_ok());
+        assert_eq!(
+            s.warnings(10),
+            vec![ScheduleWarning::WarmupCoversRun {
+                warmup_steps: 11,
+                total_steps: 10,
+                last_lr: 0.1 * 10.0 / 11.0,
+            }]
+        );
+    }
+
+    #[test]
+    fn the_colab_cosine_over_one_epoch_trains_no_step() {
+        // Epochs counted from 1: a one-epoch run is at the cosine's end, lr 0, for every step.
+        let s = LrSchedule::per_epoch(LrSchedule::cosine(0.06, 1), 97, 1);
+        assert_eq!(
+            s.warnings(97),
+            vec![ScheduleWarning::NoStepTrains { steps: 97 }]
+        );
+        let two = LrSchedule::per_epoch(LrSchedule::cosine(0.06, 2), 97, 1);
+        assert!(two.warnings(194).is_empty());
+    }
+
+    #[test]
+    fn a_zero_learning_rate_trains_no_step() {
+        let s = LrSchedule::Constant { lr: 0.0 };
+        assert_eq!(
+            s.warnings(5),
+            vec![ScheduleWarning::NoStepTrains { steps: 5 }]
+        );
+        assert!(LrSchedule::Constant { lr: 0.1 }.warnings(5).is_empty());
+    }
+
+    #[test]
+    fn a_per_epoch_warmup_is_counted_in_steps() {
+        let inner = LrSchedule::WarmupCosine {
+            base_lr: 0.1,
+            warmup_steps: 3,
+            total_steps: 3,
+            warmup_start_lr: 0.0,
+            final_lr: 0.0,
+        };
+        let s = LrSchedule::per_epoch(inner, 10, 0);
+        let w = s.warnings(30);
+        assert!(
+            matches!(
+                w.as_slice(),
+                [ScheduleWarning::WarmupCoversRun {
+                    warmup_steps: 30,
+                    total_steps: 30,
+                    ..
+                }]
+            ),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use candle_core::{Device, Tensor};
 use mocca_losses::{NTXentConfig, NTXentLoss};
 
 use crate::checkpoint::{self, u64_tensor};
+use crate::collapse::StepEmbeddings;
 use crate::encoder::Encoder;
 use crate::error::{input_err, Result};
 use crate::eval::{EncoderRole, FeatureLayer, FeatureSource};
@@ -65,6 +66,8 @@ pub struct SimCLR<E: Encoder> {
     schedule: LrSchedule,
     step: u64,
     device: Device,
+    /// `z0`, `z1` of the last step, detached (for [`Method::last_embeddings`]).
+    last_embeddings: Option<StepEmbeddings>,
 }
 
 impl<E: Encoder> SimCLR<E> {
@@ -83,6 +86,7 @@ impl<E: Encoder> SimCLR<E> {
             schedule: config.lr_schedule,
             step: 0,
             device: device.clone(),
+            last_embeddings: None,
         })
     }
 
@@ -128,6 +132,10 @@ impl<E: Encoder> Method for SimCLR<E> {
         self.optimizer.set_lr(lr);
         self.optimizer.step(&grads)?;
         self.step += 1;
+        self.last_embeddings = Some(StepEmbeddings {
+            view0: z0.detach(),
+            view1: Some(z1.detach()),
+        });
         Ok(StepStats {
             step: self.step,
             loss,
@@ -140,6 +148,10 @@ impl<E: Encoder> Method for SimCLR<E> {
 
     fn steps_done(&self) -> u64 {
         self.step
+    }
+
+    fn last_embeddings(&self) -> Option<StepEmbeddings> {
+        self.last_embeddings.clone()
     }
 
     fn encoder(&self, role: EncoderRole) -> Result<&dyn Encoder> {
@@ -164,12 +176,7 @@ impl<E: Encoder> Method for SimCLR<E> {
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        // Parts are checked one by one; on an error, put back what was
-        // already replaced so a failed load changes nothing.
-        let backup: HashMap<String, Tensor> = self.state()?.into_iter().collect();
-        self.restore(state).inspect_err(|_| {
-            let _ = self.restore(&backup);
-        })
+        checkpoint::load_all_or_nothing(self, state, Self::restore)
     }
 
     fn device(&self) -> &Device {

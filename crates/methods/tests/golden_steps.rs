@@ -4,13 +4,12 @@
 //! and key permutations, on both backends. Every step's loss and every element of every final
 //! tensor must be within `1e-4 · max(1, max |expected tensor|)`.
 
-#[path = "../../../tests/golden/golden.rs"]
-mod golden;
+mod golden_support;
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Tensor};
-use golden::Array;
+use candle_core::{Device, Tensor};
+use golden_support::{array, case, fc_head_key as colab_key, int, load, num, tensor, values, TOL};
 use mocca_backbones::{Backend, MoCoProjectionHead, ResNetConfig, SimCLRProjectionHead, Stem};
 use mocca_methods::optim::OptimizerConfig;
 use mocca_methods::schedule::LrSchedule;
@@ -18,8 +17,6 @@ use mocca_methods::{
     Encoder, Method, MoCo, MoCoConfig, NegativeSource, ResNetEncoder, SimCLR, SimCLRConfig,
     SymmetricReduction,
 };
-
-const TOL: f64 = 1e-4;
 
 const MOCO_CASES: [&str; 4] = [
     "asymmetric_w1_16_b8_i16_k32_split2",
@@ -41,39 +38,6 @@ const MOCO_OFFSET_CASES: [&str; 4] = [
     "offset10/asymmetric_w1_16_b8_i16_k32_split2",
 ];
 const SIMCLR_OFFSET_CASES: [&str; 1] = ["offset1/w1_32_b12_i12_hidden16"];
-
-fn case(file: &str) -> serde_json::Value {
-    golden::load(file)["cases"][0].clone()
-}
-
-fn array(v: &serde_json::Value) -> Array {
-    Array::from_json(v)
-}
-
-fn tensor(a: &Array) -> Tensor {
-    Tensor::from_vec(a.f32(), a.shape.as_slice(), &Device::Cpu).unwrap()
-}
-
-fn num(case: &serde_json::Value, field: &str) -> f64 {
-    case[field]
-        .as_f64()
-        .unwrap_or_else(|| panic!("field {field}"))
-}
-
-fn int(case: &serde_json::Value, field: &str) -> usize {
-    case[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("field {field}")) as usize
-}
-
-fn values(t: &Tensor) -> Vec<f64> {
-    t.flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
 
 /// The scaled errors of one run, `|got − expected| / max(1, max |expected tensor|)`: the worst
 /// one and every check over `TOL`.
@@ -120,22 +84,6 @@ impl Check {
     }
 }
 
-/// Loads a reference state dict (keys mapped by `rename`) into `encoder`; the references
-/// leave out `num_batches_tracked`, which keeps the encoder's own value.
-fn load(encoder: &ResNetEncoder, state: &serde_json::Value, rename: impl Fn(&str) -> String) {
-    let mut tensors: HashMap<String, Tensor> = encoder.state_dict().unwrap().into_iter().collect();
-    for (key, v) in state.as_object().unwrap() {
-        let ours = rename(key);
-        let t = tensor(&array(v));
-        let current = tensors
-            .get(&ours)
-            .unwrap_or_else(|| panic!("reference key {key} -> {ours} is not ours"));
-        assert_eq!(current.dims(), t.dims(), "{key}: shape");
-        tensors.insert(ours, t);
-    }
-    encoder.load_state_dict(&tensors).unwrap();
-}
-
 /// Every reference entry (keys mapped by `rename`) against `encoder`'s state;
 /// `expected(key, tensor)` may derive the expected value from the reference.
 fn assert_state(
@@ -154,14 +102,6 @@ fn assert_state(
             &got,
             &expected(key, array(v).data),
         );
-    }
-}
-
-/// The colab's `ModelBase` keys (torchvision's, its `fc` the head) → `ResNetEncoder`'s.
-fn colab_key(key: &str) -> String {
-    match key.strip_prefix("fc.") {
-        Some(rest) => format!("head.layers.0.{rest}"),
-        None => format!("backbone.{key}"),
     }
 }
 

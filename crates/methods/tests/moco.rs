@@ -522,6 +522,23 @@ fn end_to_end_has_no_key_encoder() {
 }
 
 #[test]
+fn the_memory_bank_trains_one_view_without_a_key_encoder() {
+    let mut m = moco(config(bank(16), 0.1), 3, 1);
+    assert!(m.key_encoder().is_none());
+    let one = [views(4, 1)[0].clone()];
+    let stats = m.step(&one, &[0, 1, 2, 3]).unwrap();
+    assert_eq!((stats.step, stats.momentum), (1, None));
+    let err = m
+        .embed(
+            &one[0],
+            FeatureSource::new(EncoderRole::Key, FeatureLayer::Backbone),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no key encoder"), "{err}");
+}
+
+#[test]
 fn mismatched_views_are_rejected() {
     let mut m = moco(config(NegativeSource::queue(32), 0.5), 3, 1);
     let mut v = views(8, 1);

@@ -41,6 +41,6 @@ mod state;
 
 pub use ema::{cosine_momentum, BufferPolicy, MomentumUpdate};
 pub use error::QueueError;
-pub use memory_bank::{MemoryBank, MemoryBankConfig};
+pub use memory_bank::{BankInit, MemoryBank, MemoryBankConfig};
 pub use queue::{MomentumQueue, MomentumQueueConfig, QueueMode};
 pub use state::u64_tensor;

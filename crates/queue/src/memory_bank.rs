@@ -17,6 +17,19 @@ pub struct MemoryBankConfig {
     pub momentum: f64,
     /// Seed of the initial rows and of the negative draws.
     pub seed: u64,
+    /// How the rows start.
+    pub init: BankInit,
+}
+
+/// The initial rows of a [`MemoryBank`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BankInit {
+    /// Random unit vectors (normalised Gaussian rows, as MoCo's queue starts).
+    #[default]
+    UnitGaussian,
+    /// lemniscate's InstDisc: every entry uniform in `±1/√(D/3)`, rows not
+    /// normalised until first updated (their expected squared norm is 1).
+    Uniform,
 }
 
 impl Default for MemoryBankConfig {
@@ -26,6 +39,7 @@ impl Default for MemoryBankConfig {
             dim: 128,
             momentum: 0.5,
             seed: 0,
+            init: BankInit::UnitGaussian,
         }
     }
 }
@@ -64,7 +78,12 @@ impl MemoryBank {
         }
         check_momentum(config.momentum)?;
         let mut rng = SplitMix64::new(config.seed);
-        let init = crate::rng::unit_rows(&mut rng, config.num_samples, config.dim);
+        let init = match config.init {
+            BankInit::UnitGaussian => {
+                crate::rng::unit_rows(&mut rng, config.num_samples, config.dim)
+            }
+            BankInit::Uniform => crate::rng::uniform_rows(&mut rng, config.num_samples, config.dim),
+        };
         let bank = Tensor::from_vec(init, (config.num_samples, config.dim), device)?;
         Ok(Self {
             bank,
@@ -94,6 +113,24 @@ impl MemoryBank {
     /// Number of [`update`](Self::update) calls so far.
     pub fn step(&self) -> u64 {
         self.step
+    }
+
+    /// Replaces every row with `rows` (`[num_samples, D]`, used as given, not
+    /// normalised): to start from another implementation's bank, e.g. a
+    /// reference run's initial memory. The step count and the generator are kept.
+    pub fn replace_rows(&mut self, rows: &Tensor) -> Result<(), QueueError> {
+        let want = [self.num_samples(), self.dim()];
+        if rows.dims() != want {
+            return Err(QueueError::InvalidState(format!(
+                "replace_rows: the bank holds {want:?} rows, got {:?}",
+                rows.dims()
+            )));
+        }
+        let rows = rows
+            .to_dtype(candle_core::DType::F32)?
+            .to_device(self.bank.device())?;
+        self.bank = crate::rows::owned(&rows)?;
+        Ok(())
     }
 
     /// Copies of the rows `indices` (e.g. the batch's own memories, the

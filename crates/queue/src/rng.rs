@@ -17,6 +17,15 @@ pub(crate) fn unit_rows(rng: &mut SplitMix64, rows: usize, dim: usize) -> Vec<f3
     out
 }
 
+/// `rows × dim` row-major entries uniform in `±1/√(dim/3)`, lemniscate's memory initialisation
+/// (`torch.rand(n, d).mul_(2·stdv).add_(−stdv)`, `stdv = 1/√(d/3)`).
+pub(crate) fn uniform_rows(rng: &mut SplitMix64, rows: usize, dim: usize) -> Vec<f32> {
+    let stdv = 1.0 / (dim as f64 / 3.0).sqrt();
+    (0..rows * dim)
+        .map(|_| (rng.uniform01() * 2.0 * stdv - stdv) as f32)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -28,5 +37,15 @@ mod tests {
             let n: f32 = r.iter().map(|v| v * v).sum();
             assert!((n - 1.0).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn uniform_rows_stay_within_lemniscates_bound_and_have_unit_mean_square_norm() {
+        let (rows, dim) = (2000, 12);
+        let v = uniform_rows(&mut SplitMix64::new(3), rows, dim);
+        let bound = (3.0f32 / dim as f32).sqrt();
+        assert!(v.iter().all(|x| x.abs() <= bound));
+        let mean_sq: f32 = v.iter().map(|x| x * x).sum::<f32>() / rows as f32;
+        assert!((mean_sq - 1.0).abs() < 0.03, "{mean_sq}");
     }
 }

@@ -1,6 +1,6 @@
 //! The training loop as a library. One job: run epochs of any
 //! [`mocca_methods::Method`] over a dataset, and everything that makes a run a
-//! run: kNN monitoring on a cadence, checkpoints (every N epochs / steps,
+//! run: kNN monitoring on a cadence, a collapse monitor, checkpoints (every N epochs / steps,
 //! atomic, the previous one intact until the new one is complete), stop
 //! requests, exact resume, metrics sinks and a progress callback. It is the
 //! loop `cargo xtask train` runs; the CLI adds config files, presets, the
@@ -13,7 +13,8 @@
 //! | [`Trainer`], [`TrainerConfig`], [`CheckpointPolicy`] | the loop; [`Trainer::run`] returns an [`Outcome`], [`Trainer::resume`] continues a checkpoint |
 //! | [`KnnMonitor`] | weighted kNN accuracy (k = 200, t = 0.1) of one encoder's features, several layers from one pass |
 //! | [`Record`], [`MetricsSink`], [`JsonlMetrics`] | what a run reports; a JSON-lines file or any closure `FnMut(&Record)` |
-//! | [`Event`] | what the progress callback sees: steps, epoch ends, kNN, checkpoints |
+//! | [`Collapse`] | the collapse monitor's reading in a step record, every [`TrainerConfig::collapse_every`] steps ([`mocca_methods::collapse`]) |
+//! | [`Event`] | what the progress callback sees: steps, collapse-monitor readings, epoch ends, kNN, checkpoints |
 //! | [`checkpoint`] | the checkpoint file: the method's state and [`CheckpointMeta`] in one safetensors file |
 //! | [`files`] | atomic writes, safetensors with metadata |
 //!
@@ -93,5 +94,5 @@ mod trainer;
 pub use checkpoint::{load_checkpoint, read_checkpoint_meta, save_checkpoint, CheckpointMeta};
 pub use error::{Result, TrainError};
 pub use knn::{embed, embed_sources, image_u8, labels_of, spread_subset, KnnMonitor, KnnReport};
-pub use metrics::{read_records, truncate_after, JsonlMetrics, MetricsSink, Record};
+pub use metrics::{read_records, truncate_after, Collapse, JsonlMetrics, MetricsSink, Record};
 pub use trainer::{CheckpointPolicy, Event, Outcome, Trainer, TrainerConfig};

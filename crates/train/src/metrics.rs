@@ -10,6 +10,7 @@
 
 use crate::error::{io_err, Result, TrainError};
 use crate::files::write_atomic;
+use mocca_methods::CollapseMetrics;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,10 @@ pub enum Record {
         images_per_s: f64,
         /// Wall time of the run so far, earlier processes of a resumed run included.
         elapsed_s: f64,
+        /// The collapse monitor's reading of this step's embeddings (every
+        /// `collapse_every` steps; absent in files written before it existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        collapse: Option<Collapse>,
     },
     /// Weighted kNN accuracy on the test split.
     Knn {
@@ -53,6 +58,42 @@ pub enum Record {
         loss_mean: f64,
         seconds: f64,
     },
+}
+
+/// [`CollapseMetrics`] as written in a step record (`"collapse": {...}`), with
+/// the verdict of the thresholds in force when it was written.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct Collapse {
+    /// Mean per-dimension std of the ℓ2-normalised embeddings (≈ 1/√d spread, 0 collapsed).
+    pub std: f64,
+    /// `std · √dim`: 1 spread, 0 collapsed.
+    pub std_sqrt_d: f64,
+    /// RankMe effective rank (1 to min(batch, dim)).
+    pub rank_me: f64,
+    /// Mean squared distance of the positive pairs (absent with one view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<f64>,
+    /// log mean exp(−2‖u − v‖²) over the batch's pairs (0 collapsed, → −4 spread).
+    pub uniformity: f64,
+    pub dim: usize,
+    pub batch: usize,
+    /// [`CollapseMetrics::collapsing`].
+    pub collapsing: bool,
+}
+
+impl From<&CollapseMetrics> for Collapse {
+    fn from(m: &CollapseMetrics) -> Self {
+        Self {
+            std: m.embedding_std,
+            std_sqrt_d: m.normalized_std(),
+            rank_me: m.rank_me,
+            alignment: m.alignment,
+            uniformity: m.uniformity,
+            dim: m.dim,
+            batch: m.batch,
+            collapsing: m.collapsing(),
+        }
+    }
 }
 
 impl Record {
@@ -196,6 +237,7 @@ mod tests {
             pos_acc: None,
             images_per_s: 100.0,
             elapsed_s: s as f64,
+            collapse: None,
         }
     }
 
@@ -233,6 +275,48 @@ mod tests {
             "{text}"
         );
         assert_eq!(read_records(&p).unwrap(), vec![step(1), knn]);
+    }
+
+    #[test]
+    fn step_records_carry_the_collapse_monitor_and_old_files_still_read() {
+        let p = dir("collapse").join("metrics.jsonl");
+        // A line written before the collapse monitor existed.
+        std::fs::write(
+            &p,
+            "{\"kind\":\"step\",\"step\":1,\"epoch\":0.25,\"loss\":4.9,\"lr\":0.06,\
+             \"momentum\":0.99,\"images_per_s\":100.0,\"elapsed_s\":1.0}\n",
+        )
+        .unwrap();
+        let metrics = CollapseMetrics {
+            batch: 256,
+            dim: 128,
+            embedding_std: 0.001,
+            rank_me: 3.5,
+            alignment: Some(0.01),
+            uniformity: -0.002,
+        };
+        let mut with = step(2);
+        if let Record::Step { collapse, .. } = &mut with {
+            *collapse = Some(Collapse::from(&metrics));
+        }
+        JsonlMetrics::open(&p).unwrap().record(&with).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let line = text.lines().nth(1).unwrap();
+        assert!(line.contains("\"collapse\":{\"std\":0.001,"), "{line}");
+        assert!(line.contains("\"collapsing\":true"), "{line}");
+        let mut old = step(1);
+        if let Record::Step {
+            pos_acc,
+            epoch,
+            loss,
+            ..
+        } = &mut old
+        {
+            (*pos_acc, *epoch, *loss) = (None, 0.25, 4.9);
+        }
+        assert_eq!(read_records(&p).unwrap(), vec![old, with]);
+        let c = Collapse::from(&metrics);
+        assert!((c.std_sqrt_d - 0.001 * 128f64.sqrt()).abs() < 1e-15);
     }
 
     #[test]

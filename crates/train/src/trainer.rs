@@ -4,11 +4,11 @@
 use crate::checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};
 use crate::error::{Result, TrainError};
 use crate::knn::{image_u8, KnnMonitor, KnnReport};
-use crate::metrics::{MetricsSink, Record};
+use crate::metrics::{Collapse, MetricsSink, Record};
 use candle_core::{Device, Tensor};
 use mocca_aug::{MultiView, ViewBatch};
 use mocca_data::{BatchSampler, ImageDataset, Loader, Order};
-use mocca_methods::{Method, MethodError, StepStats};
+use mocca_methods::{CollapseMetrics, Method, MethodError, StepStats};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,6 +28,11 @@ pub struct TrainerConfig {
     pub aug_seed: u64,
     /// A [`Record::Step`] every `log_every` steps (and at the last step of the call).
     pub log_every: u64,
+    /// The collapse monitor ([`mocca_methods::collapse`]) on the step's own
+    /// embeddings every this many steps (0: off): written into that step's
+    /// [`Record::Step`] (one is written at those steps too) and reported as
+    /// [`Event::Collapse`]. A few milliseconds each time at batch 256.
+    pub collapse_every: u64,
     /// Stop (with a checkpoint) after this step; `run` can be called again later.
     pub stop_after_steps: Option<u64>,
     /// Batches the loader thread prepares ahead of the step running.
@@ -36,8 +41,8 @@ pub struct TrainerConfig {
 }
 
 impl TrainerConfig {
-    /// `epochs` of `batch_size`, seeds 0, a step record every 10 steps, two
-    /// batches prefetched, no checkpoints.
+    /// `epochs` of `batch_size`, seeds 0, a step record and the collapse
+    /// monitor every 10 steps, two batches prefetched, no checkpoints.
     pub fn new(epochs: usize, batch_size: usize) -> Self {
         Self {
             epochs,
@@ -45,6 +50,7 @@ impl TrainerConfig {
             data_seed: 0,
             aug_seed: 0,
             log_every: 10,
+            collapse_every: 10,
             stop_after_steps: None,
             prefetch: 2,
             checkpoint: CheckpointPolicy::default(),
@@ -76,6 +82,12 @@ pub enum Event<'a> {
     Started { step: u64, end: u64, total: u64 },
     /// A step finished.
     Step(&'a StepStats),
+    /// The collapse monitor read step `step`'s embeddings (sent just before
+    /// that step's [`Event::Step`]).
+    Collapse {
+        step: u64,
+        metrics: &'a CollapseMetrics,
+    },
     /// The step that ends epoch `epoch` (1-based) finished.
     EpochEnd {
         epoch: usize,
@@ -338,6 +350,19 @@ impl Trainer {
         Ok(())
     }
 
+    /// The collapse monitor's reading of step `step`'s embeddings, when it is
+    /// due and the method keeps them.
+    fn collapse_metrics(&self, step: u64) -> Result<Option<CollapseMetrics>> {
+        let every = self.cfg.collapse_every;
+        if every == 0 || !step.is_multiple_of(every) {
+            return Ok(None);
+        }
+        match self.method.last_embeddings() {
+            Some(e) if e.view0.dims().first().is_some_and(|&n| n >= 2) => Ok(Some(e.metrics()?)),
+            _ => Ok(None),
+        }
+    }
+
     /// Trains from the method's current step to the end of the run (or to
     /// `stop_after_steps`, or a stop request). A NaN / infinite loss ends the
     /// run with [`TrainError::Diverged`], the update not applied.
@@ -404,8 +429,12 @@ impl Trainer {
             let step = stats.step;
             epoch_loss.0 += stats.loss;
             epoch_loss.1 += 1;
+            let collapse = self.collapse_metrics(step)?;
+            if let Some(metrics) = &collapse {
+                self.emit(Event::Collapse { step, metrics });
+            }
             self.emit(Event::Step(&stats));
-            if step % self.cfg.log_every == 0 || step == end {
+            if step % self.cfg.log_every == 0 || step == end || collapse.is_some() {
                 let dt = window.1.elapsed().as_secs_f64();
                 let ips = if dt > 0.0 {
                     (step - window.0) as f64 * self.cfg.batch_size as f64 / dt
@@ -423,6 +452,7 @@ impl Trainer {
                     pos_acc: Some(stats.accuracy),
                     images_per_s: ips,
                     elapsed_s,
+                    collapse: collapse.as_ref().map(Collapse::from),
                 })?;
             }
             let mut saved_now = false;

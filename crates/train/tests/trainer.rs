@@ -256,3 +256,146 @@ fn a_diverging_loss_stops_before_the_update_and_names_the_intact_checkpoint() {
     let meta = read_checkpoint_meta(&dir.join("checkpoint.safetensors")).unwrap();
     assert_eq!(meta.global_step, step - 1);
 }
+
+#[test]
+fn the_collapse_monitor_reads_every_n_steps_into_step_records_and_changes_no_weight() {
+    let dir = tmpdir("collapse");
+    let mut cfg = config(2, &dir);
+    cfg.log_every = 4;
+    cfg.collapse_every = 3;
+    let path = dir.join("metrics.jsonl");
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let seen = Rc::clone(&events);
+    let mut t = trainer(cfg.clone())
+        .with_metrics(JsonlMetrics::open(&path).unwrap())
+        .with_progress(move |e| match e {
+            Event::Collapse { step, metrics } => seen
+                .borrow_mut()
+                .push(format!("collapse {step} {}", metrics.batch)),
+            Event::Step(s) => seen.borrow_mut().push(format!("step {}", s.step)),
+            _ => {}
+        });
+    assert_eq!(t.run().unwrap(), Outcome::Finished { step: 10 });
+    let ev = events.borrow();
+    // The reading comes just before its step's Event::Step.
+    let at = |s: &str| ev.iter().position(|e| e == s).unwrap();
+    for step in [3, 6, 9] {
+        assert_eq!(
+            at(&format!("collapse {step} 8")) + 1,
+            at(&format!("step {step}"))
+        );
+    }
+    assert_eq!(ev.iter().filter(|e| e.starts_with("collapse")).count(), 3);
+    // A step record at every log_every step, every collapse_every step and the last.
+    let steps: Vec<(u64, bool)> = read_records(&path)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Step { step, collapse, .. } => {
+                if let Some(c) = &collapse {
+                    assert_eq!((c.dim, c.batch), (128, 8));
+                    assert!(c.std_sqrt_d > 0.0 && c.std_sqrt_d <= 1.5, "{c:?}");
+                    assert!(c.rank_me >= 1.0 && c.rank_me <= 8.0, "{c:?}");
+                    assert!(
+                        c.alignment.is_some_and(|a| (0.0..=4.0).contains(&a)),
+                        "{c:?}"
+                    );
+                    assert!((-8.0..=0.0).contains(&c.uniformity), "{c:?}");
+                }
+                Some((step, collapse.is_some()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (3, true),
+            (4, false),
+            (6, true),
+            (8, false),
+            (9, true),
+            (10, false)
+        ]
+    );
+    // Off, the same run trains the same weights.
+    let off_dir = tmpdir("collapse-off");
+    let mut off_cfg = config(2, &off_dir);
+    off_cfg.collapse_every = 0;
+    let off_path = off_dir.join("metrics.jsonl");
+    let mut off = trainer(off_cfg).with_metrics(JsonlMetrics::open(&off_path).unwrap());
+    off.run().unwrap();
+    assert_eq!(weights(off.method()), weights(t.method()));
+    assert!(read_records(&off_path).unwrap().iter().all(|r| !matches!(
+        r,
+        Record::Step {
+            collapse: Some(_),
+            ..
+        }
+    )));
+}
+
+/// The collapse monitor's cost against a training step, at the CPU settings
+/// of docs/results.md (MoCo v2, ResNet-18 width 0.125, CIFAR stem, split-BN 8,
+/// batch 256 at 32 px, queue 4096). A measurement, not a check:
+/// `cargo test --release -p mocca-train --test trainer -- --ignored --nocapture collapse_cost`.
+#[test]
+#[ignore]
+fn collapse_cost() {
+    use mocca_backbones::MoCoProjectionHead;
+    use mocca_methods::{MoCo, MoCoConfig, NegativeSource};
+    use std::time::Instant;
+    let dev = Device::Cpu;
+    let (batch, steps) = (256usize, 5usize);
+    let backbone = ResNetConfig {
+        stem: Stem::Cifar,
+        width: 0.125,
+        bn_splits: 8,
+        ..ResNetConfig::resnet18()
+    };
+    let mut head: mocca_backbones::ProjectionHeadConfig =
+        MoCoProjectionHead::v2(backbone.feature_dim()).into();
+    head.bn_splits = 8;
+    let build = || ResNetEncoder::new(&backbone, head.clone(), 0, &dev);
+    let mut config = MoCoConfig::cifar10_colab(batch, 195, 1);
+    config.negatives = NegativeSource::queue(4096);
+    let mut moco = MoCo::new(config, build, &dev).unwrap();
+    let views: Vec<candle_core::Tensor> = (0..2)
+        .map(|_| candle_core::Tensor::randn(0f32, 1., (batch, 3, 32, 32), &dev).unwrap())
+        .collect();
+    moco.step(&views, &[]).unwrap(); // warm-up
+                                     // Interleaved, so a busy machine slows both alike; min and median of each.
+    let (mut step_s, mut monitor_s) = (Vec::new(), Vec::new());
+    for _ in 0..steps {
+        let t = Instant::now();
+        moco.step(&views, &[]).unwrap();
+        step_s.push(t.elapsed().as_secs_f64());
+        let e = moco.last_embeddings().unwrap();
+        for _ in 0..10 {
+            let t = Instant::now();
+            std::hint::black_box(e.metrics().unwrap());
+            monitor_s.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[0], v[v.len() / 2])
+    };
+    let ((step_min, step_med), (mon_min, mon_med)) = (stats(&mut step_s), stats(&mut monitor_s));
+    let e = moco.last_embeddings().unwrap();
+    println!(
+        "collapse monitor on [{batch}, {}] x 2 views: min {:.2} ms, median {:.2} ms ({} readings); \
+         training step: min {:.0} ms, median {:.0} ms ({steps} steps); ratio (medians) {:.2} %, \
+         (mins) {:.2} %; every 10 steps: {:.3} % of training time; last reading: {}",
+        e.view0.dim(1).unwrap(),
+        mon_min * 1e3,
+        mon_med * 1e3,
+        monitor_s.len(),
+        step_min * 1e3,
+        step_med * 1e3,
+        100.0 * mon_med / step_med,
+        100.0 * mon_min / step_min,
+        100.0 * mon_med / step_med / 10.0,
+        e.metrics().unwrap()
+    );
+}

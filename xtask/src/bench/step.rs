@@ -478,7 +478,7 @@ fn measure_method(
     if backend != Backend::Fast {
         bail!("--method times the trainer, which uses the fast backend: pass --backend fast");
     }
-    let mut b = ConfigBuilder::from_preset(method, Recipe::Cifar);
+    let mut b = ConfigBuilder::from_preset(method, Recipe::Cifar)?;
     b.set(&format!("batch_size={}", o.batch))?;
     b.set(&format!("model.width={width}"))?;
     b.set(&format!(

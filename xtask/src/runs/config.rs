@@ -21,6 +21,8 @@ pub enum MethodName {
     Moco,
     Mocov2,
     Simclr,
+    /// InstDisc (Wu et al. 2018): one view, a memory bank, lemniscate's losses.
+    Instdisc,
 }
 
 impl MethodName {
@@ -29,7 +31,8 @@ impl MethodName {
             "moco" => Ok(Self::Moco),
             "mocov2" => Ok(Self::Mocov2),
             "simclr" => Ok(Self::Simclr),
-            other => bail!("unknown method `{other}`: expected moco, mocov2 or simclr"),
+            "instdisc" => Ok(Self::Instdisc),
+            other => bail!("unknown method `{other}`: expected moco, mocov2, simclr or instdisc"),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -37,10 +40,18 @@ impl MethodName {
             Self::Moco => "moco",
             Self::Mocov2 => "mocov2",
             Self::Simclr => "simclr",
+            Self::Instdisc => "instdisc",
         }
     }
     pub fn is_moco(self) -> bool {
         matches!(self, Self::Moco | Self::Mocov2)
+    }
+    /// The recipes this method has a preset for.
+    pub fn recipes(self) -> &'static [Recipe] {
+        match self {
+            Self::Instdisc => &[Recipe::Cifar, Recipe::Cifar100],
+            _ => &Recipe::ALL,
+        }
     }
 }
 
@@ -146,6 +157,9 @@ pub struct TrainConfig {
     /// MoCo only: negatives, key encoder, shuffle-BN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moco: Option<MocoConfig>,
+    /// InstDisc only: the memory bank and its objective.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instdisc: Option<InstDiscSection>,
     pub loss: LossConfig,
     pub optimizer: OptimizerConfig,
     pub schedule: ScheduleConfig,
@@ -371,6 +385,46 @@ pub struct MocoConfig {
     pub bank_sampling: BankSampling,
 }
 
+/// InstDisc's memory bank and objective (lemniscate's `--nce-k`, `--nce-m`; its `--nce-t` is
+/// `loss.temperature`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InstDiscSection {
+    /// The full softmax over every bank row (`--nce-k 0`) or NCE.
+    pub objective: InstDiscObjectiveName,
+    /// NCE's noise rows per sample (`--nce-k`; unused by the softmax).
+    pub nce_k: usize,
+    /// Momentum of the bank rows (`--nce-m`).
+    pub memory_momentum: f64,
+    /// The bank's initial rows.
+    pub bank_init: BankInitName,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstDiscObjectiveName {
+    Softmax,
+    Nce,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BankInitName {
+    /// lemniscate's: uniform in ±1/√(D/3), not normalised.
+    Uniform,
+    /// Random unit vectors.
+    UnitGaussian,
+}
+
+impl BankInitName {
+    pub fn to_queue(self) -> mocca_queue::BankInit {
+        match self {
+            Self::Uniform => mocca_queue::BankInit::Uniform,
+            Self::UnitGaussian => mocca_queue::BankInit::UnitGaussian,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Grouping {
@@ -471,7 +525,8 @@ pub enum SchedulePer {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AugmentationConfig {
-    /// A mocca-aug preset: mocov1, mocov2, simclr, mocov1-cifar, mocov2-cifar, simclr-cifar.
+    /// A mocca-aug preset: mocov1, mocov2, simclr, mocov1-cifar, mocov2-cifar, simclr-cifar,
+    /// instdisc-cifar.
     pub preset: String,
     /// Per-channel mean and std of the final `Normalize` (both or neither),
     /// replacing the preset's; training views and evaluation use them.
@@ -544,6 +599,11 @@ pub struct RunConfig {
     pub device: DeviceKind,
     /// Write a `step` record to metrics.jsonl every this many steps.
     pub log_every: u64,
+    /// The collapse monitor (std of the normalised embeddings, RankMe,
+    /// alignment, uniformity of the step's own embeddings) every this many
+    /// steps, in metrics.jsonl and the progress line (0 = off).
+    #[serde(default = "default_collapse_every")]
+    pub collapse_every: u64,
     /// Checkpoint every this many epochs (and always at the end and on Ctrl-C).
     pub checkpoint_every: usize,
     /// Also checkpoint every this many steps (0 = off).
@@ -574,6 +634,10 @@ fn default_eval_batch() -> usize {
     256
 }
 
+fn default_collapse_every() -> u64 {
+    10
+}
+
 const PRESETS: &[(&str, &str)] = &[
     ("moco-cifar", include_str!("presets/moco-cifar.toml")),
     ("moco-paper", include_str!("presets/moco-paper.toml")),
@@ -593,6 +657,14 @@ const PRESETS: &[(&str, &str)] = &[
     ("mocov2-paper", include_str!("presets/mocov2-paper.toml")),
     ("simclr-cifar", include_str!("presets/simclr-cifar.toml")),
     ("simclr-paper", include_str!("presets/simclr-paper.toml")),
+    (
+        "instdisc-cifar",
+        include_str!("presets/instdisc-cifar.toml"),
+    ),
+    (
+        "instdisc-cifar100",
+        include_str!("presets/instdisc-cifar100.toml"),
+    ),
 ];
 
 fn preset_doc(name: &str) -> toml::Table {
@@ -648,11 +720,21 @@ pub struct ConfigBuilder {
 
 impl ConfigBuilder {
     /// The embedded preset of `method` x `recipe`. A preset may start from another one
-    /// (`base = "mocov2-cifar"`) and give only what differs.
-    pub fn from_preset(method: MethodName, recipe: Recipe) -> Self {
-        Self {
-            doc: preset_doc(&format!("{}-{}", method.as_str(), recipe.as_str())),
+    /// (`base = "mocov2-cifar"`) and give only what differs. A method without that recipe
+    /// ([`MethodName::recipes`]) is an error naming the ones it has.
+    pub fn from_preset(method: MethodName, recipe: Recipe) -> Result<Self> {
+        if !method.recipes().contains(&recipe) {
+            let have: Vec<&str> = method.recipes().iter().map(|r| r.as_str()).collect();
+            bail!(
+                "{} has no `{}` recipe; its recipes: {}",
+                method.as_str(),
+                recipe.as_str(),
+                have.join(", ")
+            );
         }
+        Ok(Self {
+            doc: preset_doc(&format!("{}-{}", method.as_str(), recipe.as_str())),
+        })
     }
 
     /// Starts from a complete document (e.g. a run's saved `config.toml`).
@@ -931,13 +1013,6 @@ impl TrainConfig {
         if !(self.schedule.warmup_epochs.is_finite() && self.schedule.warmup_epochs >= 0.0) {
             bail!("schedule.warmup_epochs must be >= 0");
         }
-        if self.schedule.warmup_epochs >= self.epochs as f64 {
-            bail!(
-                "schedule.warmup_epochs ({}) must be shorter than the run ({} epochs)",
-                self.schedule.warmup_epochs,
-                self.epochs
-            );
-        }
         if self.schedule.kind == ScheduleKind::Step {
             lib(
                 "schedule.milestones",
@@ -959,6 +1034,24 @@ impl TrainConfig {
         if self.run.eval_batch_size == 0 {
             bail!("run.eval_batch_size must be at least 1");
         }
+        let instdisc = self.method == MethodName::Instdisc;
+        match (instdisc, &self.instdisc) {
+            (true, None) => bail!("method instdisc needs an [instdisc] section"),
+            (false, Some(_)) => bail!(
+                "the [instdisc] section applies to instdisc only, not {}",
+                self.method.as_str()
+            ),
+            (true, Some(i)) => {
+                lib(
+                    "instdisc.memory_momentum",
+                    mocca_queue::rules::momentum(i.memory_momentum),
+                )?;
+                if i.objective == InstDiscObjectiveName::Nce {
+                    lib("instdisc.nce_k", mocca_queue::rules::size(i.nce_k))?;
+                }
+            }
+            (false, None) => {}
+        }
         match (self.method.is_moco(), &self.moco) {
             (true, None) => bail!("method {} needs a [moco] section", self.method.as_str()),
             (false, Some(_)) => bail!(
@@ -967,7 +1060,10 @@ impl TrainConfig {
             ),
             (false, None) => {
                 if self.eval.encoder == EncoderChoice::Key {
-                    bail!("eval.encoder = \"key\": SimCLR has no key encoder");
+                    bail!(
+                        "eval.encoder = \"key\": {} has no key encoder",
+                        self.method.as_str()
+                    );
                 }
             }
             (true, Some(m)) => {
@@ -1051,9 +1147,17 @@ mod tests {
 
     #[test]
     fn every_preset_parses_and_validates() {
-        for method in [MethodName::Moco, MethodName::Mocov2, MethodName::Simclr] {
-            for recipe in Recipe::ALL {
-                let cfg = ConfigBuilder::from_preset(method, recipe).build().unwrap();
+        for method in [
+            MethodName::Moco,
+            MethodName::Mocov2,
+            MethodName::Simclr,
+            MethodName::Instdisc,
+        ] {
+            for &recipe in method.recipes() {
+                let cfg = ConfigBuilder::from_preset(method, recipe)
+                    .unwrap()
+                    .build()
+                    .unwrap();
                 assert_eq!(cfg.method, method);
                 assert_eq!(cfg.recipe, recipe);
             }
@@ -1062,8 +1166,49 @@ mod tests {
 
     const METHODS: [MethodName; 3] = [MethodName::Moco, MethodName::Mocov2, MethodName::Simclr];
 
+    #[test]
+    fn a_method_without_a_recipe_is_an_error_naming_the_ones_it_has() {
+        let err = ConfigBuilder::from_preset(MethodName::Instdisc, Recipe::Stl10)
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            err,
+            "instdisc has no `stl10` recipe; its recipes: cifar, cifar100"
+        );
+    }
+
+    #[test]
+    fn the_instdisc_recipe_is_lemniscates_cifar_command() {
+        let cfg = preset(MethodName::Instdisc, Recipe::Cifar);
+        let i = cfg.instdisc.as_ref().unwrap();
+        assert_eq!(i.objective, InstDiscObjectiveName::Softmax);
+        assert_eq!((i.memory_momentum, cfg.loss.temperature), (0.5, 0.1));
+        assert_eq!(
+            (cfg.batch_size, cfg.epochs, cfg.effective_lr()),
+            (128, 200, 0.03)
+        );
+        assert_eq!(cfg.schedule.milestones, vec![120, 160]);
+        assert_eq!(cfg.augmentation.preset, "instdisc-cifar");
+        assert!(cfg.moco.is_none());
+    }
+
+    #[test]
+    fn an_instdisc_section_belongs_to_instdisc_only() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar).unwrap();
+        b.set("instdisc.objective=\"nce\"").unwrap();
+        b.set("instdisc.nce_k=16").unwrap();
+        b.set("instdisc.memory_momentum=0.5").unwrap();
+        b.set("instdisc.bank_init=\"uniform\"").unwrap();
+        let err = b.build().unwrap_err().to_string();
+        assert!(err.contains("applies to instdisc only"), "{err}");
+    }
+
     fn preset(method: MethodName, recipe: Recipe) -> TrainConfig {
-        ConfigBuilder::from_preset(method, recipe).build().unwrap()
+        ConfigBuilder::from_preset(method, recipe)
+            .unwrap()
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -1111,6 +1256,7 @@ mod tests {
                 MethodName::Moco => "mocov1",
                 MethodName::Mocov2 => "mocov2",
                 MethodName::Simclr => "simclr",
+                MethodName::Instdisc => unreachable!("instdisc has no stl10 recipe"),
             };
             assert_eq!(stl.augmentation.preset, aug);
             // The method's own settings are the CIFAR recipe's.
@@ -1141,6 +1287,7 @@ mod tests {
     #[test]
     fn moco_cifar_preset_is_the_colab_recipe() {
         let cfg = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar)
+            .unwrap()
             .build()
             .unwrap();
         let m = cfg.moco.as_ref().unwrap();
@@ -1160,7 +1307,7 @@ mod tests {
     #[test]
     fn lr_is_the_rate_used_whatever_the_batch() {
         // MoCo's README: `--lr 0.015 --batch-size 128` trains at 0.015.
-        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Paper);
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Paper).unwrap();
         b.set("optimizer.lr=0.015").unwrap();
         b.set("batch_size=128").unwrap();
         let cfg = b.build().unwrap();
@@ -1173,7 +1320,7 @@ mod tests {
 
     #[test]
     fn base_lr_scales_with_the_batch() {
-        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar).unwrap();
         b.set("batch_size=256").unwrap();
         assert_eq!(
             b.build().unwrap().effective_lr(),
@@ -1188,7 +1335,7 @@ mod tests {
 
     #[test]
     fn a_file_giving_lr_replaces_the_presets_base_lr() {
-        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar);
+        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar).unwrap();
         b.merge_text("batch_size = 256\n[optimizer]\nlr = 0.2\n", "f")
             .unwrap();
         assert_eq!(b.build().unwrap().effective_lr(), 0.2);
@@ -1197,6 +1344,7 @@ mod tests {
     #[test]
     fn lr_and_base_lr_together_are_an_error() {
         let text = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar)
+            .unwrap()
             .build()
             .unwrap()
             .to_toml()
@@ -1211,7 +1359,7 @@ mod tests {
 
     #[test]
     fn separate_seeds_default_to_the_run_seed() {
-        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar).unwrap();
         b.set("seed=3").unwrap();
         b.set("seeds.data=9").unwrap();
         let cfg = b.build().unwrap();
@@ -1229,6 +1377,7 @@ mod tests {
     #[test]
     fn recipes_follow_their_references() {
         let colab = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar)
+            .unwrap()
             .build()
             .unwrap();
         assert_eq!(
@@ -1248,6 +1397,7 @@ mod tests {
             (LayerChoice::Head, vec![LayerChoice::Backbone])
         );
         let lightly = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar)
+            .unwrap()
             .build()
             .unwrap();
         assert_eq!(
@@ -1263,6 +1413,7 @@ mod tests {
     #[test]
     fn simclr_paper_lr_follows_the_linear_scaling_rule() {
         let cfg = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Paper)
+            .unwrap()
             .build()
             .unwrap();
         assert_eq!(cfg.effective_lr(), 0.3 * 4096.0 / 256.0);
@@ -1271,7 +1422,7 @@ mod tests {
 
     #[test]
     fn unknown_key_in_a_file_is_an_error_naming_it() {
-        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar).unwrap();
         b.merge_text("[optimizer]\nlearning_rate = 0.1\n", "my.toml")
             .unwrap();
         let err = b.build().unwrap_err().to_string();
@@ -1280,7 +1431,7 @@ mod tests {
 
     #[test]
     fn unknown_top_level_key_is_an_error_naming_it() {
-        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar);
+        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar).unwrap();
         b.merge_text("epochz = 3\n", "my.toml").unwrap();
         let err = b.build().unwrap_err().to_string();
         assert!(err.contains("epochz"), "{err}");
@@ -1288,7 +1439,7 @@ mod tests {
 
     #[test]
     fn file_and_set_override_the_preset_in_order() {
-        let mut b = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar);
+        let mut b = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar).unwrap();
         b.merge_text("epochs = 7\n[moco]\nqueue_size = 1024\n", "f")
             .unwrap();
         b.set("epochs=9").unwrap();
@@ -1304,6 +1455,7 @@ mod tests {
     #[test]
     fn resolved_config_round_trips_through_toml() {
         let cfg = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Paper)
+            .unwrap()
             .build()
             .unwrap();
         let again = ConfigBuilder::from_text(&cfg.to_toml(), "saved")
@@ -1315,7 +1467,7 @@ mod tests {
 
     #[test]
     fn bn_splits_must_divide_the_batch() {
-        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar).unwrap();
         b.set("batch_size=100").unwrap();
         let err = b.build().unwrap_err().to_string();
         assert!(err.contains("bn_splits") && err.contains("100"), "{err}");
@@ -1323,7 +1475,7 @@ mod tests {
 
     #[test]
     fn queue_smaller_than_a_batch_is_rejected() {
-        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar).unwrap();
         b.set("moco.queue_size=256").unwrap();
         let err = b.build().unwrap_err().to_string();
         assert!(
@@ -1334,14 +1486,14 @@ mod tests {
 
     #[test]
     fn moco_section_on_simclr_is_rejected() {
-        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar);
+        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar).unwrap();
         b.set("moco.queue_size=256").unwrap();
         assert!(b.build().is_err());
     }
 
     #[test]
     fn wrong_value_type_names_the_key() {
-        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar);
+        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar).unwrap();
         b.set("loss.temperature=\"hot\"").unwrap();
         let err = b.build().unwrap_err().to_string();
         assert!(err.contains("temperature"), "{err}");
@@ -1350,6 +1502,7 @@ mod tests {
     #[test]
     fn run_settings_do_not_change_the_trajectory() {
         let a = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar)
+            .unwrap()
             .build()
             .unwrap();
         let mut b = a.clone();
@@ -1365,23 +1518,25 @@ mod tests {
     #[test]
     fn bf16_precision_is_saved_and_is_part_of_the_trajectory() {
         let a = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar)
+            .unwrap()
             .build()
             .unwrap();
         assert_eq!(a.model.precision, Precision::F32);
         assert!(!a.to_toml().contains("precision"), "f32 is left out");
-        let mut builder = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar);
+        let mut builder = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar).unwrap();
         builder.set("model.precision=\"bf16\"").unwrap();
         let b = builder.build().unwrap();
         assert_eq!(b.model.precision, Precision::Bf16);
         assert!(b.to_toml().contains("precision = \"bf16\""));
         assert_eq!(trajectory_diff(&a, &b), vec!["model.precision"]);
-        let mut bad = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar);
+        let mut bad = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar).unwrap();
         assert!(bad.set("model.precision=\"fp16\"").is_err() || bad.build().is_err());
     }
 
     #[test]
     fn the_old_split_bn_keys_still_read_as_bn_splits() {
         let mut saved = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar)
+            .unwrap()
             .build()
             .unwrap()
             .to_toml()
@@ -1400,7 +1555,7 @@ mod tests {
         assert_eq!((m.bn_splits, m.bn_grouping), (4, Grouping::Contiguous));
 
         saved = "[moco]\nsplit_bn = 2\n".into();
-        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar);
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar).unwrap();
         b.merge_text(&saved, "user file").unwrap();
         assert_eq!(b.build().unwrap().moco.unwrap().bn_splits, 2);
         b.set("moco.split_bn=16").unwrap();
@@ -1411,7 +1566,7 @@ mod tests {
     #[test]
     fn optimizer_momentum_follows_torch_sgd_through_the_library_rule() {
         let build = |m: &str| {
-            let mut b = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar);
+            let mut b = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar).unwrap();
             b.set(&format!("optimizer.momentum={m}")).unwrap();
             b.build()
         };
@@ -1422,7 +1577,7 @@ mod tests {
 
     #[test]
     fn repeated_milestones_apply_gamma_twice_as_in_multisteplr() {
-        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Paper);
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Paper).unwrap();
         b.set("schedule.milestones=[120, 120]").unwrap();
         assert_eq!(b.build().unwrap().schedule.milestones, [120, 120]);
         b.set("schedule.milestones=[160, 120]").unwrap();

@@ -181,6 +181,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(CHECKPOINT_FILE);
         let config = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar)
+            .unwrap()
             .build()
             .unwrap();
         let meta = mocca_train::CheckpointMeta {

@@ -4,8 +4,9 @@
 //! what a config means.
 
 use super::config::{
-    Arch, BankSampling, EncoderChoice, Grouping, HeadKind, LayerChoice, Negatives, OptimizerName,
-    Reduction, ScheduleKind, SchedulePer, Stem, TrainConfig, TrainSplit,
+    Arch, BankSampling, EncoderChoice, Grouping, HeadKind, InstDiscObjectiveName, LayerChoice,
+    MethodName, Negatives, OptimizerName, Reduction, ScheduleKind, SchedulePer, Stem, TrainConfig,
+    TrainSplit,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -18,8 +19,8 @@ use mocca_data::{ImageDataset, Split};
 use mocca_methods::optim::{OptimizerConfig, OptimizerKind};
 use mocca_methods::schedule::LrSchedule;
 use mocca_methods::{
-    EncoderRole, FeatureLayer, FeatureSource, Method, MoCo, MoCoConfig, NegativeSource,
-    ResNetEncoder, SimCLR, SimCLRConfig,
+    EncoderRole, FeatureLayer, FeatureSource, InstDisc, InstDiscConfig, InstDiscObjective, Method,
+    MoCo, MoCoConfig, NegativeSource, ResNetEncoder, SimCLR, SimCLRConfig,
 };
 use mocca_train::KnnMonitor;
 pub use mocca_train::{embed, embed_sources, labels_of, spread_subset};
@@ -80,7 +81,8 @@ pub fn build_encoder(cfg: &TrainConfig, device: &Device) -> Result<ResNetEncoder
         .with_precision(cfg.model.precision.to_method()))
 }
 
-fn lr_schedule(cfg: &TrainConfig, steps_per_epoch: u64) -> Result<LrSchedule> {
+/// The learning-rate schedule of `cfg` over steps of `steps_per_epoch` updates per epoch.
+pub(crate) fn lr_schedule(cfg: &TrainConfig, steps_per_epoch: u64) -> Result<LrSchedule> {
     match cfg.schedule.per {
         SchedulePer::Step => schedule_in_steps(cfg, steps_per_epoch),
         // The same schedule counted in epochs, held for each epoch's steps.
@@ -151,6 +153,29 @@ pub fn build_method(
 ) -> Result<Box<dyn Method>> {
     let optimizer = optimizer_config(cfg);
     let lr_schedule = lr_schedule(cfg, steps_per_epoch)?;
+    if let Some(i) = &cfg.instdisc {
+        let objective = match i.objective {
+            InstDiscObjectiveName::Softmax => InstDiscObjective::Softmax,
+            InstDiscObjectiveName::Nce => InstDiscObjective::Nce {
+                noise_samples: i.nce_k,
+            },
+        };
+        let ic = InstDiscConfig {
+            num_samples,
+            temperature: cfg.loss.temperature,
+            memory_momentum: i.memory_momentum,
+            objective,
+            bank_init: i.bank_init.to_queue(),
+            optimizer,
+            lr_schedule,
+            seed: cfg.init_seed(),
+        };
+        return Ok(Box::new(InstDisc::new(
+            ic,
+            build_encoder(cfg, device)?,
+            device,
+        )?));
+    }
     match &cfg.moco {
         Some(m) => {
             let negatives = match m.negatives {
@@ -225,19 +250,22 @@ pub fn feature_source(
     let role = match (cfg.method.is_moco(), encoder) {
         (false, EncoderChoice::Query) => EncoderRole::Shared,
         (false, EncoderChoice::Key) => {
-            bail!("SimCLR has one encoder; there is no key encoder to evaluate")
+            bail!(
+                "{} has one encoder; there is no key encoder to evaluate",
+                cfg.method.as_str()
+            )
         }
         (true, EncoderChoice::Query) => EncoderRole::Query,
-        (true, EncoderChoice::Key) => {
-            if cfg
-                .moco
-                .as_ref()
-                .is_some_and(|m| m.negatives == Negatives::EndToEnd)
-            {
-                bail!("end-to-end MoCo has no key encoder (its keys come from the query encoder)");
+        (true, EncoderChoice::Key) => match cfg.moco.as_ref().map(|m| m.negatives) {
+            Some(Negatives::EndToEnd) => {
+                bail!("end-to-end MoCo has no key encoder (its keys come from the query encoder)")
             }
-            EncoderRole::Key
-        }
+            Some(Negatives::Bank) => bail!(
+                "MoCo with a memory bank has no key encoder (the bank holds the query encoder's \
+                 features)"
+            ),
+            _ => EncoderRole::Key,
+        },
     };
     let layer = match layer {
         LayerChoice::Backbone => FeatureLayer::Backbone,
@@ -280,9 +308,26 @@ fn train_pipeline(cfg: &TrainConfig) -> Result<Compose> {
     })
 }
 
-/// The two training views (query / key, or SimCLR's pair).
+/// The training views: one per image for InstDisc and MoCo's memory bank (the bank holds
+/// the other side of each pair), two otherwise (query / key, or SimCLR's pair).
 pub fn train_views(cfg: &TrainConfig) -> Result<MultiView> {
-    Ok(MultiView::repeat(train_pipeline(cfg)?, 2)?)
+    Ok(MultiView::repeat(
+        train_pipeline(cfg)?,
+        views_per_image(cfg),
+    )?)
+}
+
+/// Augmented views per training image.
+pub fn views_per_image(cfg: &TrainConfig) -> usize {
+    let bank = cfg
+        .moco
+        .as_ref()
+        .is_some_and(|m| m.negatives == Negatives::Bank);
+    if cfg.method == MethodName::Instdisc || bank {
+        1
+    } else {
+        2
+    }
 }
 
 /// Evaluation preprocessing: the training recipe's normalisation, after a
@@ -475,7 +520,7 @@ mod tests {
     /// deviations of PyTorch's mean.
     fn assert_initialises_as(recipe: MethodName, model: &str, rename: impl Fn(&str) -> String) {
         use super::super::config::{ConfigBuilder, Recipe};
-        let mut b = ConfigBuilder::from_preset(recipe, Recipe::Cifar);
+        let mut b = ConfigBuilder::from_preset(recipe, Recipe::Cifar).unwrap();
         b.set("model.width=0.125").unwrap();
         let ours = init_stats(&b.build().unwrap(), &(0..10).collect::<Vec<_>>());
         let reference = reference_init_stats(model);

@@ -1,4 +1,7 @@
-//! The progress line on stderr: epoch, bar, step, loss, lr, images/s, ETA.
+//! The progress line on stderr: epoch, bar, step, loss, lr, images/s, ETA,
+//! and the collapse monitor's last reading (`std√d` and RankMe, and the word
+//! `collapsing` when [`CollapseMetrics::collapsing`] says so; the step where
+//! it first says so is also announced on a line of its own).
 //!
 //! On a terminal it redraws one line in place (at most 10 times a second); when
 //! stderr is a file or a pipe (CI logs, tests) it prints a plain line every
@@ -6,6 +9,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
+
+use mocca_methods::CollapseMetrics;
 
 pub struct Progress {
     tty: bool,
@@ -20,6 +25,8 @@ pub struct Progress {
     plain_every: u64,
     /// Exponential moving average of the loss, for a steadier display.
     loss_ema: Option<f64>,
+    /// The collapse monitor's last reading.
+    collapse: Option<CollapseMetrics>,
 }
 
 /// What one step reports to the progress line.
@@ -48,6 +55,19 @@ impl Progress {
             last_draw: None,
             plain_every: plain_every.max(1),
             loss_ema: None,
+            collapse: None,
+        }
+    }
+
+    /// The collapse monitor read step `step`: shown on the progress line from
+    /// now on; the first reading that says "collapsing" (and the first after
+    /// a recovery) also gets a line of its own.
+    pub fn collapse(&mut self, step: u64, metrics: &CollapseMetrics) {
+        let was = self.collapse.is_some_and(|m| m.collapsing());
+        self.collapse = Some(*metrics);
+        if metrics.collapsing() && !was {
+            self.break_line();
+            eprintln!("step {step}: {}", collapse_warning(metrics));
         }
     }
 
@@ -109,14 +129,38 @@ impl Progress {
         } else {
             "--:--".into()
         };
-        format!(
+        let mut line = format!(
             "epoch {epoch}/{} [{bar}] {in_epoch}/{spe}  loss {:.4}  lr {:.4e}  {:.0} img/s  ETA {eta}",
             self.epochs,
             self.loss_ema.unwrap_or(v.loss),
             v.lr,
             ips
-        )
+        );
+        if let Some(m) = &self.collapse {
+            line.push_str(&collapse_summary(m));
+        }
+        line
     }
+}
+
+/// The progress line's part: `  std√d 0.83 rank 41.2` (`  collapsing` after it when so).
+pub fn collapse_summary(m: &CollapseMetrics) -> String {
+    let verdict = if m.collapsing() { "  collapsing" } else { "" };
+    format!(
+        "  std√d {:.2} rank {:.1}{verdict}",
+        m.normalized_std(),
+        m.rank_me
+    )
+}
+
+fn collapse_warning(m: &CollapseMetrics) -> String {
+    format!(
+        "the embeddings are collapsing: std of the normalised embeddings x sqrt(d) {:.3} \
+         (1 when spread), effective rank {:.1} of {} (see mocca_methods::collapse)",
+        m.normalized_std(),
+        m.rank_me,
+        m.max_rank()
+    )
 }
 
 /// `h:mm:ss` or `m:ss`.
@@ -160,6 +204,36 @@ mod tests {
         assert!(
             line.contains("loss 6.5000") && line.contains("lr 6.0000e-2"),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn line_shows_the_collapse_monitor_and_its_verdict() {
+        let mut p = Progress::new(3, 10, 64, 0, 1);
+        let view = StepView {
+            step: 10,
+            loss: 6.5,
+            lr: 0.06,
+        };
+        assert!(!p.line(&view).contains("std"), "{}", p.line(&view));
+        let mut m = CollapseMetrics {
+            batch: 64,
+            dim: 16,
+            embedding_std: 0.2,
+            rank_me: 12.34,
+            alignment: None,
+            uniformity: -3.0,
+        };
+        p.collapse(10, &m);
+        let line = p.line(&view);
+        assert!(line.ends_with("  std√d 0.80 rank 12.3"), "{line}");
+        m.embedding_std = 0.001;
+        m.rank_me = 1.2;
+        p.collapse(20, &m);
+        assert!(
+            p.line(&view).ends_with("std√d 0.00 rank 1.2  collapsing"),
+            "{}",
+            p.line(&view)
         );
     }
 

@@ -10,6 +10,7 @@ fn bank(seed: u64) -> MemoryBank {
             dim: 4,
             momentum: 0.5,
             seed,
+            ..Default::default()
         },
         &Device::Cpu,
     )
@@ -33,6 +34,7 @@ fn update_blends_normalised_embeddings_into_the_indexed_rows_and_renormalises() 
             dim: 4,
             momentum: 0.75,
             seed: 2,
+            ..Default::default()
         },
         &Device::Cpu,
     )
