@@ -134,11 +134,13 @@ fn a_bf16_forward_and_backward_of_an_f32_model_lands_near_the_f32_one() {
         );
         assert_eq!(bf_z.dtype(), DType::BF16);
         let g16 = objective(&bf_z).backward().unwrap();
-        // Measured: 1-3 % (f16 gives 0.2 %).
+        // Candle's initialisers are unseeded, so the error is a draw over random networks:
+        // over 80 runs (2026-12-07) median 0.029, 95th percentile 0.040, largest 0.061 on
+        // either backend, so the old bound of 0.06 failed about one run in 80 (f16 gives 0.2 %).
         let e = rel_err(&bf_f, &f32_f);
-        assert!(e < 0.06, "{backend:?} features off by {e}");
+        assert!(e < 0.1, "{backend:?} features off by {e}");
         let e = rel_err(&bf_z, &f32_z);
-        assert!(e < 0.06, "{backend:?} head output off by {e}");
+        assert!(e < 0.1, "{backend:?} head output off by {e}");
         let vars = m.varmap.all_vars();
         assert_eq!(
             vars.len(),

@@ -21,10 +21,11 @@
 //!
 //! Cost: O(N·d·min(N, d)) for two Gram matrices plus a symmetric eigenvalue
 //! problem of size min(N, d) (Householder tridiagonalisation and implicit QL
-//! in f64); at N = 256, d = 128 a few milliseconds on one core, against a
-//! training step of a second or more on a CPU. [`Method::last_embeddings`]
-//! hands out the step's own (detached) embeddings, so no extra forward pass
-//! is needed.
+//! in f64); at N = 256, d = 128 with two views 4.8 ms on one core, about 2 %
+//! of a MoCo v2 training step at width 0.125 and batch 256 on two CPU cores
+//! (0.2 % of the training time when read every 10 steps; `docs/collapse/`).
+//! [`Method::last_embeddings`] hands out the step's own (detached)
+//! embeddings, so no extra forward pass is needed.
 //!
 //! [`Method::last_embeddings`]: crate::Method::last_embeddings
 //!

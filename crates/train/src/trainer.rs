@@ -31,7 +31,7 @@ pub struct TrainerConfig {
     /// The collapse monitor ([`mocca_methods::collapse`]) on the step's own
     /// embeddings every this many steps (0: off): written into that step's
     /// [`Record::Step`] (one is written at those steps too) and reported as
-    /// [`Event::Collapse`]. A few milliseconds each time at batch 256.
+    /// [`Event::Collapse`]. About 5 ms each time at batch 256 (2 % of a width-0.125 CPU step).
     pub collapse_every: u64,
     /// Stop (with a checkpoint) after this step; `run` can be called again later.
     pub stop_after_steps: Option<u64>,
