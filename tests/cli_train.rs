@@ -1,6 +1,6 @@
 //! A tiny training run through the CLI, then plot, export and eval on it.
 
-use mocca_tests::{metric_steps, run, tensor_bytes, tiny_config, Fixture};
+use mocca_tests::{metric_steps, run, tensor_bytes, tiny_config, Fixture, Outcome};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mocca-cli");
 
@@ -9,24 +9,27 @@ fn fixture() -> Fixture {
     Fixture::new(4, 24, 8, 16)
 }
 
+/// `train --config CFG --data <the fixture's> --out OUT EXTRA...` in the fixture folder.
+fn train(fx: &Fixture, cfg: &std::path::Path, out: &str, extra: &[&str]) -> Outcome {
+    let data = fx.data();
+    let mut args = vec![
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    run(BIN, fx.dir.path(), &args)
+}
+
 #[test]
 fn mocov2_run_leaves_config_metrics_checkpoint_and_the_other_commands_use_it() {
     let fx = fixture();
     let cfg = fx.write("tiny.toml", &tiny_config("mocov2", 2, 16));
-    let data = fx.data();
-    let out = run(
-        BIN,
-        fx.dir.path(),
-        &[
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            "runs/tiny",
-        ],
-    );
+    let out = train(&fx, &cfg, "runs/tiny", &[]);
     assert!(out.success(), "train failed: {out:?}");
     let run_dir = fx.path("runs/tiny");
 
@@ -466,27 +469,15 @@ fn the_cifar100_recipe_reads_cifar100_and_monitors_its_hundred_classes() {
 #[test]
 fn instdisc_trains_through_the_cli_with_the_softmax_and_with_nce() {
     let fx = fixture();
-    let data = fx.data();
     let cfg = fx.write("instdisc.toml", &tiny_config("instdisc", 1, 16));
     for (i, objective) in ["softmax", "nce"].iter().enumerate() {
         let out_dir = format!("runs/instdisc{i}");
         let set = format!("instdisc.objective=\"{objective}\"");
-        let out = run(
-            BIN,
-            fx.dir.path(),
-            &[
-                "train",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--data",
-                data.to_str().unwrap(),
-                "--out",
-                &out_dir,
-                "--set",
-                &set,
-                "--set",
-                "instdisc.nce_k=8",
-            ],
+        let out = train(
+            &fx,
+            &cfg,
+            &out_dir,
+            &["--set", &set, "--set", "instdisc.nce_k=8"],
         );
         assert!(out.success(), "{objective}: {out:?}");
         let steps = metric_steps(&fx.path(&out_dir))
@@ -516,20 +507,7 @@ fn a_schedule_that_cannot_train_is_named_before_the_first_step_and_the_run_goes_
     let fx = fixture();
     // The colab's per-epoch cosine counts epochs from 1: a one-epoch run is at lr 0 throughout.
     let cfg = fx.write("moco.toml", &tiny_config("moco", 1, 16));
-    let data = fx.data();
-    let out = run(
-        BIN,
-        fx.dir.path(),
-        &[
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            "runs/lr0",
-        ],
-    );
+    let out = train(&fx, &cfg, "runs/lr0", &[]);
     assert!(out.success(), "{out:?}");
     let warning = out
         .stderr
@@ -554,21 +532,7 @@ fn a_schedule_that_cannot_train_is_named_before_the_first_step_and_the_run_goes_
         6
     );
     // Two epochs train: no warning.
-    let two = run(
-        BIN,
-        fx.dir.path(),
-        &[
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            "runs/two",
-            "--epochs",
-            "2",
-        ],
-    );
+    let two = train(&fx, &cfg, "runs/two", &["--epochs", "2"]);
     assert!(
         two.success() && !two.stderr.contains("warning: every one"),
         "{two:?}"
