@@ -58,6 +58,7 @@ fn run_case(name: &str, backend: Backend) {
     instdisc
         .replace_memory(&tensor(&array(&c["initial_memory"])))
         .unwrap();
+    let mut check = Check::default();
     for (t, s) in c["steps"].as_array().unwrap().iter().enumerate() {
         let views = [tensor(&array(&s["x"]))];
         let y = indices(&s["y"]);
@@ -68,31 +69,33 @@ fn run_case(name: &str, backend: Backend) {
             }
         }
         .unwrap();
-        assert_close(
+        check.close(
             &format!("{name} step {t} loss"),
             &[stats.loss],
             &[num(s, "loss")],
         );
     }
     if let InstDiscObjective::Nce { .. } = objective {
-        assert_close(
+        check.close(
             &format!("{name} Z"),
             &[instdisc.normaliser().unwrap()],
             &[num(&c, "Z")],
         );
     }
     assert_state(
+        &mut check,
         name,
         instdisc.shared_encoder(),
         &c["final_state"],
         fc_head_key,
         |_, v| v,
     );
-    assert_close(
+    check.close(
         &format!("{name} memory"),
         &values(instdisc.memory()),
         &array(&c["final_memory"]).data,
     );
+    check.assert_passes();
 }
 
 #[test]

@@ -6,10 +6,10 @@
 
 mod golden_support;
 
-use std::collections::HashMap;
-
-use candle_core::{Device, Tensor};
-use golden_support::{array, case, fc_head_key as colab_key, int, load, num, tensor, values, TOL};
+use candle_core::Device;
+use golden_support::{
+    array, assert_state, case, fc_head_key as colab_key, int, load, num, tensor, values, Check, TOL,
+};
 use mocca_backbones::{Backend, MoCoProjectionHead, ResNetConfig, SimCLRProjectionHead, Stem};
 use mocca_methods::optim::OptimizerConfig;
 use mocca_methods::schedule::LrSchedule;
@@ -38,72 +38,6 @@ const MOCO_OFFSET_CASES: [&str; 4] = [
     "offset10/asymmetric_w1_16_b8_i16_k32_split2",
 ];
 const SIMCLR_OFFSET_CASES: [&str; 1] = ["offset1/w1_32_b12_i12_hidden16"];
-
-/// The scaled errors of one run, `|got − expected| / max(1, max |expected tensor|)`: the worst
-/// one and every check over `TOL`.
-#[derive(Default)]
-struct Check {
-    worst: f64,
-    worst_what: String,
-    failures: Vec<String>,
-}
-
-impl Check {
-    /// `|got − expected| ≤ TOL · max(1, max |expected|)` element by element.
-    fn close(&mut self, what: &str, got: &[f64], expected: &[f64]) {
-        assert_eq!(got.len(), expected.len(), "{what}: length");
-        let scale = expected.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-        let worst = got
-            .iter()
-            .zip(expected)
-            .map(|(g, e)| (g - e).abs())
-            .fold(0.0, f64::max);
-        // NaN anywhere counts as an infinite error.
-        let nan = got.iter().any(|g| g.is_nan());
-        let scaled = if nan { f64::INFINITY } else { worst / scale };
-        if scaled >= self.worst {
-            self.worst = scaled;
-            self.worst_what = what.to_string();
-        }
-        if scaled > TOL {
-            self.failures.push(format!(
-                "{what}: worst |got - expected| = {worst:e} > {:e} ({:.1}x the tolerance)",
-                TOL * scale,
-                scaled / TOL
-            ));
-        }
-    }
-
-    fn assert_passes(&self) {
-        assert!(
-            self.failures.is_empty(),
-            "{} check(s) over the tolerance:\n{}",
-            self.failures.len(),
-            self.failures.join("\n")
-        );
-    }
-}
-
-/// Every reference entry (keys mapped by `rename`) against `encoder`'s state;
-/// `expected(key, tensor)` may derive the expected value from the reference.
-fn assert_state(
-    check: &mut Check,
-    what: &str,
-    encoder: &dyn Encoder,
-    state: &serde_json::Value,
-    rename: impl Fn(&str) -> String,
-    expected: impl Fn(&str, Vec<f64>) -> Vec<f64>,
-) {
-    let ours: HashMap<String, Tensor> = encoder.state_dict().unwrap().into_iter().collect();
-    for (key, v) in state.as_object().unwrap() {
-        let got = values(&ours[&rename(key)]);
-        check.close(
-            &format!("{what} {key}"),
-            &got,
-            &expected(key, array(v).data),
-        );
-    }
-}
 
 fn moco_case(name: &str, backend: Backend) {
     let c = case(&format!("methods/moco_colab/{name}.json"));

@@ -1,6 +1,7 @@
 //! Reading the whole-step goldens of `tests/golden/methods/` (float64 trajectories of the
 //! reference code) into our tensors and holding our float32 run to them: every step's loss and
-//! every element of every final tensor within `TOL · max(1, max |expected tensor|)`.
+//! every element of every final tensor within `TOL · max(1, max |expected tensor|)`, every
+//! miss of a run collected ([`Check`]) and reported together.
 
 #![allow(dead_code)]
 
@@ -75,22 +76,6 @@ pub fn values(t: &Tensor) -> Vec<f64> {
         .unwrap()
 }
 
-/// `|got − expected| ≤ TOL · max(1, max |expected|)` element by element.
-pub fn assert_close(what: &str, got: &[f64], expected: &[f64]) {
-    assert_eq!(got.len(), expected.len(), "{what}: length");
-    let scale = expected.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    let worst = got
-        .iter()
-        .zip(expected)
-        .map(|(g, e)| (g - e).abs())
-        .fold(0.0, f64::max);
-    assert!(
-        worst <= TOL * scale,
-        "{what}: worst |got - expected| = {worst:e} > {:e}",
-        TOL * scale
-    );
-}
-
 /// Loads a reference state dict (keys mapped by `rename`) into `encoder`; the references
 /// leave out `num_batches_tracked`, which keeps the encoder's own value.
 pub fn load(encoder: &dyn Encoder, state: &serde_json::Value, rename: impl Fn(&str) -> String) {
@@ -107,9 +92,55 @@ pub fn load(encoder: &dyn Encoder, state: &serde_json::Value, rename: impl Fn(&s
     encoder.load_state_dict(&tensors).unwrap();
 }
 
+/// The scaled errors of one run, `|got − expected| / max(1, max |expected tensor|)`: the worst
+/// one and every check over `TOL`.
+#[derive(Default)]
+pub struct Check {
+    pub worst: f64,
+    pub worst_what: String,
+    pub failures: Vec<String>,
+}
+
+impl Check {
+    /// `|got − expected| ≤ TOL · max(1, max |expected|)` element by element.
+    pub fn close(&mut self, what: &str, got: &[f64], expected: &[f64]) {
+        assert_eq!(got.len(), expected.len(), "{what}: length");
+        let scale = expected.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(expected)
+            .map(|(g, e)| (g - e).abs())
+            .fold(0.0, f64::max);
+        // NaN anywhere counts as an infinite error.
+        let nan = got.iter().any(|g| g.is_nan());
+        let scaled = if nan { f64::INFINITY } else { worst / scale };
+        if scaled >= self.worst {
+            self.worst = scaled;
+            self.worst_what = what.to_string();
+        }
+        if scaled > TOL {
+            self.failures.push(format!(
+                "{what}: worst |got - expected| = {worst:e} > {:e} ({:.1}x the tolerance)",
+                TOL * scale,
+                scaled / TOL
+            ));
+        }
+    }
+
+    pub fn assert_passes(&self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} check(s) over the tolerance:\n{}",
+            self.failures.len(),
+            self.failures.join("\n")
+        );
+    }
+}
+
 /// Every reference entry (keys mapped by `rename`) against `encoder`'s state;
-/// `expected(key, values)` may derive the expected value from the reference.
+/// `expected(key, tensor)` may derive the expected value from the reference.
 pub fn assert_state(
+    check: &mut Check,
     what: &str,
     encoder: &dyn Encoder,
     state: &serde_json::Value,
@@ -119,7 +150,7 @@ pub fn assert_state(
     let ours: HashMap<String, Tensor> = encoder.state_dict().unwrap().into_iter().collect();
     for (key, v) in state.as_object().unwrap() {
         let got = values(&ours[&rename(key)]);
-        assert_close(
+        check.close(
             &format!("{what} {key}"),
             &got,
             &expected(key, array(v).data),
