@@ -400,6 +400,10 @@ impl<E: Encoder> Method for InstDisc<E> {
         self.last_embeddings.clone()
     }
 
+    fn memory_bank(&self) -> Option<&Tensor> {
+        Some(self.bank.bank())
+    }
+
     fn encoder(&self, role: EncoderRole) -> Result<&dyn Encoder> {
         match role {
             EncoderRole::Shared => Ok(&self.encoder),

@@ -122,6 +122,7 @@ mod precision;
 mod resnet;
 pub mod schedule;
 pub mod simclr;
+pub mod staleness;
 mod step;
 
 use std::collections::{BTreeMap, HashMap};
@@ -186,6 +187,14 @@ pub trait Method {
     /// a step that failed with [`MethodError::NonFiniteLoss`] they may be
     /// that step's.
     fn last_embeddings(&self) -> Option<StepEmbeddings> {
+        None
+    }
+
+    /// The memory bank's rows, `[num_samples, d]`, for methods that keep one
+    /// (InstDisc, MoCo with bank negatives); `None` otherwise (the default).
+    /// With [`Method::last_embeddings`] (whose `view1` is then each query's
+    /// own row as scored) this is what [`staleness::bank_cosines`] reads.
+    fn memory_bank(&self) -> Option<&Tensor> {
         None
     }
 

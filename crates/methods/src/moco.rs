@@ -725,7 +725,7 @@ impl<E: Encoder> MoCo<E> {
                         self.loss.forward(&q, &positives, &negatives)
                     }
                 };
-                (loss_result(out, step)?, None, Some(q.detach()))
+                (loss_result(out, step)?, None, Some((q.detach(), positives)))
             }
             Mode::EndToEnd => {
                 let q = self.encoder_q.forward(x_q, true)?;
@@ -775,15 +775,16 @@ impl<E: Encoder> MoCo<E> {
                 queue.enqueue(pending.as_ref().expect("queue mode has keys"))?;
             }
             Dictionary::Bank { bank, .. } => {
-                bank.update(indices, queries.as_ref().expect("bank mode has queries"))?;
+                bank.update(indices, &queries.as_ref().expect("bank mode has queries").0)?;
             }
             Dictionary::EndToEnd => {}
         }
-        if let Some(q) = &queries {
-            // Memory bank: the queries only (the bank rows they were scored against change above).
+        if let Some((q, positives)) = queries {
+            // Memory bank: the queries and their own rows as the loss scored
+            // them (the bank has just moved on).
             self.last_embeddings = Some(crate::collapse::StepEmbeddings {
-                view0: q.clone(),
-                view1: None,
+                view0: q,
+                view1: Some(positives),
             });
         }
         self.step += 1;
@@ -813,6 +814,13 @@ impl<E: Encoder> Method for MoCo<E> {
 
     fn last_embeddings(&self) -> Option<crate::collapse::StepEmbeddings> {
         self.last_embeddings.clone()
+    }
+
+    fn memory_bank(&self) -> Option<&Tensor> {
+        match &self.dictionary {
+            Dictionary::Bank { bank, .. } => Some(bank.bank()),
+            _ => None,
+        }
     }
 
     fn encoder(&self, role: EncoderRole) -> Result<&dyn Encoder> {

@@ -539,6 +539,22 @@ fn the_memory_bank_trains_one_view_without_a_key_encoder() {
 }
 
 #[test]
+fn the_memory_bank_hands_out_each_querys_own_row_as_the_loss_scored_it() {
+    let mut m = moco(config(bank(16), 0.1), 3, 1);
+    let before: Vec<Vec<f32>> = m.memory_bank().unwrap().to_vec2().unwrap();
+    let one = [views(4, 1)[0].clone()];
+    m.step(&one, &[5, 0, 9, 2]).unwrap();
+    let e = m.last_embeddings().unwrap();
+    let own: Vec<Vec<f32>> = e.view1.unwrap().to_vec2().unwrap();
+    let want: Vec<Vec<f32>> = [5, 0, 9, 2].iter().map(|&i| before[i].clone()).collect();
+    assert_eq!(own, want);
+    // The bank itself has moved on for those rows.
+    let after: Vec<Vec<f32>> = m.memory_bank().unwrap().to_vec2().unwrap();
+    assert_ne!(after[5], before[5]);
+    assert_eq!(after[1], before[1]);
+}
+
+#[test]
 fn mismatched_views_are_rejected() {
     let mut m = moco(config(NegativeSource::queue(32), 0.5), 3, 1);
     let mut v = views(8, 1);

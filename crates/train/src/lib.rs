@@ -94,5 +94,7 @@ mod trainer;
 pub use checkpoint::{load_checkpoint, read_checkpoint_meta, save_checkpoint, CheckpointMeta};
 pub use error::{Result, TrainError};
 pub use knn::{embed, embed_sources, image_u8, labels_of, spread_subset, KnnMonitor, KnnReport};
-pub use metrics::{read_records, truncate_after, Collapse, JsonlMetrics, MetricsSink, Record};
+pub use metrics::{
+    read_records, truncate_after, BankStaleness, Collapse, JsonlMetrics, MetricsSink, Record,
+};
 pub use trainer::{CheckpointPolicy, Event, Outcome, Trainer, TrainerConfig};

@@ -10,6 +10,7 @@
 
 use crate::error::{io_err, Result, TrainError};
 use crate::files::write_atomic;
+use mocca_methods::staleness::BankCosines;
 use mocca_methods::CollapseMetrics;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -79,6 +80,45 @@ pub struct Collapse {
     pub batch: usize,
     /// [`CollapseMetrics::collapsing`].
     pub collapsing: bool,
+    /// The memory bank's staleness at this step (methods with a bank only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank: Option<BankStaleness>,
+}
+
+/// [`BankCosines`] as written in a step record (`"bank": {...}` inside
+/// `"collapse"`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct BankStaleness {
+    /// Mean cosine of the queries to their own rows, as scored.
+    pub own: f64,
+    /// Mean cosine to the rows written earlier in this epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<f64>,
+    /// Mean cosine to the rows not yet written in this epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unwritten: Option<f64>,
+    pub written_rows: usize,
+    pub unwritten_rows: usize,
+}
+
+impl From<&BankCosines> for BankStaleness {
+    fn from(c: &BankCosines) -> Self {
+        Self {
+            own: c.own,
+            written: c.written,
+            unwritten: c.unwritten,
+            written_rows: c.written_rows,
+            unwritten_rows: c.unwritten_rows,
+        }
+    }
+}
+
+impl Collapse {
+    /// With the bank's staleness of the same step.
+    pub fn with_bank(mut self, bank: Option<&BankCosines>) -> Self {
+        self.bank = bank.map(BankStaleness::from);
+        self
+    }
 }
 
 impl From<&CollapseMetrics> for Collapse {
@@ -92,6 +132,7 @@ impl From<&CollapseMetrics> for Collapse {
             dim: m.dim,
             batch: m.batch,
             collapsing: m.collapsing(),
+            bank: None,
         }
     }
 }

@@ -335,6 +335,81 @@ fn the_collapse_monitor_reads_every_n_steps_into_step_records_and_changes_no_wei
     )));
 }
 
+/// InstDisc on the 40 test images (5 steps of 8 an epoch), one view.
+fn instdisc_trainer(cfg: TrainerConfig) -> Trainer {
+    use mocca_backbones::MoCoProjectionHead;
+    use mocca_methods::{InstDisc, InstDiscConfig};
+    let dev = Device::Cpu;
+    let backbone = ResNetConfig {
+        stem: Stem::Cifar,
+        width: 0.125,
+        ..ResNetConfig::resnet18()
+    };
+    let head = MoCoProjectionHead::v1(backbone.feature_dim());
+    let encoder = ResNetEncoder::new(&backbone, head.into(), 7, &dev).unwrap();
+    let config = InstDiscConfig::cifar10_lemniscate(40, 5, 2);
+    let method = InstDisc::new(config, encoder, &dev).unwrap();
+    let one_view = MultiView::repeat(Preset::InstDiscCifar.compose(16).unwrap(), 1).unwrap();
+    Trainer::new(Box::new(method), images(4), one_view, cfg, &Device::Cpu).unwrap()
+}
+
+fn bank_readings(path: &std::path::Path) -> Vec<(u64, mocca_train::BankStaleness)> {
+    read_records(path)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Step {
+                step,
+                collapse: Some(c),
+                ..
+            } => c.bank.map(|b| (step, b)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_memory_bank_gets_its_staleness_by_rows_written_this_epoch_and_resumes_to_the_same_readings() {
+    let whole_dir = tmpdir("bank-whole");
+    let mut cfg = config(2, &whole_dir);
+    cfg.collapse_every = 1;
+    let whole_path = whole_dir.join("metrics.jsonl");
+    let mut whole =
+        instdisc_trainer(cfg.clone()).with_metrics(JsonlMetrics::open(&whole_path).unwrap());
+    assert_eq!(whole.run().unwrap(), Outcome::Finished { step: 10 });
+    let readings = bank_readings(&whole_path);
+    assert_eq!(readings.len(), 10);
+    for (step, b) in &readings {
+        // Step s of an epoch sees the s - 1 earlier batches as written; its
+        // own 8 rows are in neither set.
+        let earlier = 8 * ((step - 1) % 5) as usize;
+        assert_eq!(
+            (b.written_rows, b.unwritten_rows),
+            (earlier, 32 - earlier),
+            "step {step}"
+        );
+        assert_eq!(b.written.is_some(), earlier > 0, "step {step}");
+        assert!((-1.0..=1.0).contains(&b.own), "step {step}: {b:?}");
+    }
+
+    // Stopped mid-epoch and resumed: the rows written before the stop are
+    // rebuilt from the data order, so every reading after it is the same.
+    let dir = tmpdir("bank-resumed");
+    let mut first_cfg = config(2, &dir);
+    first_cfg.collapse_every = 1;
+    first_cfg.stop_after_steps = Some(7);
+    let path = dir.join("metrics.jsonl");
+    let mut first = instdisc_trainer(first_cfg).with_metrics(JsonlMetrics::open(&path).unwrap());
+    assert_eq!(first.run().unwrap(), Outcome::StepLimit { step: 7 });
+    drop(first);
+    let mut second_cfg = config(2, &dir);
+    second_cfg.collapse_every = 1;
+    let mut second = instdisc_trainer(second_cfg).with_metrics(JsonlMetrics::open(&path).unwrap());
+    second.resume(&dir.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(second.run().unwrap(), Outcome::Finished { step: 10 });
+    assert_eq!(bank_readings(&path), readings);
+}
+
 /// The collapse monitor's cost against a training step, at the CPU settings
 /// of docs/results.md (MoCo v2, ResNet-18 width 0.125, CIFAR stem, split-BN 8,
 /// batch 256 at 32 px, queue 4096). A measurement, not a check:
