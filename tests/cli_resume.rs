@@ -120,6 +120,15 @@ fn a_run_killed_mid_epoch_resumes_to_bit_identical_weights() {
     .unwrap();
     let resumed = run(BIN, fx.dir.path(), &["train", "--resume", "runs/killed"]);
     assert!(resumed.success(), "{resumed:?}");
+    // The killed trainer's lock is taken over, saying whose it was.
+    assert!(
+        resumed.stderr.contains(&format!(
+            "taking over the run lock left by pid {}",
+            child.id()
+        )),
+        "{}",
+        resumed.stderr
+    );
     assert!(
         resumed
             .stderr
@@ -230,4 +239,89 @@ fn resume_refuses_to_change_training_settings() {
     let rest = run(BIN, fx.dir.path(), &["train", "--resume", "runs/r"]);
     assert!(rest.success(), "{rest:?}");
     assert_eq!(checkpoint_step(&fx.path("runs/r")), TOTAL);
+}
+
+#[test]
+fn a_second_trainer_on_a_running_folder_exits_at_once_naming_the_holder() {
+    let (fx, base) = fixture();
+    let run_dir = fx.path("runs/busy");
+    // Long enough to still be running when the others try.
+    let mut child = spawn(
+        BIN,
+        fx.dir.path(),
+        &args(&base, &["--out", "runs/busy", "--epochs", "100"]),
+    );
+    let ready = wait_for(Duration::from_secs(120), || {
+        run_dir.join("checkpoint.safetensors").exists()
+    });
+    let second = run(BIN, fx.dir.path(), &["train", "--resume", "runs/busy"]);
+    let still_running = child.try_wait().unwrap().is_none();
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    assert!(ready, "the first run never checkpointed");
+    assert!(
+        still_running,
+        "the first run ended before the second started"
+    );
+    assert_eq!(second.code, Some(1), "{second:?}");
+    assert!(
+        second
+            .stderr
+            .contains("runs/busy is in use by another trainer")
+            && second
+                .stderr
+                .contains(&format!("pid {} on host", child.id())),
+        "{}",
+        second.stderr
+    );
+    // The second trainer wrote nothing: the first one's records are whole.
+    let steps: Vec<u64> = metric_steps(&run_dir)
+        .iter()
+        .filter(|r| r.0 == "step")
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(steps, (1..=steps.len() as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_damaged_checkpoint_resumes_from_the_previous_one_saying_so() {
+    let (fx, base) = fixture();
+    let reference = uninterrupted(&fx, &base);
+    let run_dir = fx.path("runs/damaged");
+    let out = run(
+        BIN,
+        fx.dir.path(),
+        &args(
+            &base,
+            &["--out", "runs/damaged", "--stop-after-steps", "40"],
+        ),
+    );
+    assert!(out.success(), "{out:?}");
+    // Two bytes flipped in the middle of the newest checkpoint (step 40);
+    // the previous one (end of epoch 1) is beside it.
+    let newest = run_dir.join("checkpoint.safetensors");
+    assert!(run_dir.join("checkpoint.1.safetensors").exists());
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    bytes[mid + 3] ^= 0x04;
+    std::fs::write(&newest, &bytes).unwrap();
+
+    let resumed = run(BIN, fx.dir.path(), &["train", "--resume", "runs/damaged"]);
+    assert!(resumed.success(), "{resumed:?}");
+    for want in [
+        "warning: not resuming from runs/damaged/checkpoint.safetensors",
+        "does not match its checksum",
+        "kept as runs/damaged/checkpoint.safetensors.damaged",
+        "resuming from the previous checkpoint runs/damaged/checkpoint.1.safetensors instead",
+        &format!("resuming runs/damaged from step {STEPS_PER_EPOCH}"),
+    ] {
+        assert!(resumed.stderr.contains(want), "{want}: {}", resumed.stderr);
+    }
+    assert_eq!(
+        std::fs::read(run_dir.join("checkpoint.safetensors.damaged")).unwrap(),
+        bytes,
+        "nothing lost: the damaged file is kept as it was"
+    );
+    assert_same_final_state(&reference, &run_dir);
 }

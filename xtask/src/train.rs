@@ -18,7 +18,7 @@ use mocca_data::{BatchSampler, ImageDataset, Order};
 use mocca_methods::schedule::ScheduleWarning;
 use mocca_methods::FeatureSource;
 use mocca_train::{
-    CheckpointPolicy, Event, JsonlMetrics, Outcome, TrainError, Trainer, TrainerConfig,
+    CheckpointPolicy, Event, JsonlMetrics, Outcome, RunLock, TrainError, Trainer, TrainerConfig,
 };
 use progress::{Progress, StepView};
 use std::cell::RefCell;
@@ -251,6 +251,13 @@ const OVERRIDES: &[Override] = &[
         "Also checkpoint every N steps",
     ),
     flag(
+        "keep-checkpoints",
+        "run.keep_checkpoints",
+        "N",
+        "Checkpoints kept, the newest included; --resume falls back on the older ones when the \
+         newest is damaged [default: 2]",
+    ),
+    flag(
         "stop-after-steps",
         "run.stop_after_steps",
         "N",
@@ -425,9 +432,8 @@ fn resume_run(a: &Args, dir: &Path) -> Result<()> {
     if a.method.is_some() || a.recipe.is_some() {
         bail!("--resume continues the run's own method and recipe; drop the method / --recipe");
     }
-    let ckpt = runs::checkpoint_path(dir)?;
-    let meta = runs::read_checkpoint_meta(&ckpt)
-        .with_context(|| format!("cannot resume from {}", ckpt.display()))?;
+    let (ckpt, meta) = runs::newest_checkpoint_meta(dir)
+        .with_context(|| format!("cannot resume {}", dir.display()))?;
     let saved = meta.config.clone();
     let mut b = ConfigBuilder::from_text(&saved.to_toml(), "checkpoint config")?;
     if let Some(p) = &a.config_file {
@@ -522,6 +528,7 @@ fn start(
             every_epochs: cfg.run.checkpoint_every.max(1),
             every_steps: cfg.run.checkpoint_every_steps,
             run_config: cfg.to_toml(),
+            keep: cfg.run.keep_checkpoints.max(1),
         },
     };
     let steps_per_epoch = BatchSampler::new(
@@ -552,13 +559,40 @@ fn start(
 
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create run folder {}", out.display()))?;
+    // One writer per run folder, for the whole run (released on return).
+    let lock = RunLock::acquire(out)?;
+    if let Some(old) = &lock.taken_over {
+        eprintln!(
+            "note: taking over the run lock left by {old}, which no longer holds it (killed or \
+             crashed)"
+        );
+    }
     files::remove_stale_temp_files(out, &[CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE]);
     let metrics_path = out.join(METRICS_FILE);
     let metrics = match &resume_from {
         Some(ckpt) => {
-            let meta = trainer
-                .resume(ckpt)
+            let resumed = trainer
+                .resume_newest(ckpt)
                 .with_context(|| format!("resuming with the data at {}", data_dir.display()))?;
+            for s in &resumed.skipped {
+                let moved = s
+                    .moved_to
+                    .as_ref()
+                    .map(|m| format!(" (kept as {})", m.display()))
+                    .unwrap_or_default();
+                eprintln!(
+                    "warning: not resuming from {}: {}{moved}",
+                    s.path.display(),
+                    s.reason
+                );
+            }
+            if !resumed.skipped.is_empty() {
+                eprintln!(
+                    "resuming from the previous checkpoint {} instead",
+                    resumed.path.display()
+                );
+            }
+            let meta = resumed.meta;
             eprintln!(
                 "resuming {} from step {} (epoch {}, step {} of {steps_per_epoch})",
                 out.display(),

@@ -88,7 +88,8 @@ pub struct StepEmbeddings {
     /// `[N, d]`: the embeddings of the first view (MoCo's queries, SimCLR's `z0`).
     pub view0: Tensor,
     /// `[N, d]`: what each row of `view0` was contrasted with as its positive
-    /// (MoCo's keys of the other view, SimCLR's `z1`), row for row; `None`
+    /// (MoCo's keys of the other view, SimCLR's `z1`, a memory bank's own
+    /// row of each sample as scored), row for row; `None`
     /// when the method does not keep them.
     pub view1: Option<Tensor>,
 }
@@ -676,7 +677,8 @@ mod tests {
             (NegativeSource::queue(16), false, true),
             (NegativeSource::queue(16), true, true),
             (NegativeSource::EndToEnd, false, true),
-            (bank, false, false),
+            // The bank's positives are the queries' own rows.
+            (bank, false, true),
         ] {
             let mut config = MoCoConfig::v2(4, 1, 1);
             config.negatives = negatives;

@@ -39,6 +39,14 @@ pub enum TrainError {
     #[error("{0}")]
     BadFile(String),
 
+    /// Another trainer holds the run folder's lock ([`crate::RunLock`]).
+    #[error(
+        "{} is in use by another trainer ({holder}); wait for it to finish or stop it \
+         (Ctrl-C checkpoints), then resume",
+        dir.display()
+    )]
+    Locked { dir: PathBuf, holder: String },
+
     /// Reading or writing a file failed.
     #[error("{what} {}: {source}", path.display())]
     Io {

@@ -81,38 +81,72 @@ fn raw_le_bytes(t: &Tensor) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The metadata key under which [`encode_safetensors_checked`] stores a
+/// CRC-32 of each tensor's bytes (a JSON object, tensor name to 8 hex digits).
+pub const CHECKSUMS_KEY: &str = "tensor_crc32";
+
 /// Serialises tensors (any order; stored sorted by name) and string metadata.
 pub fn encode_safetensors(
     tensors: &[(String, Tensor)],
     metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    encode(tensors, metadata, false)
+}
+
+/// [`encode_safetensors`] with a CRC-32 (IEEE, as zip and gzip use) of every
+/// tensor's data in the metadata ([`CHECKSUMS_KEY`]), which
+/// [`read_safetensors`] then checks: a flipped byte anywhere in the payload
+/// is caught on load instead of training on. Any safetensors reader still
+/// reads the file.
+pub fn encode_safetensors_checked(
+    tensors: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    encode(tensors, metadata, true)
+}
+
+fn encode(
+    tensors: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+    checksums: bool,
 ) -> Result<Vec<u8>> {
     let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(bad(format!("duplicate tensor name `{}`", w[0].0)));
     }
-    let mut header = serde_json::Map::new();
-    if !metadata.is_empty() {
-        let md = metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        header.insert("__metadata__".into(), serde_json::Value::Object(md));
-    }
+    let mut entries = Vec::with_capacity(sorted.len());
+    let mut crcs = serde_json::Map::new();
     let mut data = Vec::new();
     for (name, t) in sorted {
         let bytes = raw_le_bytes(t).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        if checksums {
+            crcs.insert(name.clone(), crc_hex(&bytes).into());
+        }
         let start = data.len();
         data.extend_from_slice(&bytes);
-        header.insert(
+        entries.push((
             name.clone(),
             serde_json::json!({
                 "dtype": dtype_name(t.dtype())?,
                 "shape": t.dims(),
                 "data_offsets": [start, data.len()],
             }),
-        );
+        ));
     }
+    let mut md: serde_json::Map<String, serde_json::Value> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    if checksums {
+        let crcs = serde_json::Value::Object(crcs).to_string();
+        md.insert(CHECKSUMS_KEY.into(), serde_json::Value::String(crcs));
+    }
+    let mut header = serde_json::Map::new();
+    if !md.is_empty() {
+        header.insert("__metadata__".into(), serde_json::Value::Object(md));
+    }
+    header.extend(entries);
     let mut json = serde_json::to_vec(&serde_json::Value::Object(header))
         .map_err(|e| bad(format!("cannot encode a safetensors header: {e}")))?;
     // The reference implementation pads the header to 8 bytes so the data
@@ -127,10 +161,21 @@ pub fn encode_safetensors(
     Ok(out)
 }
 
+fn crc_hex(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
+}
+
+/// A file's metadata and where each tensor's bytes lie (offsets into the
+/// whole file).
+struct Layout {
+    metadata: BTreeMap<String, String>,
+    tensors: BTreeMap<String, (usize, usize)>,
+}
+
 /// Why a file is not a usable safetensors file, in words a user can act on.
 /// `bytes` holds at least the length prefix and header; `file_len` is the
 /// whole file's size.
-fn check_layout(bytes: &[u8], file_len: usize, path: &Path) -> Result<BTreeMap<String, String>> {
+fn check_layout(bytes: &[u8], file_len: usize, path: &Path) -> Result<Layout> {
     let p = path.display();
     if file_len < 8 || bytes.len() < 8 {
         return Err(bad(format!(
@@ -153,6 +198,7 @@ fn check_layout(bytes: &[u8], file_len: usize, path: &Path) -> Result<BTreeMap<S
     })?;
     let mut end = 0usize;
     let mut metadata = BTreeMap::new();
+    let mut tensors = BTreeMap::new();
     for (k, v) in obj {
         if k == "__metadata__" {
             if let Some(m) = v.as_object() {
@@ -162,12 +208,15 @@ fn check_layout(bytes: &[u8], file_len: usize, path: &Path) -> Result<BTreeMap<S
             }
             continue;
         }
-        let e = v
-            .get("data_offsets")
-            .and_then(|o| o.get(1))
-            .and_then(|o| o.as_u64())
-            .ok_or_else(|| bad(format!("{p}: corrupt safetensors header entry `{k}`")))?;
+        let offset = |i: usize| v.get("data_offsets").and_then(|o| o.get(i)?.as_u64());
+        let (Some(s), Some(e)) = (offset(0), offset(1)) else {
+            return Err(bad(format!("{p}: corrupt safetensors header entry `{k}`")));
+        };
+        if s > e {
+            return Err(bad(format!("{p}: corrupt safetensors header entry `{k}`")));
+        }
         end = end.max(e as usize);
+        tensors.insert(k.clone(), (8 + n + s as usize, 8 + n + e as usize));
     }
     let have = file_len - 8 - n;
     if have != end {
@@ -175,7 +224,38 @@ fn check_layout(bytes: &[u8], file_len: usize, path: &Path) -> Result<BTreeMap<S
             "{p} is truncated or padded: the header describes {end} data bytes, the file has {have}"
         )));
     }
-    Ok(metadata)
+    Ok(Layout { metadata, tensors })
+}
+
+/// Checks every tensor against the CRC-32 in the metadata, when the file has
+/// them ([`encode_safetensors_checked`]); files without are taken as they are.
+fn check_checksums(bytes: &[u8], layout: &Layout, path: &Path) -> Result<()> {
+    let Some(json) = layout.metadata.get(CHECKSUMS_KEY) else {
+        return Ok(());
+    };
+    let p = path.display();
+    let crcs: BTreeMap<String, String> = serde_json::from_str(json)
+        .map_err(|e| bad(format!("{p}: corrupt `{CHECKSUMS_KEY}` metadata: {e}")))?;
+    for (name, &(s, e)) in &layout.tensors {
+        let Some(want) = crcs.get(name) else {
+            return Err(bad(format!(
+                "{p}: tensor `{name}` has no checksum in the metadata: the header is damaged"
+            )));
+        };
+        let got = crc_hex(&bytes[s..e]);
+        if &got != want {
+            return Err(bad(format!(
+                "{p} is damaged: tensor `{name}` does not match its checksum (CRC-32 {got}, \
+                 stored {want})"
+            )));
+        }
+    }
+    if let Some(extra) = crcs.keys().find(|k| !layout.tensors.contains_key(*k)) {
+        return Err(bad(format!(
+            "{p}: the metadata has a checksum for `{extra}`, which the file lacks: the header is damaged"
+        )));
+    }
+    Ok(())
 }
 
 /// Reads a safetensors file: its tensors onto `device`, and its metadata.
@@ -184,10 +264,11 @@ pub fn read_safetensors(
     device: &Device,
 ) -> Result<(HashMap<String, Tensor>, BTreeMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(io_err("cannot read", path))?;
-    let metadata = check_layout(&bytes, bytes.len(), path)?;
+    let layout = check_layout(&bytes, bytes.len(), path)?;
+    check_checksums(&bytes, &layout, path)?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .map_err(|e| bad(format!("cannot decode {}: {e}", path.display())))?;
-    Ok((tensors, metadata))
+    Ok((tensors, layout.metadata))
 }
 
 /// The metadata of a safetensors file, reading only its header (the file's
@@ -210,7 +291,7 @@ pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>
     bytes.resize(8 + n, 0);
     f.read_exact(&mut bytes[8..])
         .map_err(io_err("cannot read", path))?;
-    check_layout(&bytes, file_len, path)
+    Ok(check_layout(&bytes, file_len, path)?.metadata)
 }
 #[cfg(test)]
 mod tests {
@@ -300,6 +381,43 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("metrics.jsonl")]);
+    }
+
+    #[test]
+    fn a_flipped_payload_byte_of_a_checked_file_is_caught_naming_the_tensor() {
+        let dev = Device::Cpu;
+        let a = Tensor::arange(0f32, 64., &dev).unwrap();
+        let b = Tensor::ones(16, DType::F64, &dev).unwrap();
+        let bytes = encode_safetensors_checked(
+            &[("a".into(), a), ("b".into(), b)],
+            &BTreeMap::from([("step".to_string(), "3".to_string())]),
+        )
+        .unwrap();
+        let d = tmpdir("crc");
+        let p = d.join("x.safetensors");
+        std::fs::write(&p, &bytes).unwrap();
+        let (_, md) = read_safetensors(&p, &dev).unwrap();
+        assert_eq!(md["step"], "3");
+        assert!(md.contains_key(CHECKSUMS_KEY));
+        // One byte inside tensor `b` (the last 128 bytes of the file).
+        let mut bad = bytes.clone();
+        let at = bad.len() - 60;
+        bad[at] ^= 0x10;
+        std::fs::write(&p, &bad).unwrap();
+        let err = read_safetensors(&p, &dev).unwrap_err().to_string();
+        assert!(err.contains("is damaged: tensor `b`"), "{err}");
+        // The header alone still reads: the damage is in the payload.
+        assert_eq!(read_safetensors_metadata(&p).unwrap()["step"], "3");
+    }
+
+    #[test]
+    fn a_file_without_checksums_still_reads() {
+        let dev = Device::Cpu;
+        let t = Tensor::ones(4, DType::F32, &dev).unwrap();
+        let bytes = encode_safetensors(&[("t".into(), t)], &BTreeMap::new()).unwrap();
+        let p = tmpdir("nocrc").join("x.safetensors");
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(read_safetensors(&p, &dev).is_ok());
     }
 
     #[test]

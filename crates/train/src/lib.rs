@@ -1,7 +1,7 @@
 //! The training loop as a library. One job: run epochs of any
 //! [`mocca_methods::Method`] over a dataset, and everything that makes a run a
 //! run: kNN monitoring on a cadence, a collapse monitor, checkpoints (every N epochs / steps,
-//! atomic, the previous one intact until the new one is complete), stop
+//! atomic, every tensor checksummed, the previous ones kept and fallen back on), stop
 //! requests, exact resume, metrics sinks and a progress callback. It is the
 //! loop `cargo xtask train` runs; the CLI adds config files, presets, the
 //! download, the progress bar and Ctrl-C.
@@ -10,13 +10,14 @@
 //!
 //! | item | what |
 //! |---|---|
-//! | [`Trainer`], [`TrainerConfig`], [`CheckpointPolicy`] | the loop; [`Trainer::run`] returns an [`Outcome`], [`Trainer::resume`] continues a checkpoint |
+//! | [`Trainer`], [`TrainerConfig`], [`CheckpointPolicy`] | the loop; [`Trainer::run`] returns an [`Outcome`], [`Trainer::resume`] continues a checkpoint, [`Trainer::resume_newest`] the newest good one |
 //! | [`KnnMonitor`] | weighted kNN accuracy (k = 200, t = 0.1) of one encoder's features, several layers from one pass |
 //! | [`Record`], [`MetricsSink`], [`JsonlMetrics`] | what a run reports; a JSON-lines file or any closure `FnMut(&Record)` |
 //! | [`Collapse`] | the collapse monitor's reading in a step record, every [`TrainerConfig::collapse_every`] steps ([`mocca_methods::collapse`]) |
 //! | [`Event`] | what the progress callback sees: steps, collapse-monitor readings, epoch ends, kNN, checkpoints |
-//! | [`checkpoint`] | the checkpoint file: the method's state and [`CheckpointMeta`] in one safetensors file |
+//! | [`checkpoint`] | the checkpoint file: the method's state and [`CheckpointMeta`] in one safetensors file, a CRC-32 per tensor; previous ones kept ([`save_checkpoint_keeping`], [`load_newest_checkpoint`]) |
 //! | [`files`] | atomic writes, safetensors with metadata |
+//! | [`RunLock`] | one writer per run folder: a second trainer fails at once naming the holder (pid, host, start) |
 //!
 //! Data flow: [`mocca_data::ImageDataset`] → [`mocca_data::BatchSampler`] (seeded
 //! order) → [`mocca_aug::MultiView`] on a loader thread → [`mocca_methods::Method::step`]
@@ -88,13 +89,18 @@ pub mod checkpoint;
 mod error;
 pub mod files;
 mod knn;
+mod lock;
 mod metrics;
 mod trainer;
 
-pub use checkpoint::{load_checkpoint, read_checkpoint_meta, save_checkpoint, CheckpointMeta};
+pub use checkpoint::{
+    load_checkpoint, load_newest_checkpoint, read_checkpoint_meta, save_checkpoint,
+    save_checkpoint_keeping, CheckpointMeta, LoadedCheckpoint, SkippedCheckpoint,
+};
 pub use error::{Result, TrainError};
 pub use knn::{embed, embed_sources, image_u8, labels_of, spread_subset, KnnMonitor, KnnReport};
+pub use lock::{LockHolder, RunLock, LOCK_FILE};
 pub use metrics::{
     read_records, truncate_after, BankStaleness, Collapse, JsonlMetrics, MetricsSink, Record,
 };
-pub use trainer::{CheckpointPolicy, Event, Outcome, Trainer, TrainerConfig};
+pub use trainer::{CheckpointPolicy, Event, Outcome, Resumed, Trainer, TrainerConfig};

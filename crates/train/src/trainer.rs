@@ -1,7 +1,10 @@
 //! The epoch loop: batches → views → [`Method::step`], with kNN monitoring,
 //! checkpoints, stop requests and exact resume.
 
-use crate::checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};
+use crate::checkpoint::{
+    load_checkpoint, load_newest_checkpoint, save_checkpoint_keeping, CheckpointMeta,
+    SkippedCheckpoint,
+};
 use crate::error::{Result, TrainError};
 use crate::knn::{image_u8, KnnMonitor, KnnReport};
 use crate::metrics::{Collapse, MetricsSink, Record};
@@ -66,7 +69,7 @@ impl TrainerConfig {
 /// one atomically (temporary file, fsync, rename): the previous checkpoint
 /// stays whole until the new one is complete. A checkpoint is always taken
 /// at the end of the run, on a stop request and at `stop_after_steps`.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CheckpointPolicy {
     /// The checkpoint file; `None`: never write one.
     pub path: Option<PathBuf>,
@@ -77,6 +80,22 @@ pub struct CheckpointPolicy {
     /// Saved verbatim in each checkpoint ([`CheckpointMeta::run_config`]):
     /// what the caller needs to rebuild the run (the CLI saves its TOML config).
     pub run_config: String,
+    /// Checkpoints kept, the newest included (at least 1): the older ones
+    /// beside it as `checkpoint.1.safetensors`, … ([`save_checkpoint_keeping`]),
+    /// for [`Trainer::resume_newest`] to fall back on. Default 2.
+    pub keep: usize,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        Self {
+            path: None,
+            every_epochs: 0,
+            every_steps: 0,
+            run_config: String::new(),
+            keep: 2,
+        }
+    }
 }
 
 /// What the trainer reports to the progress callback as it goes.
@@ -113,6 +132,16 @@ pub enum Event<'a> {
     },
     /// A checkpoint of step `step` is complete at `path`.
     Checkpoint { step: u64, path: &'a Path },
+}
+
+/// What [`Trainer::resume_newest`] resumed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resumed {
+    pub meta: CheckpointMeta,
+    /// The checkpoint used.
+    pub path: PathBuf,
+    /// The newer checkpoints passed over, newest first, each with why.
+    pub skipped: Vec<SkippedCheckpoint>,
 }
 
 /// How a call to [`Trainer::run`] ended.
@@ -257,6 +286,32 @@ impl Trainer {
     /// changed on error). Returns its metadata.
     pub fn resume(&mut self, path: &Path) -> Result<CheckpointMeta> {
         let (state, meta) = load_checkpoint(path, &self.device)?;
+        self.resume_from(path, state, meta)
+    }
+
+    /// [`Trainer::resume`] from the newest of `path` and its previous
+    /// checkpoints that passes its checksums
+    /// ([`crate::checkpoint::load_newest_checkpoint`]: damaged ones are
+    /// moved aside as `*.damaged`). The checkpoints passed over, and why,
+    /// come back in [`Resumed::skipped`] for the caller to report. A
+    /// checkpoint that loads but cannot continue this run (another dataset or
+    /// configuration) is an error, not a reason to fall back.
+    pub fn resume_newest(&mut self, path: &Path) -> Result<Resumed> {
+        let loaded = load_newest_checkpoint(path, &self.device)?;
+        let meta = self.resume_from(&loaded.path, loaded.tensors, loaded.meta)?;
+        Ok(Resumed {
+            meta,
+            path: loaded.path,
+            skipped: loaded.skipped,
+        })
+    }
+
+    fn resume_from(
+        &mut self,
+        path: &Path,
+        state: std::collections::HashMap<String, Tensor>,
+        meta: CheckpointMeta,
+    ) -> Result<CheckpointMeta> {
         let p = path.display();
         let spe = self.steps_per_epoch;
         if (meta.train_images, meta.steps_per_epoch) != (self.data.len(), spe) {
@@ -317,7 +372,7 @@ impl Trainer {
             train_images: self.data.len(),
             steps_per_epoch: spe,
         };
-        save_checkpoint(&path, &state, &meta)?;
+        save_checkpoint_keeping(&path, &state, &meta, self.cfg.checkpoint.keep.max(1))?;
         self.last_saved = Some(step);
         self.emit(Event::Checkpoint { step, path: &path });
         Ok(())

@@ -131,6 +131,42 @@ fn a_stop_request_checkpoints_that_step_and_the_resumed_run_ends_bit_identical()
 }
 
 #[test]
+fn a_damaged_newest_checkpoint_resumes_from_the_previous_one_and_still_ends_bit_identical() {
+    let whole_dir = tmpdir("fallback-whole");
+    let mut whole = trainer(config(2, &whole_dir));
+    assert_eq!(whole.run().unwrap(), Outcome::Finished { step: 10 });
+
+    // Checkpoints at steps 5 (epoch end) and 7 (the stop); two payload
+    // bytes of the newest flipped.
+    let dir = tmpdir("fallback");
+    let mut cfg = config(2, &dir);
+    cfg.stop_after_steps = Some(7);
+    assert_eq!(trainer(cfg).run().unwrap(), Outcome::StepLimit { step: 7 });
+    let ckpt = dir.join("checkpoint.safetensors");
+    let previous = dir.join("checkpoint.1.safetensors");
+    assert_eq!(read_checkpoint_meta(&previous).unwrap().global_step, 5);
+    let mut bytes = std::fs::read(&ckpt).unwrap();
+    let mid = bytes.len() / 2 + 1000;
+    bytes[mid] ^= 0x5a;
+    bytes[mid + 7] ^= 0x01;
+    std::fs::write(&ckpt, &bytes).unwrap();
+
+    let mut second = trainer(config(2, &dir));
+    let err = second.resume(&ckpt).unwrap_err().to_string();
+    assert!(err.contains("is damaged"), "{err}");
+    let resumed = second.resume_newest(&ckpt).unwrap();
+    assert_eq!(resumed.meta.global_step, 5);
+    assert_eq!(resumed.path, previous);
+    assert_eq!(resumed.skipped.len(), 1);
+    assert!(resumed.skipped[0]
+        .reason
+        .contains("does not match its checksum"));
+    assert!(dir.join("checkpoint.safetensors.damaged").exists());
+    assert_eq!(second.run().unwrap(), Outcome::Finished { step: 10 });
+    assert_eq!(weights(second.method()), weights(whole.method()));
+}
+
+#[test]
 fn checkpoints_come_every_n_steps_and_at_each_epoch_end() {
     let dir = tmpdir("every");
     let mut cfg = config(2, &dir);

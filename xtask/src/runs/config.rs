@@ -609,6 +609,11 @@ pub struct RunConfig {
     /// Also checkpoint every this many steps (0 = off).
     #[serde(default)]
     pub checkpoint_every_steps: u64,
+    /// Checkpoints kept, the newest included: the older ones as
+    /// `checkpoint.1.safetensors`, …, which `--resume` falls back on when
+    /// the newest is damaged or missing (1 keeps only the newest).
+    #[serde(default = "default_keep_checkpoints")]
+    pub keep_checkpoints: usize,
     /// Stop (with a checkpoint) after this global step; the schedule still
     /// spans `epochs`, so a later `--resume` continues the same run. Applies
     /// to one invocation: it is not written to the run's saved config.
@@ -636,6 +641,10 @@ fn default_eval_batch() -> usize {
 
 fn default_collapse_every() -> u64 {
     10
+}
+
+fn default_keep_checkpoints() -> usize {
+    2
 }
 
 const PRESETS: &[(&str, &str)] = &[

@@ -62,10 +62,49 @@ fn with_config(path: &Path, meta: mocca_train::CheckpointMeta) -> Result<RunChec
     Ok(RunCheckpoint { config, meta })
 }
 
+/// The newest checkpoint of a run (a folder, or its checkpoint file) whose
+/// header reads, with its config: what `--resume` rebuilds the run from. The
+/// tensors are checked later, when the trainer loads them
+/// ([`mocca_train::Trainer::resume_newest`]).
+pub fn newest_checkpoint_meta(run_or_file: &Path) -> Result<(PathBuf, RunCheckpoint)> {
+    let newest = if run_or_file.is_dir() {
+        run_or_file.join(CHECKPOINT_FILE)
+    } else {
+        run_or_file.to_path_buf()
+    };
+    let mut failures = Vec::new();
+    for p in mocca_train::checkpoint::checkpoint_candidates(&newest) {
+        if !p.exists() {
+            failures.push(format!("{}: missing", p.display()));
+            continue;
+        }
+        match read_checkpoint_meta(&p) {
+            Ok(m) => return Ok((newest, m)),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    if run_or_file.is_dir() && failures.len() == 1 && !newest.exists() {
+        bail!(
+            "{} has no {CHECKPOINT_FILE}: the run has not finished an epoch yet, or this is not a run folder",
+            run_or_file.display()
+        );
+    }
+    bail!("no readable checkpoint: {}", failures.join("; "))
+}
+
 /// Accepts a run folder or a checkpoint file; returns the checkpoint path.
 pub fn checkpoint_path(run_or_file: &Path) -> Result<PathBuf> {
     if run_or_file.is_dir() {
         let p = run_or_file.join(CHECKPOINT_FILE);
+        let previous = mocca_train::checkpoint::previous_checkpoint_path(&p, 1);
+        if !p.exists() && previous.exists() {
+            bail!(
+                "{} has no {CHECKPOINT_FILE} but has the previous one, {}: `cargo xtask train \
+                 --resume` falls back to it; pass the file itself to use it here",
+                run_or_file.display(),
+                previous.display()
+            );
+        }
         if !p.exists() {
             bail!(
                 "{} has no {CHECKPOINT_FILE}: the run has not finished an epoch yet, or this is not a run folder",
