@@ -531,10 +531,23 @@ fn a_schedule_that_cannot_train_is_named_before_the_first_step_and_the_run_goes_
             .count(),
         6
     );
-    // Two epochs train: no warning.
+    // Two epochs train, but half of the run at lr 0 is named too; five do not.
     let two = train(&fx, &cfg, "runs/two", &["--epochs", "2"]);
     assert!(
         two.success() && !two.stderr.contains("warning: every one"),
         "{two:?}"
+    );
+    assert!(
+        two.stderr.contains(
+            "warning: 6 of the run's 12 steps (50 %) have learning rate 0; the per-epoch cosine \
+             counts epochs from 1"
+        ),
+        "{}",
+        two.stderr
+    );
+    let five = train(&fx, &cfg, "runs/five", &["--epochs", "5"]);
+    assert!(
+        five.success() && !five.stderr.contains("warning:"),
+        "{five:?}"
     );
 }

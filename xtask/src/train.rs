@@ -877,6 +877,20 @@ fn schedule_fix(cfg: &TrainConfig, w: &ScheduleWarning) -> String {
         ScheduleWarning::NoStepTrains { .. } => {
             "check the [schedule] and [optimizer] sections (--print-config shows them)".into()
         }
+        ScheduleWarning::MuchOfRunAtZero { .. }
+            if s.per == SchedulePer::Epoch && s.kind == ScheduleKind::Cosine && s.first_epoch >= 1 =>
+        {
+            format!(
+                "the per-epoch cosine counts epochs from {} (the MoCo colab's loop), so the last \
+                 of the {} epochs is at lr 0 and the ones before it near it: train for more \
+                 epochs, or count from 0 (--set schedule.first_epoch=0), or set the rate per step \
+                 (--set schedule.per=step)",
+                s.first_epoch, cfg.epochs
+            )
+        }
+        ScheduleWarning::MuchOfRunAtZero { .. } => {
+            "check the [schedule] section (--print-config shows it)".into()
+        }
         ScheduleWarning::WarmupCoversRun { .. } => format!(
             "shorten schedule.warmup_epochs ({}) below the run's length ({} epoch(s)), or train longer",
             s.warmup_epochs, cfg.epochs

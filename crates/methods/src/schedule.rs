@@ -211,6 +211,16 @@ pub enum ScheduleWarning {
         total_steps: u64,
         last_lr: f64,
     },
+    /// A quarter of the run or more (`steps_at_zero` of `total_steps`) has
+    /// learning rate 0 — the MoCo colab's per-epoch cosine counted from epoch
+    /// 1 spends its whole last epoch there, a third of a 3-epoch run. Methods
+    /// that need a start-up epoch before their losses carry information (a
+    /// memory bank's positives are random until each image's first visit;
+    /// docs/results.md) then stop learning just as they could start.
+    MuchOfRunAtZero {
+        steps_at_zero: u64,
+        total_steps: u64,
+    },
 }
 
 impl std::fmt::Display for ScheduleWarning {
@@ -229,6 +239,14 @@ impl std::fmt::Display for ScheduleWarning {
                 "the warmup ({warmup_steps} steps) is not shorter than the run ({total_steps} \
                  steps): the learning rate never reaches its base value (it ends at {last_lr:.3e})"
             ),
+            Self::MuchOfRunAtZero {
+                steps_at_zero,
+                total_steps,
+            } => write!(
+                f,
+                "{steps_at_zero} of the run's {total_steps} steps ({:.0} %) have learning rate 0",
+                100.0 * *steps_at_zero as f64 / *total_steps as f64
+            ),
         }
     }
 }
@@ -240,8 +258,14 @@ impl LrSchedule {
     /// the run. Evaluates the rate of every step (cheap: a few ns each).
     pub fn warnings(&self, total_steps: u64) -> Vec<ScheduleWarning> {
         let mut out = Vec::new();
-        if total_steps > 0 && (0..total_steps).all(|s| self.lr_at(s) == 0.0) {
+        let at_zero = (0..total_steps).filter(|&s| self.lr_at(s) == 0.0).count() as u64;
+        if total_steps > 0 && at_zero == total_steps {
             out.push(ScheduleWarning::NoStepTrains { steps: total_steps });
+        } else if at_zero > 0 && 4 * at_zero >= total_steps {
+            out.push(ScheduleWarning::MuchOfRunAtZero {
+                steps_at_zero: at_zero,
+                total_steps,
+            });
         }
         if let Some(warmup_steps) = self.warmup_steps() {
             if total_steps > 0 && warmup_steps >= total_steps {
@@ -396,8 +420,31 @@ mod tests {
             s.warnings(97),
             vec![ScheduleWarning::NoStepTrains { steps: 97 }]
         );
-        let two = LrSchedule::per_epoch(LrSchedule::cosine(0.06, 2), 97, 1);
-        assert!(two.warnings(194).is_empty());
+    }
+
+    #[test]
+    fn the_colab_cosine_over_a_few_epochs_spends_its_last_one_at_zero_and_says_so() {
+        for (epochs, named) in [(2, true), (3, true), (4, true), (5, false), (200, false)] {
+            let s = LrSchedule::per_epoch(LrSchedule::cosine(0.03, epochs), 195, 1);
+            let w = s.warnings(epochs * 195);
+            let want = if named {
+                vec![ScheduleWarning::MuchOfRunAtZero {
+                    steps_at_zero: 195,
+                    total_steps: epochs * 195,
+                }]
+            } else {
+                vec![]
+            };
+            assert_eq!(w, want, "{epochs} epochs");
+        }
+        let w = ScheduleWarning::MuchOfRunAtZero {
+            steps_at_zero: 195,
+            total_steps: 585,
+        };
+        assert_eq!(
+            w.to_string(),
+            "195 of the run's 585 steps (33 %) have learning rate 0"
+        );
     }
 
     #[test]
