@@ -325,3 +325,74 @@ fn a_damaged_checkpoint_resumes_from_the_previous_one_saying_so() {
     );
     assert_same_final_state(&reference, &run_dir);
 }
+
+/// The `lr` of each step record of a run, by step.
+fn step_lrs(run: &Path) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let field = |l: &str, key: &str| -> Option<String> {
+        let v = l.split(&format!("\"{key}\":")).nth(1)?;
+        Some(v.split([',', '}']).next()?.trim().to_string())
+    };
+    text.lines()
+        .filter(|l| l.contains("\"kind\":\"step\""))
+        .map(|l| {
+            (
+                field(l, "step").unwrap().parse().unwrap(),
+                field(l, "lr").unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_finished_run_extends_to_more_epochs_on_the_longer_schedule_and_a_shorter_one_is_refused() {
+    let (fx, base) = fixture();
+    let out = run(BIN, fx.dir.path(), &args(&base, &["--out", "runs/ext"]));
+    assert!(out.success(), "{out:?}");
+    assert_eq!(checkpoint_step(&fx.path("runs/ext")), TOTAL);
+
+    let shorter = run(
+        BIN,
+        fx.dir.path(),
+        &["train", "--resume", "runs/ext", "--epochs", "1"],
+    );
+    assert_eq!(shorter.code, Some(1), "{shorter:?}");
+    assert!(
+        shorter
+            .stderr
+            .contains("would shorten the run from 2 epochs")
+            && shorter.stderr.contains("--stop-after-steps"),
+        "{}",
+        shorter.stderr
+    );
+
+    let longer = run(
+        BIN,
+        fx.dir.path(),
+        &["train", "--resume", "runs/ext", "--epochs", "4"],
+    );
+    assert!(longer.success(), "{longer:?}");
+    assert!(
+        longer.stderr.contains(
+            "extending the run from 2 to 4 epochs: the learning-rate schedule is rebuilt"
+        ),
+        "{}",
+        longer.stderr
+    );
+    assert_eq!(checkpoint_step(&fx.path("runs/ext")), 2 * TOTAL);
+    // Epochs 3 and 4 train at the rates of a 4-epoch run (the colab's
+    // per-epoch cosine: epoch 3 at a quarter-ish of the base rate, epoch 4 at 0).
+    let four = run(
+        BIN,
+        fx.dir.path(),
+        &args(&base, &["--out", "runs/four", "--epochs", "4"]),
+    );
+    assert!(four.success(), "{four:?}");
+    let tail = |run: &Path| -> Vec<(u64, f64)> {
+        step_lrs(run).into_iter().filter(|r| r.0 > TOTAL).collect()
+    };
+    let (extended, fresh) = (tail(&fx.path("runs/ext")), tail(&fx.path("runs/four")));
+    assert_eq!(extended.len(), TOTAL as usize);
+    assert_eq!(extended, fresh);
+    assert!(extended[0].1 > 0.0 && extended.last().unwrap().1 == 0.0);
+}

@@ -443,11 +443,27 @@ fn resume_run(a: &Args, dir: &Path) -> Result<()> {
         b.set(s)?;
     }
     let cfg = b.build()?;
-    let changed = crate::runs::config::trajectory_diff(&saved, &cfg);
+    let mut changed = crate::runs::config::trajectory_diff(&saved, &cfg);
+    if cfg.epochs != saved.epochs {
+        if cfg.epochs < saved.epochs {
+            bail!(
+                "--resume --epochs {} would shorten the run from {} epochs, which is refused: the \
+                 schedule of the steps already trained would change and the checkpoint may lie past \
+                 the new end. To stop early, resume with --stop-after-steps N (the run stays \
+                 resumable); to use the weights as they are, `cargo xtask eval` / `export` the run",
+                cfg.epochs,
+                saved.epochs
+            );
+        }
+        // Extending is allowed: the schedules are rebuilt over the new length (start() says
+        // what that does to the learning rate).
+        changed.retain(|k| k != "epochs");
+    }
     if !changed.is_empty() {
         bail!(
-            "--resume keeps the run's training settings, but {} would change; only [run], [eval] \
-             and data.path may change (the run's config is {}/{CONFIG_FILE})",
+            "--resume keeps the run's training settings, but {} would change; only --epochs (to \
+             extend the run), [run], [eval] and data.path may change (the run's config is \
+             {}/{CONFIG_FILE})",
             changed.join(", "),
             dir.display()
         );
@@ -459,7 +475,7 @@ fn resume_run(a: &Args, dir: &Path) -> Result<()> {
     start(
         cfg,
         dir,
-        Some(ckpt),
+        Some((ckpt, saved)),
         fetch::downloads_allowed(a.no_download),
     )
 }
@@ -490,10 +506,11 @@ struct Data {
 /// Builds the run of `cfg` in `out` (resumed from `resume_from`) and hands it to
 /// [`mocca_train::Trainer`]; what is left here is the CLI's: the data's location,
 /// the run folder, messages and the progress line.
+/// `resume_from`: the checkpoint to continue and the config it was saved with.
 fn start(
     mut cfg: TrainConfig,
     out: &Path,
-    resume_from: Option<PathBuf>,
+    resume_from: Option<(PathBuf, TrainConfig)>,
     allow_download: bool,
 ) -> Result<()> {
     let stop = interrupt_flag();
@@ -570,7 +587,7 @@ fn start(
     files::remove_stale_temp_files(out, &[CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE]);
     let metrics_path = out.join(METRICS_FILE);
     let metrics = match &resume_from {
-        Some(ckpt) => {
+        Some((ckpt, saved)) => {
             let resumed = trainer
                 .resume_newest(ckpt)
                 .with_context(|| format!("resuming with the data at {}", data_dir.display()))?;
@@ -593,6 +610,9 @@ fn start(
                 );
             }
             let meta = resumed.meta;
+            if saved.epochs != cfg.epochs {
+                extension_note(saved, &cfg, steps_per_epoch, meta.global_step)?;
+            }
             eprintln!(
                 "resuming {} from step {} (epoch {}, step {} of {steps_per_epoch})",
                 out.display(),
@@ -842,6 +862,36 @@ fn warn_schedule(cfg: &TrainConfig, steps_per_epoch: u64, total_steps: u64) -> R
     for w in schedule.warnings(total_steps) {
         eprintln!("warning: {w}; {}", schedule_fix(cfg, &w));
     }
+    Ok(())
+}
+
+/// What extending a run from `saved.epochs` to `cfg.epochs` does, on stderr.
+fn extension_note(
+    saved: &TrainConfig,
+    cfg: &TrainConfig,
+    steps_per_epoch: u64,
+    step: u64,
+) -> Result<()> {
+    let old = setup::lr_schedule(saved, steps_per_epoch)?;
+    let new = setup::lr_schedule(cfg, steps_per_epoch)?;
+    let old_total = saved.epochs as u64 * steps_per_epoch;
+    let old_lr = old.lr_at(step.min(old_total.max(1) - 1));
+    eprintln!(
+        "extending the run from {} to {} epochs: the learning-rate schedule is rebuilt over {} \
+         epochs, so step {} trains at lr {:.4e} (the {}-epoch schedule was at {:.4e} there{}). \
+         Lightning and solo-learn restore the scheduler's own state instead, so their cosine \
+         keeps its old length and rises again past it; a run extended here is not the run a \
+         {}-epoch start would have been.",
+        saved.epochs,
+        cfg.epochs,
+        cfg.epochs,
+        step + 1,
+        new.lr_at(step),
+        saved.epochs,
+        old_lr,
+        if step >= old_total { ", its end" } else { "" },
+        cfg.epochs
+    );
     Ok(())
 }
 
