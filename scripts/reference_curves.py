@@ -56,6 +56,8 @@ Patches, colab-moco (moco_cifar10_demo.ipynb):
       "backbone"); after the last epoch also on the notebook's own full memory_loader/test_loader.
   C10 --limit-train N (smoke tests only): train_loader rebuilt over Subset(train_data, range(N))
       with the notebook's DataLoader arguments.
+  C12 --stop-after-epochs N: the driver's epoch loop stops after epoch N of the --epochs
+      schedule and runs no kNN (early-loss proxies, scripts/seed_tail.py); nothing else changes.
   C11 --seed S: random.seed(S); numpy.random.seed(S); torch.manual_seed(S) before the encoder cell.
 
 Patches, lightly-simclr / lightly-moco (cifar10_benchmark.py), all text replacements:
@@ -598,10 +600,12 @@ def run_colab(a):
                         len(mem_loader.dataset), len(tst_loader.dataset))
             print(f"  kNN {layer}: {acc:.2f}% ({time.time() - t0:.1f}s)", flush=True)
 
-    monitor(0, 0, mem_sub, test_sub)
+    stop = a.stop_after_epochs
+    if not stop:
+        monitor(0, 0, mem_sub, test_sub)
     steps_per_epoch = len(train_loader)
     train_seconds, steps = 0.0, 0
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(1, (stop or args.epochs) + 1):
         t0 = time.time()
         loss = train(model, train_loader, optimizer, epoch, args)
         dt = time.time() - t0
@@ -611,9 +615,11 @@ def run_colab(a):
         print(f"epoch {epoch}/{args.epochs} loss {loss:.4f} lr "
               f"{optimizer.param_groups[0]['lr']:.6f} {dt:.1f}s "
               f"({steps_per_epoch * args.batch_size / dt:.1f} img/s)", flush=True)
-        monitor(epoch, steps, mem_sub, test_sub)
+        if not stop:
+            monitor(epoch, steps, mem_sub, test_sub)
     # full protocol on the notebook's own loaders
-    monitor(args.epochs, steps, ns["memory_loader"], ns["test_loader"])
+    if not stop:
+        monitor(args.epochs, steps, ns["memory_loader"], ns["test_loader"])
     run_info_end(info, out, t_start, train_seconds, steps * args.batch_size,
                  extra={"colab_args": vars(args), "steps_per_epoch": steps_per_epoch})
 
@@ -1207,6 +1213,9 @@ def main():
         if name == "colab-moco":
             p.add_argument("--lr", type=float, default=0.03,
                            help="colab: 0.06 for batch 512, 0.03 for batch 256 (default 0.03)")
+            p.add_argument("--stop-after-epochs", type=int, default=None,
+                           help="train only epochs 1..N of the --epochs schedule, no kNN at all "
+                                "(early-loss proxies: scripts/seed_tail.py)")
             p.add_argument("--colab", required=True, help=hc)
         else:
             p.add_argument("--lightly-benchmark", required=True, help=hl)
