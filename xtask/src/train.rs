@@ -12,14 +12,13 @@ use crate::runs::config::{
     ScheduleKind, SchedulePer, TrainConfig,
 };
 use crate::runs::{self, fetch, files, setup, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use mocca_data::{BatchSampler, ImageDataset, Order};
+use mocca_data::ImageDataset;
 use mocca_methods::schedule::ScheduleWarning;
 use mocca_methods::FeatureSource;
-use mocca_train::{
-    CheckpointPolicy, Event, JsonlMetrics, Outcome, RunLock, TrainError, Trainer, TrainerConfig,
-};
+use mocca_recipes::{build_trainer, RunData};
+use mocca_train::{Event, JsonlMetrics, Outcome, RunLock, TrainError};
 use progress::{Progress, StepView};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -155,7 +154,7 @@ const OVERRIDES: &[Override] = &[
         "auto|cpu|cuda",
         "auto: CUDA GPU 0 if this build has CUDA and the GPU opens, else the CPU (said on \
          stderr) [default: the preset's, auto]",
-        Some(|v| DeviceKind::parse(v).map(drop)),
+        Some(|v| DeviceKind::parse(v).map(drop).map_err(Into::into)),
     ),
     flag("epochs", "epochs", "N", "Training epochs"),
     flag("batch-size", "batch_size", "N", "Images per step"),
@@ -204,14 +203,14 @@ const OVERRIDES: &[Override] = &[
         "f32|bf16",
         "bf16: mixed precision (f32 master weights and optimiser state, bf16 activations; for \
          CUDA)",
-        Some(|v| Precision::parse(v).map(drop)),
+        Some(|v| Precision::parse(v).map(drop).map_err(Into::into)),
     ),
     text(
         "negatives",
         "moco.negatives",
         "queue|bank|end-to-end",
         "MoCo's negatives",
-        Some(|v| Negatives::parse(v).map(drop)),
+        Some(|v| Negatives::parse(v).map(drop).map_err(Into::into)),
     ),
     flag(
         "queue-size",
@@ -392,7 +391,7 @@ fn resolve_fresh(a: &Args) -> Result<TrainConfig> {
     for s in &a.overrides.sets {
         b.set(s)?;
     }
-    b.build()
+    Ok(b.build()?)
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -493,16 +492,6 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// The training images, and the labeled splits for kNN monitoring.
-struct Data {
-    /// What the encoder trains on: `data.train_split` (the train split unless the recipe
-    /// says otherwise, e.g. STL-10's train+unlabeled).
-    ssl: Arc<ImageDataset>,
-    /// The kNN monitor's labeled memory set: the train split.
-    train: Arc<ImageDataset>,
-    test: Option<Arc<ImageDataset>>,
-}
-
 /// Builds the run of `cfg` in `out` (resumed from `resume_from`) and hands it to
 /// [`mocca_train::Trainer`]; what is left here is the CLI's: the data's location,
 /// the run folder, messages and the progress line.
@@ -517,61 +506,17 @@ fn start(
     let device = runs::select_device(cfg.run.device)?;
     let sources = setup::monitor_sources(&cfg)?;
     let data_dir = fetch::locate_data(&cfg, allow_download)?;
-    let (train, test) = setup::open_splits(&data_dir)?;
-    let train = Arc::new(train);
-    let ssl = setup::open_train_split(&data_dir, cfg.data.train_split, &train)?;
-    let data = Data {
-        ssl,
-        train,
-        test: test.map(Arc::new),
-    };
+    let data = RunData::open(&cfg, &data_dir)?;
     // The saved config names the data actually read, so `eval` and
     // `--resume` find it from any working directory.
     let abs = std::fs::canonicalize(&data_dir).unwrap_or_else(|_| data_dir.clone());
     cfg.data.path = Some(abs.display().to_string());
-    let stop_after = cfg.run.stop_after_steps.take();
     describe_data(&data_dir, &cfg, &data);
-    let tcfg = TrainerConfig {
-        epochs: cfg.epochs,
-        batch_size: cfg.batch_size,
-        data_seed: cfg.data_seed(),
-        aug_seed: cfg.aug_seed(),
-        log_every: cfg.run.log_every.max(1),
-        collapse_every: cfg.run.collapse_every,
-        stop_after_steps: stop_after,
-        prefetch: 2,
-        checkpoint: CheckpointPolicy {
-            path: Some(out.join(CHECKPOINT_FILE)),
-            every_epochs: cfg.run.checkpoint_every.max(1),
-            every_steps: cfg.run.checkpoint_every_steps,
-            run_config: cfg.to_toml(),
-            keep: cfg.run.keep_checkpoints.max(1),
-        },
-    };
-    let steps_per_epoch = BatchSampler::new(
-        data.ssl.len(),
-        cfg.batch_size,
-        Order::Shuffled {
-            seed: cfg.data_seed(),
-        },
-        true,
-    )
-    .map_err(|e| anyhow!("batch_size {}: {e}", cfg.batch_size))?
-    .batches_per_epoch() as u64;
-    let method = setup::build_method(&cfg, steps_per_epoch, data.ssl.len(), &device)?;
-    // Views are checked once here, not deep inside the loader thread.
-    let views = setup::train_views(&cfg)?;
+    let steps_per_epoch = mocca_recipes::steps_per_epoch(&cfg, &data)?;
     let mut trainer =
-        Trainer::new(method, Arc::clone(&data.ssl), views, tcfg, &device)?.with_stop_flag(stop);
-    if let Some(test) = &data.test {
-        let monitor = setup::knn_monitor(
-            &cfg,
-            sources.clone(),
-            Arc::clone(&data.train),
-            Arc::clone(test),
-        )?;
-        trainer = trainer.with_knn(monitor, cfg.eval.knn_every, cfg.eval.knn_at_start);
-    }
+        build_trainer(&cfg, &data, Some(out.join(CHECKPOINT_FILE)), &device)?.with_stop_flag(stop);
+    // Applies to this invocation only (build_trainer leaves it out of the saved config).
+    cfg.run.stop_after_steps = None;
     let total = trainer.total_steps();
 
     std::fs::create_dir_all(out)
@@ -957,7 +902,7 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn describe_data(dir: &Path, cfg: &TrainConfig, data: &Data) {
+fn describe_data(dir: &Path, cfg: &TrainConfig, data: &RunData) {
     let ssl = &data.ssl;
     let shape = match ssl.uniform_shape() {
         Some(s) => format!("{}x{}x{}", s.height, s.width, s.channels),

@@ -28,8 +28,9 @@
 //! Two epochs of SimCLR on a small synthetic set, with kNN monitoring, a
 //! checkpoint, metrics in memory; then a second trainer resumes the
 //! checkpoint of epoch 1 and ends with the same weights. A full MoCo run on
-//! CIFAR-10 with the colab's settings is `examples/moco_cifar10.rs`
-//! (`cargo run --release -p mocca-train --example moco_cifar10`).
+//! CIFAR-10 with the colab's recipe, built from a config as `cargo xtask
+//! train` builds it, is `mocca-recipes`' example
+//! (`cargo run --release -p mocca-recipes --example moco_cifar10`).
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};

@@ -14,9 +14,8 @@
 //! format tag. One file means one atomic rename: a reader sees the previous
 //! checkpoint or the new one, never a mix.
 
-pub mod config;
 pub mod fetch;
-pub mod setup;
+pub use mocca_recipes::{config, setup};
 
 /// Atomic writes and safetensors with metadata: the library trainer's.
 pub use mocca_train::files;

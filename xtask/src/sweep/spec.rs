@@ -127,7 +127,7 @@ impl Point {
             b.set(s)?;
         }
         b.set(&format!("seed={seed}"))?;
-        b.build()
+        Ok(b.build()?)
     }
 }
 

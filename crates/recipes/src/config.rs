@@ -9,7 +9,7 @@
 //! Every struct denies unknown fields: a misspelt key is an error that names
 //! it, never a silently ignored setting.
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{bail, invalid, RecipeError, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -78,7 +78,7 @@ impl Recipe {
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
-                anyhow!("unknown recipe `{s}`: expected cifar, cifar100, stl10 or paper")
+                invalid!("unknown recipe `{s}`: expected cifar, cifar100, stl10 or paper")
             })
     }
     pub fn as_str(self) -> &'static str {
@@ -749,7 +749,7 @@ impl ConfigBuilder {
     /// Starts from a complete document (e.g. a run's saved `config.toml`).
     pub fn from_text(text: &str, origin: &str) -> Result<Self> {
         let mut doc: toml::Table =
-            toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+            toml::from_str(text).map_err(|e| invalid!("{origin}: {}", e.to_string().trim_end()))?;
         rename_legacy_keys(&mut doc);
         Ok(Self { doc })
     }
@@ -757,15 +757,18 @@ impl ConfigBuilder {
     /// Merges a (partial) TOML document over the current one.
     pub fn merge_text(&mut self, text: &str, origin: &str) -> Result<()> {
         let mut overlay: toml::Table =
-            toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", e.to_string().trim_end()))?;
+            toml::from_str(text).map_err(|e| invalid!("{origin}: {}", e.to_string().trim_end()))?;
         rename_legacy_keys(&mut overlay);
         merge(&mut self.doc, overlay);
         Ok(())
     }
 
     pub fn merge_file(&mut self, path: &Path) -> Result<()> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io {
+            what: "cannot read config file",
+            path: path.to_path_buf(),
+            source,
+        })?;
         self.merge_text(&text, &path.display().to_string())
     }
 
@@ -774,7 +777,7 @@ impl ConfigBuilder {
     pub fn set(&mut self, assignment: &str) -> Result<()> {
         let (key, value) = assignment
             .split_once('=')
-            .ok_or_else(|| anyhow!("--set expects key=value, got `{assignment}`"))?;
+            .ok_or_else(|| invalid!("--set expects key=value, got `{assignment}`"))?;
         let key = key.trim();
         let value = value.trim();
         let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
@@ -798,7 +801,7 @@ impl ConfigBuilder {
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             table = entry
                 .as_table_mut()
-                .ok_or_else(|| anyhow!("config key `{key}`: `{part}` is not a section"))?;
+                .ok_or_else(|| invalid!("config key `{key}`: `{part}` is not a section"))?;
         }
         let last = parts[parts.len() - 1];
         if parts.len() == 2 {
@@ -830,9 +833,9 @@ impl ConfigBuilder {
                 .unwrap_or_default();
             let msg = e.message().trim_end();
             if at.is_empty() {
-                anyhow!("invalid configuration: {msg}")
+                invalid!("invalid configuration: {msg}")
             } else {
-                anyhow!("invalid configuration at `{at}`: {msg}")
+                invalid!("invalid configuration at `{at}`: {msg}")
             }
         })?;
         cfg.validate()?;
@@ -944,7 +947,7 @@ impl TrainConfig {
             Ok(())
         };
         let lib = |key: &str, rule: std::result::Result<(), mocca_core::check::Invalid>| {
-            rule.map_err(|e| anyhow!("{key} {e}"))
+            rule.map_err(|e| invalid!("{key} {e}"))
         };
         if self.epochs == 0 {
             bail!("epochs must be at least 1");

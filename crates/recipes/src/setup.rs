@@ -3,12 +3,12 @@
 //! evaluation. Shared by `train`, `eval` and `export` so the three agree on
 //! what a config means.
 
-use super::config::{
+use crate::config::{
     Arch, BankSampling, EncoderChoice, Grouping, HeadKind, InstDiscObjectiveName, LayerChoice,
     MethodName, Negatives, OptimizerName, Reduction, ScheduleKind, SchedulePer, Stem, TrainConfig,
     TrainSplit,
 };
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{bail, invalid, RecipeError, Result};
 use candle_core::{Device, Tensor};
 use mocca_aug::{Compose, MultiView, Normalize, Preset, RandomResizedCrop, Transform};
 use mocca_backbones::{
@@ -82,7 +82,7 @@ pub fn build_encoder(cfg: &TrainConfig, device: &Device) -> Result<ResNetEncoder
 }
 
 /// The learning-rate schedule of `cfg` over steps of `steps_per_epoch` updates per epoch.
-pub(crate) fn lr_schedule(cfg: &TrainConfig, steps_per_epoch: u64) -> Result<LrSchedule> {
+pub fn lr_schedule(cfg: &TrainConfig, steps_per_epoch: u64) -> Result<LrSchedule> {
     match cfg.schedule.per {
         SchedulePer::Step => schedule_in_steps(cfg, steps_per_epoch),
         // The same schedule counted in epochs, held for each epoch's steps.
@@ -124,7 +124,7 @@ fn schedule_in_steps(cfg: &TrainConfig, steps_per_epoch: u64) -> Result<LrSchedu
     })
 }
 
-pub(crate) fn optimizer_config(cfg: &TrainConfig) -> OptimizerConfig {
+pub fn optimizer_config(cfg: &TrainConfig) -> OptimizerConfig {
     let o = &cfg.optimizer;
     OptimizerConfig {
         kind: match o.name {
@@ -209,7 +209,7 @@ pub fn build_method(
                     Reduction::Mean => mocca_methods::SymmetricReduction::Mean,
                 },
                 momentum: m.momentum,
-                cosine_momentum: m.momentum_schedule == super::config::MomentumSchedule::Cosine,
+                cosine_momentum: m.momentum_schedule == crate::config::MomentumSchedule::Cosine,
                 shuffle_bn: m.bn_splits > 1,
                 optimizer,
                 lr_schedule,
@@ -234,10 +234,10 @@ pub fn build_method(
     }
 }
 
-fn to_method_err(e: anyhow::Error) -> mocca_methods::MethodError {
-    match e.downcast::<mocca_methods::MethodError>() {
-        Ok(m) => m,
-        Err(e) => mocca_methods::MethodError::InvalidConfig(format!("{e:#}")),
+fn to_method_err(e: RecipeError) -> mocca_methods::MethodError {
+    match e {
+        RecipeError::Method(m) => *m,
+        e => mocca_methods::MethodError::InvalidConfig(e.to_string()),
     }
 }
 
@@ -287,7 +287,7 @@ pub fn aug_preset(cfg: &TrainConfig) -> Result<Preset> {
     cfg.augmentation
         .preset
         .parse::<Preset>()
-        .map_err(|e| anyhow!("augmentation.preset: {e}"))
+        .map_err(|e| invalid!("augmentation.preset: {e}"))
 }
 
 /// The normalisation of `cfg`: the augmentation section's, else the preset's.
@@ -363,7 +363,7 @@ pub fn lincls_pipeline(cfg: &TrainConfig, data: &ImageDataset) -> Result<Compose
         .transforms()
         .last()
         .cloned()
-        .ok_or_else(|| anyhow!("the evaluation pipeline has no normalisation"))?;
+        .ok_or_else(|| invalid!("the evaluation pipeline has no normalisation"))?;
     Ok(Compose::new(vec![
         RandomResizedCrop::new([s, s], (0.08, 1.0), mocca_aug::DEFAULT_RATIO, true)?.into(),
         mocca_aug::RandomHorizontalFlip::new(0.5)?.into(),
@@ -428,11 +428,12 @@ pub fn open_train_split(
         return Ok(Arc::clone(train));
     }
     let s = split.split();
-    let ssl = mocca_data::open(dir, s).with_context(|| {
-        format!(
+    let ssl = mocca_data::open(dir, s).map_err(|source| RecipeError::DataAt {
+        context: format!(
             "data.train_split = \"{s}\" cannot be read from {}",
             dir.display()
-        )
+        ),
+        source: Box::new(source),
     })?;
     Ok(Arc::new(ssl))
 }
@@ -460,8 +461,8 @@ pub fn encoder_from_state(
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::MethodName;
     use super::*;
+    use crate::config::MethodName;
 
     /// Per-parameter statistics of a model over the reference's ten seeds: (name, mean of
     /// the per-seed means, mean of the per-seed sample standard deviations).
@@ -504,7 +505,7 @@ mod tests {
     fn reference_init_stats(model: &str) -> Vec<serde_json::Value> {
         use std::io::Read;
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/golden/methods/init_stats.json.gz");
+            .join("../../tests/golden/methods/init_stats.json.gz");
         let mut text = String::new();
         flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
             .read_to_string(&mut text)
@@ -519,7 +520,7 @@ mod tests {
     /// tensor's std is good to about 1.5 %) and each mean within three seed-to-seed standard
     /// deviations of PyTorch's mean.
     fn assert_initialises_as(recipe: MethodName, model: &str, rename: impl Fn(&str) -> String) {
-        use super::super::config::{ConfigBuilder, Recipe};
+        use crate::config::{ConfigBuilder, Recipe};
         let mut b = ConfigBuilder::from_preset(recipe, Recipe::Cifar).unwrap();
         b.set("model.width=0.125").unwrap();
         let ours = init_stats(&b.build().unwrap(), &(0..10).collect::<Vec<_>>());
