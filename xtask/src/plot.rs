@@ -1,20 +1,19 @@
-//! `cargo xtask plot RUN... [--out F.png]`: training curves as one PNG.
+//! `cargo xtask plot RUN... [--out F.png|F.svg]`: training curves as one PNG or SVG.
 //!
-//! Three panels against epochs: training loss, learning rate and kNN top-1
-//! accuracy, one colour per run (several runs overlay, for comparisons). When
-//! the runs' step records carry the collapse monitor (`run.collapse_every`),
-//! four more in a second column: std of the normalised embeddings × √d,
-//! RankMe, alignment and uniformity, with the "collapsing" thresholds as grey
-//! lines and a dashed vertical line in the run's colour, on every panel, at
-//! the first reading that said "collapsing". Drawn by hand on an RGB buffer
-//! with a built-in bitmap font: the `image` crate is only used to encode the
-//! PNG.
+//! Three panels against epochs: training loss (log axis), learning rate and
+//! kNN top-1 accuracy, one colour per run with a legend (several runs
+//! overlay, for comparisons). When the runs' step records carry the collapse
+//! monitor (`run.collapse_every`), four more in a second column: std of the
+//! normalised embeddings × √d, RankMe, alignment and uniformity, with the
+//! "collapsing" thresholds as grey dashed lines and a dashed vertical line in
+//! the run's colour, on every panel, at the first reading that said
+//! "collapsing". Drawn with plotters ([`figure`]).
 
-pub(crate) mod font;
+pub(crate) mod figure;
 
 use crate::runs::METRICS_FILE;
-use anyhow::{bail, Context, Result};
-use image::{Rgb, RgbImage};
+use anyhow::{bail, Result};
+use figure::{Legend, Panel};
 use mocca_train::{read_records, Record};
 use std::path::{Path, PathBuf};
 
@@ -30,7 +29,7 @@ pub(crate) const PALETTE: [[u8; 3]; 6] = [
 /// `cargo xtask plot`: which runs, and where the picture goes.
 #[derive(clap::Args, Debug)]
 #[command(
-    about = "PNG curves of loss, lr, kNN accuracy and the collapse monitor",
+    about = "PNG or SVG curves of loss, lr, kNN accuracy and the collapse monitor",
     long_about = "Draws loss, learning rate and kNN accuracy against epochs from each run's \
 metrics.jsonl, one colour per run; when the runs recorded the collapse monitor, also the std of \
 the normalised embeddings x sqrt(d), RankMe, alignment and uniformity, with a dashed line where \
@@ -40,8 +39,9 @@ pub struct Args {
     /// Run folders (several overlay, for comparisons)
     #[arg(value_name = "RUN_DIR", required = true)]
     runs: Vec<PathBuf>,
-    /// The PNG to write [default: RUN_DIR/curves.png when one run is given]
-    #[arg(long, short, value_name = "FILE.png")]
+    /// The picture to write, PNG or SVG by its extension [default: RUN_DIR/curves.png when
+    /// one run is given]
+    #[arg(long, short, value_name = "FILE.png|FILE.svg")]
     out: Option<PathBuf>,
 }
 
@@ -50,17 +50,14 @@ pub fn run(args: Args) -> Result<()> {
     let out = match out {
         Some(o) => o,
         None if runs.len() == 1 => runs[0].join("curves.png"),
-        None => bail!("several runs: say where the plot goes with --out FILE.png"),
+        None => bail!("several runs: say where the plot goes with --out FILE.png (or .svg)"),
     };
     let mut series = Vec::new();
     for r in &runs {
         series.push(RunSeries::load(r)?);
     }
-    let img = render(&series);
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .context("PNG encoding failed")?;
-    crate::runs::files::write_atomic(&out, &png)?;
+    let (panels, cols, rows) = panels(&series);
+    figure::save(&out, &panels, cols, rows)?;
     println!("wrote {}", out.display());
     for s in &series {
         let last_knn = s
@@ -89,9 +86,6 @@ pub fn run(args: Args) -> Result<()> {
 
 /// (x, y) points in drawing order.
 type Curve = Vec<(f64, f64)>;
-/// A panel: title, which curve of each run, markers on the points, a
-/// horizontal reference line (the collapse thresholds).
-type Panel = (String, fn(&RunSeries) -> &Curve, bool, Option<f64>);
 
 /// One run's curves, x = epoch.
 #[derive(Default)]
@@ -114,6 +108,8 @@ pub struct RunSeries {
     pub uniformity: Vec<(f64, f64)>,
     /// Epoch of the first reading whose verdict was "collapsing".
     pub first_collapsing: Option<f64>,
+    /// No points (a blank panel's curve).
+    pub empty: Vec<(f64, f64)>,
 }
 
 impl RunSeries {
@@ -191,205 +187,130 @@ impl RunSeries {
     }
 }
 
-const PANEL_W: u32 = 760;
-const PANEL_H: u32 = 260;
-const MARGIN_L: u32 = 78;
-const MARGIN_R: u32 = 20;
-const MARGIN_T: u32 = 30;
-const MARGIN_B: u32 = 40;
+fn colour(i: usize) -> plotters::style::RGBColor {
+    let [r, g, b] = PALETTE[i % PALETTE.len()];
+    plotters::style::RGBColor(r, g, b)
+}
 
-pub fn render(series: &[RunSeries]) -> RgbImage {
-    let legend_h = 18 * series.len() as u32 + 10;
+/// The figure's panels, and its grid (columns, rows a column).
+pub fn panels(series: &[RunSeries]) -> (Vec<Panel<'_>>, usize, usize) {
+    use mocca_methods::collapse::{COLLAPSING_RANK, COLLAPSING_STD};
     let layer = |get: fn(&RunSeries) -> &Option<String>| {
         series
             .iter()
             .find_map(|s| get(s).clone())
             .unwrap_or_default()
-            .to_uppercase()
     };
+    let markers: Vec<(f64, plotters::style::RGBColor)> = series
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.first_collapsing.map(|e| (e, colour(i))))
+        .collect();
+    let panel =
+        |title: &str, y_label: &str, get: fn(&RunSeries) -> &Curve, dots: bool, legend: Legend| {
+            Panel {
+                title: title.to_string(),
+                x_label: "epoch".into(),
+                y_label: y_label.into(),
+                curves: series
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| figure::Curve {
+                        label: s.name.clone(),
+                        colour: colour(i),
+                        points: get(s),
+                        markers: dots,
+                    })
+                    .collect(),
+                log_y: false,
+                reference: None,
+                markers: markers.clone(),
+                legend,
+            }
+        };
     let two_layers = series.iter().any(|s| !s.knn2.is_empty());
     let knn_title = if two_layers {
-        format!("KNN TOP-1 (%), {}", layer(|s| &s.knn_layer))
+        format!("kNN top-1, {}", layer(|s| &s.knn_layer))
     } else {
-        "KNN TOP-1 ACCURACY (%)".to_string()
+        "kNN top-1 accuracy".to_string()
     };
-    let mut panels: Vec<Panel> = vec![
-        ("TRAINING LOSS".into(), |s| &s.loss, false, None),
-        ("LEARNING RATE".into(), |s| &s.lr, false, None),
-        (knn_title, |s| &s.knn, true, None),
+    let mut loss = panel(
+        "Training loss",
+        "loss (log scale)",
+        |s| &s.loss,
+        false,
+        Legend::UpperRight,
+    );
+    loss.log_y = true;
+    let mut out = vec![
+        loss,
+        panel("Learning rate", "lr", |s| &s.lr, false, Legend::UpperRight),
+        panel(
+            &knn_title,
+            "top-1 (%)",
+            |s| &s.knn,
+            true,
+            Legend::LowerRight,
+        ),
     ];
     if two_layers {
-        let title = format!("KNN TOP-1 (%), {}", layer(|s| &s.knn2_layer));
-        panels.push((title, |s| &s.knn2, true, None));
+        let title = format!("kNN top-1, {}", layer(|s| &s.knn2_layer));
+        out.push(panel(
+            &title,
+            "top-1 (%)",
+            |s| &s.knn2,
+            true,
+            Legend::LowerRight,
+        ));
     }
-    let left = panels.len() as u32;
-    let monitored = series.iter().any(|s| !s.std.is_empty());
-    if monitored {
-        use mocca_methods::collapse::{COLLAPSING_RANK, COLLAPSING_STD};
-        panels.extend([
-            (
-                "EMBEDDING STD X SQRT(D) (1 SPREAD, 0 COLLAPSED)".into(),
-                (|s| &s.std) as fn(&RunSeries) -> &Curve,
-                false,
-                Some(COLLAPSING_STD),
-            ),
-            (
-                "EFFECTIVE RANK (RANKME)".into(),
-                |s| &s.rank,
-                false,
-                Some(COLLAPSING_RANK),
-            ),
-            (
-                "ALIGNMENT (POSITIVE PAIRS)".into(),
-                |s| &s.alignment,
-                false,
-                None,
-            ),
-            (
-                "UNIFORMITY (-4 SPREAD, 0 COLLAPSED)".into(),
-                |s| &s.uniformity,
-                false,
-                None,
-            ),
-        ]);
+    let left = out.len();
+    if !series.iter().any(|s| !s.std.is_empty()) {
+        return (out, 1, left);
     }
-    let (cols, rows) = if monitored { (2, 4) } else { (1, left) };
-    let mut img = RgbImage::from_pixel(
-        cols * PANEL_W,
-        legend_h + rows * PANEL_H,
-        Rgb([255, 255, 255]),
+    let mut std = panel(
+        "Embedding std × √d (1 spread, 0 collapsed)",
+        "std × √d",
+        |s| &s.std,
+        false,
+        Legend::UpperRight,
     );
-    for (i, s) in series.iter().enumerate() {
-        let c = Rgb(PALETTE[i % PALETTE.len()]);
-        let y = 6 + 18 * i as i64;
-        fill_rect(&mut img, MARGIN_L as i64, y + 3, 24, 4, c);
-        text(
-            &mut img,
-            &s.name,
-            MARGIN_L as i64 + 32,
-            y,
-            2,
-            Rgb([0, 0, 0]),
-        );
+    std.reference = Some((COLLAPSING_STD, format!("collapsing below {COLLAPSING_STD}")));
+    let mut rank = panel(
+        "Effective rank (RankMe)",
+        "RankMe",
+        |s| &s.rank,
+        false,
+        Legend::UpperRight,
+    );
+    rank.reference = Some((
+        COLLAPSING_RANK,
+        format!("collapsing below {COLLAPSING_RANK}"),
+    ));
+    let mut right = vec![
+        std,
+        rank,
+        panel(
+            "Alignment (positive pairs; 0 collapsed)",
+            "mean |u − v|²",
+            |s| &s.alignment,
+            false,
+            Legend::UpperRight,
+        ),
+        panel(
+            "Uniformity (−4 spread, 0 collapsed)",
+            "log mean exp(−2 |u − v|²)",
+            |s| &s.uniformity,
+            false,
+            Legend::UpperRight,
+        ),
+    ];
+    // Both columns as tall as the longer one.
+    let rows = left.max(right.len());
+    while out.len() < rows {
+        out.push(panel("", "", |s| &s.empty, false, Legend::UpperRight));
     }
-    for (p, (title, get, markers, reference)) in panels.iter().enumerate() {
-        // Loss, lr and kNN fill the first column, the collapse monitor the second.
-        let p = p as u32;
-        let (col, row) = if p < left { (0, p) } else { (1, p - left) };
-        let data: Vec<RunCurve> = series
-            .iter()
-            .enumerate()
-            .map(|(i, s)| RunCurve {
-                points: get(s),
-                colour: Rgb(PALETTE[i % PALETTE.len()]),
-                collapsing_from: s.first_collapsing,
-            })
-            .collect();
-        let at = (col * PANEL_W, legend_h + row * PANEL_H);
-        draw_panel(&mut img, at, title, &data, *markers, *reference);
-    }
-    img
-}
-
-/// One run's curve in a panel.
-struct RunCurve<'a> {
-    points: &'a Curve,
-    colour: Rgb<u8>,
-    /// A dashed vertical line at this epoch (the first "collapsing" verdict).
-    collapsing_from: Option<f64>,
-}
-
-fn draw_panel(
-    img: &mut RgbImage,
-    (left, top): (u32, u32),
-    title: &str,
-    data: &[RunCurve<'_>],
-    markers: bool,
-    reference: Option<f64>,
-) {
-    let x0 = (left + MARGIN_L) as i64;
-    let x1 = (left + PANEL_W - MARGIN_R) as i64;
-    let y0 = (top + MARGIN_T) as i64;
-    let y1 = (top + PANEL_H - MARGIN_B) as i64;
-    let black = Rgb([0, 0, 0]);
-    let grid = Rgb([225, 225, 225]);
-    text(img, title, x0, top as i64 + 8, 2, black);
-    let pts: Vec<(f64, f64)> = data.iter().flat_map(|d| d.points.iter().copied()).collect();
-    if pts.is_empty() {
-        text(
-            img,
-            "NO DATA",
-            (x0 + x1) / 2 - 40,
-            (y0 + y1) / 2,
-            2,
-            Rgb([150, 150, 150]),
-        );
-        frame(img, x0, y0, x1, y1, black);
-        return;
-    }
-    let (mut xmin, mut xmax) = min_max(pts.iter().map(|p| p.0));
-    let (mut ymin, mut ymax) = min_max(pts.iter().map(|p| p.1));
-    xmin = xmin.min(0.0);
-    if xmax <= xmin {
-        xmax = xmin + 1.0;
-    }
-    if ymax <= ymin {
-        let pad = if ymax == 0.0 { 1.0 } else { ymax.abs() * 0.1 };
-        ymin -= pad;
-        ymax += pad;
-    }
-    let xt = nice_ticks(xmin, xmax, 8);
-    let yt = nice_ticks(ymin, ymax, 5);
-    let (xmin, xmax) = (xt[0].min(xmin), xt[xt.len() - 1].max(xmax));
-    let (ymin, ymax) = (yt[0].min(ymin), yt[yt.len() - 1].max(ymax));
-    let px = |x: f64| x0 as f64 + (x - xmin) / (xmax - xmin) * (x1 - x0) as f64;
-    let py = |y: f64| y1 as f64 - (y - ymin) / (ymax - ymin) * (y1 - y0) as f64;
-    for &t in &xt {
-        let x = px(t).round() as i64;
-        vline(img, x, y0, y1, grid);
-        let label = fmt_tick(t, &xt);
-        let w = font::text_width(&label, 1) as i64;
-        text(img, &label, x - w / 2, y1 + 6, 1, black);
-    }
-    for &t in &yt {
-        let y = py(t).round() as i64;
-        hline(img, x0, x1, y, grid);
-        let label = fmt_tick(t, &yt);
-        let w = font::text_width(&label, 1) as i64;
-        text(img, &label, x0 - 6 - w, y - 3, 1, black);
-    }
-    text(img, "EPOCH", (x0 + x1) / 2 - 15, y1 + 20, 1, black);
-    if let Some(r) = reference.filter(|r| (ymin..=ymax).contains(r)) {
-        dashed_hline(img, x0, x1, py(r).round() as i64, Rgb([150, 150, 150]));
-    }
-    for d in data {
-        if let Some(e) = d.collapsing_from {
-            dashed_vline(img, px(e).round() as i64, y0, y1, d.colour);
-        }
-    }
-    for RunCurve {
-        points: d,
-        colour: c,
-        ..
-    } in data
-    {
-        for w in d.windows(2) {
-            line(img, px(w[0].0), py(w[0].1), px(w[1].0), py(w[1].1), *c);
-        }
-        if markers || d.len() == 1 {
-            for p in d.iter() {
-                fill_rect(
-                    img,
-                    px(p.0).round() as i64 - 2,
-                    py(p.1).round() as i64 - 2,
-                    5,
-                    5,
-                    *c,
-                );
-            }
-        }
-    }
-    frame(img, x0, y0, x1, y1, black);
+    out.append(&mut right);
+    (out, 2, rows)
 }
 
 pub(crate) fn min_max(it: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -430,65 +351,10 @@ pub(crate) fn fmt_tick(v: f64, ticks: &[f64]) -> String {
     format!("{v:.decimals$}")
 }
 
-fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
-    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-        img.put_pixel(x as u32, y as u32, c);
-    }
-}
-
-pub(crate) fn text(img: &mut RgbImage, s: &str, x: i64, y: i64, scale: u32, c: Rgb<u8>) {
-    font::draw_text(s, x, y, scale, |px, py| put(img, px, py, c));
-}
-
-pub(crate) fn fill_rect(img: &mut RgbImage, x: i64, y: i64, w: i64, h: i64, c: Rgb<u8>) {
-    for yy in y..y + h {
-        for xx in x..x + w {
-            put(img, xx, yy, c);
-        }
-    }
-}
-
-pub(crate) fn hline(img: &mut RgbImage, x0: i64, x1: i64, y: i64, c: Rgb<u8>) {
-    fill_rect(img, x0, y, x1 - x0 + 1, 1, c);
-}
-
-pub(crate) fn vline(img: &mut RgbImage, x: i64, y0: i64, y1: i64, c: Rgb<u8>) {
-    fill_rect(img, x, y0, 1, y1 - y0 + 1, c);
-}
-
-pub(crate) fn dashed_hline(img: &mut RgbImage, x0: i64, x1: i64, y: i64, c: Rgb<u8>) {
-    for x in (x0..=x1).step_by(8) {
-        hline(img, x, (x + 3).min(x1), y, c);
-    }
-}
-
-fn dashed_vline(img: &mut RgbImage, x: i64, y0: i64, y1: i64, c: Rgb<u8>) {
-    for y in (y0..=y1).step_by(8) {
-        fill_rect(img, x, y, 2, 4.min(y1 - y + 1), c);
-    }
-}
-
-pub(crate) fn frame(img: &mut RgbImage, x0: i64, y0: i64, x1: i64, y1: i64, c: Rgb<u8>) {
-    hline(img, x0, x1, y0, c);
-    hline(img, x0, x1, y1, c);
-    vline(img, x0, y0, y1, c);
-    vline(img, x1, y0, y1, c);
-}
-
-/// A 2 px line: dense sampling along the segment is plenty at this size.
-pub(crate) fn line(img: &mut RgbImage, xa: f64, ya: f64, xb: f64, yb: f64, c: Rgb<u8>) {
-    let n = ((xb - xa).abs().max((yb - ya).abs()).ceil() as usize).max(1);
-    for i in 0..=n {
-        let t = i as f64 / n as f64;
-        let x = (xa + (xb - xa) * t).round() as i64;
-        let y = (ya + (yb - ya) * t).round() as i64;
-        fill_rect(img, x, y, 2, 2, c);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::RgbImage;
 
     #[test]
     fn nice_ticks_are_round_and_cover_the_range() {
@@ -509,8 +375,14 @@ mod tests {
         assert_eq!(fmt_tick(0.0004, &[0.0, 0.0002]), "4.0e-4");
     }
 
+    fn count(img: &RgbImage, c: [u8; 3], x_range: std::ops::Range<u32>) -> usize {
+        img.enumerate_pixels()
+            .filter(|(x, _, p)| x_range.contains(x) && p.0 == c)
+            .count()
+    }
+
     #[test]
-    fn curves_are_drawn_in_the_run_colour() {
+    fn curves_are_drawn_in_the_run_colour_one_column_without_the_collapse_monitor() {
         let s = RunSeries {
             name: "a".into(),
             loss: vec![(0.0, 8.0), (1.0, 6.0), (2.0, 5.0)],
@@ -518,18 +390,23 @@ mod tests {
             knn: vec![(0.0, 10.0), (2.0, 40.0)],
             ..RunSeries::default()
         };
-        let img = render(&[s]);
-        let blue = Rgb(PALETTE[0]);
-        let count = img.pixels().filter(|p| **p == blue).count();
-        assert!(count > 1000, "only {count} curve pixels");
-        // The kNN panel (third) holds curve pixels too.
-        let third_top = img.height() - PANEL_H;
-        let in_third = img
-            .enumerate_pixels()
-            .filter(|(_, y, p)| *y >= third_top && **p == blue)
-            .count();
-        assert!(in_third > 100, "{in_third}");
-        assert_eq!(img.width(), PANEL_W, "no collapse monitor, one column");
+        let (p, cols, rows) = panels(std::slice::from_ref(&s));
+        assert_eq!((p.len(), cols, rows), (3, 1, 3));
+        assert!(p[0].log_y, "the loss on a log axis");
+        let img = figure::render_rgb(&p, cols, rows).unwrap();
+        assert_eq!(
+            (img.width(), img.height()),
+            (figure::PANEL_W, 3 * figure::PANEL_H)
+        );
+        // Each panel holds curve pixels of the run's colour.
+        for k in 0..3 {
+            let band = k * figure::PANEL_H..(k + 1) * figure::PANEL_H;
+            let n = img
+                .enumerate_pixels()
+                .filter(|(_, y, px)| band.contains(y) && px.0 == PALETTE[0])
+                .count();
+            assert!(n > 300, "panel {k}: {n} curve pixels");
+        }
     }
 
     #[test]
@@ -567,10 +444,15 @@ mod tests {
         assert_eq!(s.std, vec![(1.0, 0.1), (2.0, 0.1), (3.0, 0.1)]);
         assert!(s.alignment.is_empty());
         assert_eq!(s.first_collapsing, Some(2.0));
-        let img = render(&[s]);
+        let (p, cols, rows) = panels(std::slice::from_ref(&s));
+        // kNN of two layers on the left, the collapse monitor on the right.
+        assert_eq!((p.len(), cols, rows), (8, 2, 4));
+        assert_eq!(p[3].title, "kNN top-1, backbone features");
+        assert_eq!(p[4].reference.as_ref().map(|r| r.0), Some(0.05));
         assert_eq!(
-            (img.width(), img.height()),
-            (2 * PANEL_W, 18 + 10 + 4 * PANEL_H)
+            p[4].markers.len(),
+            1,
+            "the first collapsing reading is marked"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -605,29 +487,27 @@ mod tests {
                 ..RunSeries::default()
             },
         ];
-        let img = render(&runs);
-        assert_eq!(img.width(), 2 * PANEL_W);
-        let red = Rgb(PALETTE[1]);
+        let (p, cols, rows) = panels(&runs);
+        assert_eq!((cols, rows), (2, 4));
+        let img = figure::render_rgb(&p, cols, rows).unwrap();
+        let w = figure::PANEL_W;
+        let red = PALETTE[1];
         // Red pixels in the second column (curves and the marker) ...
-        let right = img
+        assert!(count(&img, red, w..2 * w) > 500);
+        // ... and a dashed vertical marker in the loss panel: a pixel column
+        // with red dashes well below the flat red loss at the top.
+        let column = (70..w - 10).any(|x| {
+            (120..figure::PANEL_H - 45)
+                .filter(|&y| img.get_pixel(x, y).0 == red)
+                .count()
+                > 40
+        });
+        assert!(column, "no dashed vertical line in the loss panel");
+        // The blank fourth panel of the first column is left white.
+        let blank = 3 * figure::PANEL_H + 5..4 * figure::PANEL_H - 5;
+        assert!(img
             .enumerate_pixels()
-            .filter(|(x, _, p)| *x >= PANEL_W && **p == red)
-            .count();
-        assert!(right > 500, "{right}");
-        // ... and the dashed marker in the loss panel, where the red loss is flat at the top.
-        let legend_h = 18 * 2 + 10;
-        let (x0, x1) = (MARGIN_L, PANEL_W - MARGIN_R);
-        let column: Vec<u32> = (x0..x1)
-            .filter(|&x| {
-                (legend_h + MARGIN_T + 60..legend_h + PANEL_H - MARGIN_B)
-                    .filter(|&y| *img.get_pixel(x, y) == red)
-                    .count()
-                    > 40
-            })
-            .collect();
-        assert!(
-            !column.is_empty(),
-            "no dashed vertical line in the loss panel"
-        );
+            .filter(|(x, y, _)| *x < w && blank.contains(y))
+            .all(|(_, _, px)| px.0 == [255, 255, 255]));
     }
 }

@@ -1,7 +1,7 @@
 //! `cargo xtask sweep SWEEP.toml`: a grid of config values × seeds, each an ordinary run
 //! folder `OUT/<point>/seed<S>/` trained by this same binary's `train` in a child process
 //! (one core each, `--jobs` at a time), resumable as a whole; then one table
-//! (`OUT/results.md`, `OUT/results.csv`) and one plot (`OUT/results.png`).
+//! (`OUT/results.md`, `OUT/results.csv`) and one plot (`OUT/results.png`, `OUT/results.svg`).
 //!
 //! - [`spec`]: the sweep file, its expansion into points, each point's config validated
 //!   before anything runs.

@@ -1,12 +1,14 @@
 //! The sweep's plot: accuracy against the swept value, one line per series, each point's
 //! mean with an error bar (± one standard deviation over the seeds) and each seed's value as
-//! a small dot; drawn with `cargo xtask plot`'s pieces (bitmap font, lines, ticks).
+//! a small dot; drawn with plotters like `cargo xtask plot` ([`crate::plot::figure`]).
 
 use super::spec::{Scale, X};
-use crate::plot::{
-    fill_rect, fmt_tick, font, frame, hline, line, nice_ticks, text, vline, PALETTE,
-};
-use image::{Rgb, RgbImage};
+use crate::plot::figure::{self, FONT};
+use crate::plot::{fmt_tick, nice_ticks, PALETTE};
+use anyhow::{anyhow, Context, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::Path;
 
 /// One point of a series.
 pub struct Mark {
@@ -32,12 +34,8 @@ pub struct Chart {
     pub categories: Vec<String>,
 }
 
-const W: u32 = 820;
-const PLOT_H: u32 = 420;
-const LEFT: i64 = 78;
-const RIGHT: i64 = 24;
-const TOP: i64 = 14;
-const BOTTOM: i64 = 52;
+const W: u32 = 860;
+const H: u32 = 560;
 
 fn x_text(x: &X) -> String {
     match x {
@@ -46,43 +44,34 @@ fn x_text(x: &X) -> String {
     }
 }
 
-/// A colour halfway to white, for the seeds' dots.
-fn light(c: [u8; 3]) -> Rgb<u8> {
-    Rgb(c.map(|v| ((v as u16 + 255) / 2) as u8))
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing failed: {e:?}")
 }
 
-pub fn render(c: &Chart) -> RgbImage {
-    let title_h = 30u32;
-    let legend_h = 18 * c.series.len() as u32 + 8;
-    let h = title_h + legend_h + PLOT_H;
-    let mut img = RgbImage::from_pixel(W, h, Rgb([255, 255, 255]));
-    let black = Rgb([0, 0, 0]);
-    let grid = Rgb([225, 225, 225]);
-    text(&mut img, &c.title, LEFT, 8, 2, black);
-    for (i, s) in c.series.iter().enumerate() {
-        let col = Rgb(PALETTE[i % PALETTE.len()]);
-        let y = title_h as i64 + 4 + 18 * i as i64;
-        fill_rect(&mut img, LEFT, y + 3, 24, 4, col);
-        fill_rect(&mut img, LEFT + 9, y + 2, 6, 6, col);
-        text(&mut img, &s.name, LEFT + 32, y, 2, black);
-    }
-    let top = (title_h + legend_h) as i64;
-    let (x0, x1) = (LEFT, W as i64 - RIGHT);
-    let (y0, y1) = (top + TOP, h as i64 - BOTTOM);
+fn colour(i: usize) -> RGBColor {
+    let [r, g, b] = PALETTE[i % PALETTE.len()];
+    RGBColor(r, g, b)
+}
 
+/// A colour halfway to white, for the seeds' dots.
+fn light(i: usize) -> RGBColor {
+    let [r, g, b] = PALETTE[i % PALETTE.len()].map(|v| ((v as u16 + 255) / 2) as u8);
+    RGBColor(r, g, b)
+}
+
+/// Draws the chart onto `root`.
+pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Chart) -> Result<()> {
+    figure::register_font();
+    root.fill(&WHITE).map_err(err)?;
     // The x positions: log2 of the value, the value, or the category's index.
     let mut cats: Vec<String> = Vec::new();
-    for t in &c.categories {
-        if !cats.contains(t) {
-            cats.push(t.clone());
-        }
-    }
-    for s in &c.series {
-        for m in &s.marks {
-            let t = x_text(&m.x);
-            if !cats.contains(&t) {
-                cats.push(t);
-            }
+    for t in c.categories.iter().cloned().chain(
+        c.series
+            .iter()
+            .flat_map(|s| s.marks.iter().map(|m| x_text(&m.x))),
+    ) {
+        if !cats.contains(&t) {
+            cats.push(t);
         }
     }
     let pos = |x: &X| -> f64 {
@@ -111,17 +100,25 @@ pub fn render(c: &Chart) -> RgbImage {
         })
         .filter(|v| v.is_finite())
         .collect();
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(&c.title, (FONT, 21))
+        .margin(14)
+        .x_label_area_size(52)
+        .y_label_area_size(70);
     if xs.is_empty() || ys.is_empty() {
-        text(
-            &mut img,
-            "NO KNN RESULTS YET",
-            (x0 + x1) / 2 - 100,
-            (y0 + y1) / 2,
-            2,
-            Rgb([150, 150, 150]),
-        );
-        frame(&mut img, x0, y0, x1, y1, black);
-        return img;
+        let chart = builder
+            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+            .map_err(err)?;
+        chart
+            .plotting_area()
+            .draw(&Text::new(
+                "no kNN results yet",
+                (0.4, 0.5),
+                (FONT, 18).into_font().color(&RGBColor(150, 150, 150)),
+            ))
+            .map_err(err)?;
+        return root.present().map_err(err);
     }
     let (mut xmin, mut xmax) = crate::plot::min_max(xs.iter().copied());
     // Ticks: integer powers of two, every value, or round numbers.
@@ -164,73 +161,129 @@ pub fn render(c: &Chart) -> RgbImage {
         ymin -= 0.5;
         ymax += 0.5;
     }
-    let yt = nice_ticks(ymin, ymax, 6);
-    let (ymin, ymax) = (yt[0].min(ymin), yt[yt.len() - 1].max(ymax));
-    let px = |x: f64| x0 as f64 + (x - xmin) / (xmax - xmin) * (x1 - x0) as f64;
-    let py = |y: f64| y1 as f64 - (y - ymin) / (ymax - ymin) * (y1 - y0) as f64;
-    for (t, label) in &xticks {
-        let x = px(*t).round() as i64;
-        vline(&mut img, x, y0, y1, grid);
-        let w = font::text_width(label, 1) as i64;
-        text(&mut img, label, x - w / 2, y1 + 6, 1, black);
-    }
-    for &t in &yt {
-        let y = py(t).round() as i64;
-        hline(&mut img, x0, x1, y, grid);
-        let label = fmt_tick(t, &yt);
-        let w = font::text_width(&label, 1) as i64;
-        text(&mut img, &label, x0 - 6 - w, y - 3, 1, black);
-    }
-    let xl = if c.scale == Scale::Log2 {
+    let pad = (ymax - ymin) * 0.06;
+    let (ymin, ymax) = (ymin - pad, ymax + pad);
+    let mut chart = builder
+        .build_cartesian_2d(xmin..xmax, ymin..ymax)
+        .map_err(err)?;
+    let x_desc = if c.scale == Scale::Log2 {
         format!("{} (log2 scale)", c.x_label)
     } else {
         c.x_label.clone()
     };
-    let w = font::text_width(&xl, 2) as i64;
-    text(&mut img, &xl, (x0 + x1) / 2 - w / 2, y1 + 24, 2, black);
-    // The y title, above the axis's labels.
-    text(&mut img, &c.y_label, 6, y0 - 12, 1, black);
+    chart
+        .configure_mesh()
+        .x_labels(0)
+        .disable_x_mesh()
+        .x_desc(x_desc)
+        .y_desc(&c.y_label)
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .light_line_style(RGBColor(238, 238, 238))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .draw()
+        .map_err(err)?;
+    // The x ticks by hand: powers of two or category names at their positions.
+    let style: TextStyle = (FONT, 14).into_font().color(&BLACK);
+    let base = root.get_base_pixel();
+    for (t, label) in &xticks {
+        chart
+            .draw_series(LineSeries::new(
+                vec![(*t, ymin), (*t, ymax)],
+                RGBColor(215, 215, 215),
+            ))
+            .map_err(err)?;
+        let (w, _) = root.estimate_text_size(label, &style).map_err(err)?;
+        let (px, py) = chart.backend_coord(&(*t, ymin));
+        let at = (px - base.0 - w as i32 / 2, py - base.1 + 8);
+        root.draw(&Text::new(label.clone(), at, style.clone()))
+            .map_err(err)?;
+    }
     // Series side by side around each x, so error bars at one x do not hide each other.
     let n = c.series.len() as f64;
+    let shift_px = 7.0;
+    let px_per_x = (xmax - xmin) / (W as f64 - 120.0);
     for (i, s) in c.series.iter().enumerate() {
-        let base = PALETTE[i % PALETTE.len()];
-        let col = Rgb(base);
-        let shift = (i as f64 - (n - 1.0) / 2.0) * 7.0;
+        let col = colour(i);
+        let shift = (i as f64 - (n - 1.0) / 2.0) * shift_px * px_per_x;
         let mut pts: Vec<(f64, f64)> = s
             .marks
             .iter()
-            .map(|m| (px(pos(&m.x)) + shift, py(m.mean)))
+            .map(|m| (pos(&m.x) + shift, m.mean))
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for w in pts.windows(2) {
-            line(&mut img, w[0].0, w[0].1, w[1].0, w[1].1, col);
-        }
+        chart
+            .draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
+            .map_err(err)?
+            .label(s.name.as_str())
+            .legend(move |(x, y)| {
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (20, 0)], col.stroke_width(3))
+                    + Circle::new((10, 0), 4, col.filled())
+            });
         for m in &s.marks {
-            let x = (px(pos(&m.x)) + shift).round() as i64;
-            for v in &m.values {
-                fill_rect(
-                    &mut img,
-                    x + 5,
-                    py(*v).round() as i64 - 1,
-                    3,
-                    3,
-                    light(base),
-                );
-            }
+            let x = pos(&m.x) + shift;
+            let dot = 5.0 * px_per_x;
+            chart
+                .draw_series(
+                    m.values
+                        .iter()
+                        .map(|&v| Circle::new((x + dot, v), 2, light(i).filled())),
+                )
+                .map_err(err)?;
             if let Some(sd) = m.std {
-                let (ya, yb) = (
-                    py((m.mean + sd).min(ymax)).round() as i64,
-                    py((m.mean - sd).max(ymin)).round() as i64,
-                );
-                fill_rect(&mut img, x, ya, 2, yb - ya + 1, col);
-                fill_rect(&mut img, x - 4, ya, 10, 2, col);
-                fill_rect(&mut img, x - 4, yb, 10, 2, col);
+                let (lo, hi) = ((m.mean - sd).max(ymin), (m.mean + sd).min(ymax));
+                let cap = 4.0 * px_per_x;
+                for seg in [
+                    vec![(x, lo), (x, hi)],
+                    vec![(x - cap, lo), (x + cap, lo)],
+                    vec![(x - cap, hi), (x + cap, hi)],
+                ] {
+                    chart
+                        .draw_series(LineSeries::new(seg, col.stroke_width(2)))
+                        .map_err(err)?;
+                }
             }
-            fill_rect(&mut img, x - 3, py(m.mean).round() as i64 - 3, 8, 8, col);
+            chart
+                .draw_series(std::iter::once(Circle::new((x, m.mean), 4, col.filled())))
+                .map_err(err)?;
         }
     }
-    frame(&mut img, x0, y0, x1, y1, black);
-    img
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(180, 180, 180))
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// The chart as an RGB image (what the PNG holds).
+pub fn render(c: &Chart) -> Result<image::RgbImage> {
+    let mut buf = vec![0u8; (W * H * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
+        draw(&root, c)?;
+    }
+    image::RgbImage::from_raw(W, H, buf).ok_or_else(|| anyhow!("bitmap of the wrong size"))
+}
+
+/// Writes the chart as PNG and as SVG (`stem.png`, `stem.svg`), atomically.
+pub fn save(stem: &Path, c: &Chart) -> Result<()> {
+    let mut png = Vec::new();
+    render(c)?
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .context("PNG encoding failed")?;
+    crate::runs::files::write_atomic(&stem.with_extension("png"), &png)?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        draw(&root, c)?;
+    }
+    crate::runs::files::write_atomic(&stem.with_extension("svg"), svg.as_bytes())?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -266,10 +319,9 @@ mod tests {
     #[test]
     fn each_series_is_drawn_in_its_colour() {
         for scale in [Scale::Log2, Scale::Linear, Scale::Category] {
-            let img = render(&chart(scale));
+            let img = render(&chart(scale)).unwrap();
             for (i, min) in [(0, 400), (1, 100)] {
-                let col = Rgb(PALETTE[i]);
-                let n = img.pixels().filter(|p| **p == col).count();
+                let n = img.pixels().filter(|p| p.0 == PALETTE[i]).count();
                 assert!(n > min, "{scale:?} series {i}: {n} pixels");
             }
         }
@@ -279,7 +331,9 @@ mod tests {
     fn no_runs_is_a_picture_that_says_so() {
         let mut c = chart(Scale::Log2);
         c.series.clear();
-        let img = render(&c);
-        assert_eq!(img.width(), W);
+        let img = render(&c).unwrap();
+        assert_eq!((img.width(), img.height()), (W, H));
+        // Nothing but the frame, the axes and the text: no series colour.
+        assert!(!img.pixels().any(|p| p.0 == PALETTE[0]));
     }
 }

@@ -1,11 +1,11 @@
-//! The sweep's table (`results.md`, `results.csv`) and plot (`results.png`), from each run's
+//! The sweep's table (`results.md`, `results.csv`) and plot (`results.png`, `.svg`), from each run's
 //! `metrics.jsonl`: the final kNN top-1, the final epoch's mean loss, the wall time.
 
 use super::chart::{self, Mark, Series};
 use super::runner::{run_dir, state, State, FAILED_FILE};
 use super::spec::{Point, Scale, Spec, X};
 use crate::runs::METRICS_FILE;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mocca_train::{read_records, Record};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -336,7 +336,7 @@ fn series(results: &[PointResult]) -> Vec<Series> {
     out
 }
 
-/// Writes `results.md`, `results.csv` and `results.png` in `out`; prints where.
+/// Writes `results.md`, `results.csv`, `results.png` and `results.svg` in `out`; prints where.
 pub fn write(out: &Path, spec: &Spec, points: &[Point]) -> Result<()> {
     let results = collect(out, spec, points);
     let files = crate::runs::files::write_atomic;
@@ -349,21 +349,20 @@ pub fn write(out: &Path, spec: &Spec, points: &[Point]) -> Result<()> {
             Scale::Category
         }
     });
-    let img = chart::render(&chart::Chart {
-        title: spec.title.clone().unwrap_or_else(|| "Sweep".into()),
-        x_label: x_label(spec, points),
-        y_label: "kNN top-1 (%)".into(),
-        scale,
-        series: series(&results),
-        categories: points.iter().map(|p| p.x_text.clone()).collect(),
-    });
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .context("PNG encoding failed")?;
-    files(&out.join("results.png"), &png)?;
+    chart::save(
+        &out.join("results"),
+        &chart::Chart {
+            title: spec.title.clone().unwrap_or_else(|| "Sweep".into()),
+            x_label: x_label(spec, points),
+            y_label: "kNN top-1 (%)".into(),
+            scale,
+            series: series(&results),
+            categories: points.iter().map(|p| p.x_text.clone()).collect(),
+        },
+    )?;
     let done: usize = results.iter().map(|r| r.runs.len()).sum();
     println!(
-        "wrote {} (and results.csv, results.png): {done} of {} runs finished",
+        "wrote {} (and results.csv, results.png, results.svg): {done} of {} runs finished",
         out.join("results.md").display(),
         points.len() * spec.seeds.len()
     );
