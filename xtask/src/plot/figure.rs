@@ -60,8 +60,28 @@ pub struct Panel<'a> {
 pub const PANEL_W: u32 = 760;
 pub const PANEL_H: u32 = 300;
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+/// A plotters error as an anyhow one.
+pub fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e:?}")
+}
+
+/// A chart with nothing to show: its frame and `message` in grey.
+pub fn no_data<DB: DrawingBackend>(
+    builder: &mut ChartBuilder<'_, '_, DB>,
+    message: &str,
+) -> Result<()> {
+    let chart = builder
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+        .map_err(err)?;
+    chart
+        .plotting_area()
+        .draw(&Text::new(
+            message.to_string(),
+            (0.4, 0.5),
+            (FONT, 17).into_font().color(&RGBColor(150, 150, 150)),
+        ))
+        .map_err(err)?;
+    Ok(())
 }
 
 /// Draws `panels` on a grid of `cols` columns, filled column by column
@@ -100,18 +120,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel<'_>) 
         .x_label_area_size(40)
         .y_label_area_size(70);
     if pts.is_empty() {
-        let chart = builder
-            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-            .map_err(err)?;
-        chart
-            .plotting_area()
-            .draw(&Text::new(
-                "no data",
-                (0.45, 0.5),
-                (FONT, 16).into_font().color(&RGBColor(150, 150, 150)),
-            ))
-            .map_err(err)?;
-        return Ok(());
+        return no_data(&mut builder, "no data");
     }
     let (x0, x1) = range(pts.iter().map(|q| q.0), false);
     let x0 = x0.min(0.0);

@@ -3,7 +3,7 @@
 //! a small dot; drawn with plotters like `cargo xtask plot` ([`crate::plot::figure`]).
 
 use super::spec::{Scale, X};
-use crate::plot::figure::{self, FONT};
+use crate::plot::figure::{self, err, FONT};
 use crate::plot::{fmt_tick, nice_ticks, PALETTE};
 use anyhow::{anyhow, Context, Result};
 use plotters::coord::Shift;
@@ -42,10 +42,6 @@ fn x_text(x: &X) -> String {
         X::Num(v) => format!("{v}"),
         X::Cat(c) => c.clone(),
     }
-}
-
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow!("drawing failed: {e:?}")
 }
 
 fn colour(i: usize) -> RGBColor {
@@ -107,17 +103,7 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Chart) -> Res
         .x_label_area_size(52)
         .y_label_area_size(70);
     if xs.is_empty() || ys.is_empty() {
-        let chart = builder
-            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-            .map_err(err)?;
-        chart
-            .plotting_area()
-            .draw(&Text::new(
-                "no kNN results yet",
-                (0.4, 0.5),
-                (FONT, 18).into_font().color(&RGBColor(150, 150, 150)),
-            ))
-            .map_err(err)?;
+        figure::no_data(&mut builder, "no kNN results yet")?;
         return root.present().map_err(err);
     }
     let (mut xmin, mut xmax) = crate::plot::min_max(xs.iter().copied());
