@@ -13,7 +13,7 @@ pub(crate) mod figure;
 
 use crate::runs::METRICS_FILE;
 use anyhow::{bail, Result};
-use figure::{Legend, Panel};
+use figure::{colour, Legend, Panel};
 use mocca_train::{read_records, Record};
 use std::path::{Path, PathBuf};
 
@@ -185,11 +185,6 @@ impl RunSeries {
         }
         Ok(s)
     }
-}
-
-fn colour(i: usize) -> plotters::style::RGBColor {
-    let [r, g, b] = PALETTE[i % PALETTE.len()];
-    plotters::style::RGBColor(r, g, b)
 }
 
 /// The figure's panels, and its grid (columns, rows a column).

@@ -512,9 +512,9 @@ fn start(
     let abs = std::fs::canonicalize(&data_dir).unwrap_or_else(|_| data_dir.clone());
     cfg.data.path = Some(abs.display().to_string());
     describe_data(&data_dir, &cfg, &data);
-    let steps_per_epoch = mocca_recipes::steps_per_epoch(&cfg, &data)?;
     let mut trainer =
         build_trainer(&cfg, &data, Some(out.join(CHECKPOINT_FILE)), &device)?.with_stop_flag(stop);
+    let steps_per_epoch = trainer.steps_per_epoch();
     // Applies to this invocation only (build_trainer leaves it out of the saved config).
     cfg.run.stop_after_steps = None;
     let total = trainer.total_steps();

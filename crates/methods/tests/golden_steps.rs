@@ -8,7 +8,8 @@ mod golden_support;
 
 use candle_core::Device;
 use golden_support::{
-    array, assert_state, case, fc_head_key as colab_key, int, load, num, tensor, values, Check, TOL,
+    array, assert_state, case, fc_head_key as colab_key, index_lists, int, load, num, tensor,
+    values, Check, TOL,
 };
 use mocca_backbones::{Backend, MoCoProjectionHead, ResNetConfig, SimCLRProjectionHead, Stem};
 use mocca_methods::optim::OptimizerConfig;
@@ -91,18 +92,7 @@ fn run_moco_case(c: &serde_json::Value, backend: Backend) -> Check {
         .unwrap();
     for (t, s) in steps.iter().enumerate() {
         let views = [tensor(&array(&s["x1"])), tensor(&array(&s["x2"]))];
-        let perms: Vec<Vec<usize>> = s["key_permutations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                p.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|i| i.as_u64().unwrap() as usize)
-                    .collect()
-            })
-            .collect();
+        let perms = index_lists(&s["key_permutations"]);
         assert_eq!(perms[0].len(), batch);
         let stats = moco
             .step_with_key_permutations(&views, &[], &perms)

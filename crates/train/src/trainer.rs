@@ -413,11 +413,16 @@ impl Trainer {
         Ok(())
     }
 
+    /// Whether the collapse monitor (and the bank's staleness with it) reads step `step`.
+    fn monitor_due(&self, step: u64) -> bool {
+        let every = self.cfg.collapse_every;
+        every > 0 && step.is_multiple_of(every)
+    }
+
     /// The collapse monitor's reading of step `step`'s embeddings, when it is
     /// due and the method keeps them.
     fn collapse_metrics(&self, step: u64) -> Result<Option<CollapseMetrics>> {
-        let every = self.cfg.collapse_every;
-        if every == 0 || !step.is_multiple_of(every) {
+        if !self.monitor_due(step) {
             return Ok(None);
         }
         match self.method.last_embeddings() {
@@ -434,8 +439,7 @@ impl Trainer {
         batch: &[usize],
         written: &[usize],
     ) -> Result<Option<BankCosines>> {
-        let every = self.cfg.collapse_every;
-        if every == 0 || !step.is_multiple_of(every) {
+        if !self.monitor_due(step) {
             return Ok(None);
         }
         let (Some(bank), Some(e)) = (self.method.memory_bank(), self.method.last_embeddings())

@@ -3,6 +3,7 @@
 //! same on every machine and need no system fonts.
 
 use anyhow::{anyhow, Context, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -54,6 +55,27 @@ pub struct Panel<'a> {
     /// Dashed vertical lines (x, colour): where a run was first "collapsing".
     pub markers: Vec<(f64, RGBColor)>,
     pub legend: Legend,
+}
+
+/// Run (or series) `i`'s colour: [`crate::plot::PALETTE`], cycled.
+pub fn colour(i: usize) -> RGBColor {
+    let [r, g, b] = crate::plot::PALETTE[i % crate::plot::PALETTE.len()];
+    RGBColor(r, g, b)
+}
+
+/// The series legend of `chart` at `position`, in the figures' one style.
+pub fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(180, 180, 180))
+        .draw()
+        .map_err(err)
 }
 
 /// Pixel size of one panel.
@@ -208,17 +230,13 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel<'_>) 
                 .map_err(err)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(match p.legend {
+    legend(
+        &mut chart,
+        match p.legend {
             Legend::UpperRight => SeriesLabelPosition::UpperRight,
             Legend::LowerRight => SeriesLabelPosition::LowerRight,
-        })
-        .label_font((FONT, 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(180, 180, 180))
-        .draw()
-        .map_err(err)?;
+        },
+    )?;
     Ok(())
 }
 

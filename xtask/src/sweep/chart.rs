@@ -3,7 +3,7 @@
 //! a small dot; drawn with plotters like `cargo xtask plot` ([`crate::plot::figure`]).
 
 use super::spec::{Scale, X};
-use crate::plot::figure::{self, err, FONT};
+use crate::plot::figure::{self, colour, err, FONT};
 use crate::plot::{fmt_tick, nice_ticks, PALETTE};
 use anyhow::{anyhow, Context, Result};
 use plotters::coord::Shift;
@@ -42,11 +42,6 @@ fn x_text(x: &X) -> String {
         X::Num(v) => format!("{v}"),
         X::Cat(c) => c.clone(),
     }
-}
-
-fn colour(i: usize) -> RGBColor {
-    let [r, g, b] = PALETTE[i % PALETTE.len()];
-    RGBColor(r, g, b)
 }
 
 /// A colour halfway to white, for the seeds' dots.
@@ -235,14 +230,7 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Chart) -> Res
                 .map_err(err)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font((FONT, 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(180, 180, 180))
-        .draw()
-        .map_err(err)?;
+    figure::legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(err)
 }
 

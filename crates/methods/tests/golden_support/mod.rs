@@ -45,17 +45,7 @@ pub fn int(case: &serde_json::Value, field: &str) -> usize {
 
 /// A JSON list of integer lists (key permutations, sampled bank rows).
 pub fn index_lists(v: &serde_json::Value) -> Vec<Vec<usize>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            p.as_array()
-                .unwrap()
-                .iter()
-                .map(|i| i.as_u64().unwrap() as usize)
-                .collect()
-        })
-        .collect()
+    v.as_array().unwrap().iter().map(indices).collect()
 }
 
 /// A JSON list of integers.
