@@ -73,8 +73,8 @@ pub fn split(s: &str) -> Result<mocca_data::Split, String> {
 }
 
 /// A value parser for `--device cpu|cuda` where `auto` makes no sense (benchmarks, checks).
-pub fn cpu_or_cuda(s: &str) -> Result<crate::runs::config::DeviceKind, String> {
-    use crate::runs::config::DeviceKind;
+pub fn cpu_or_cuda(s: &str) -> Result<mocca_recipes::config::DeviceKind, String> {
+    use mocca_recipes::config::DeviceKind;
     match s {
         "cuda" => Ok(DeviceKind::Cuda),
         "cpu" => Ok(DeviceKind::Cpu),

@@ -8,8 +8,8 @@
 //! builds with it in a target folder of its own and checks what it built.
 //! docs/gpu.md says how to carry and run the result.
 
-use crate::runs::files::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
+use mocca_train::files::write_atomic;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

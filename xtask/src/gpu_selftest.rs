@@ -20,7 +20,9 @@ use mocca_kernels::composed;
 use mocca_losses::{Implementation, InfoNCEConfig, InfoNCELoss, NTXentConfig, NTXentLoss};
 use mocca_queue::{MomentumQueue, MomentumQueueConfig, MomentumUpdate, QueueMode};
 
-use crate::runs::{self, config::DeviceKind, files};
+use mocca_recipes::config::DeviceKind;
+use mocca_runs::folder as runs;
+use mocca_train::files;
 
 /// Exit code of `gpu-selftest` when no GPU can be opened (failed checks exit with 1).
 pub const NO_GPU_EXIT_CODE: u8 = 3;

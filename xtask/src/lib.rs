@@ -1,4 +1,7 @@
-//! Library behind `cargo xtask`: one module per command, dispatched by [`run`].
+//! Library behind `cargo xtask`: the command line. Each command's clap definition lives in
+//! its own module and becomes a request of the library that does the work ([`mocca_runs`]:
+//! train, eval, export, sweep, aug-preview; [`mocca_plot`]: plot), dispatched by [`run`].
+//! The tool commands (bench, cuda-build, gpu-selftest) live here whole.
 //! The binary (`src/main.rs`) only forwards its arguments here.
 
 use anyhow::Result;
@@ -12,7 +15,6 @@ mod eval;
 mod export;
 mod gpu_selftest;
 mod plot;
-mod runs;
 mod sweep;
 mod train;
 
@@ -61,7 +63,7 @@ pub fn cli_main(args: Vec<String>) -> std::process::ExitCode {
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The trainer has said where its checkpoint is; 130 is the shell's code for SIGINT.
-        Err(e) if e.downcast_ref::<train::Interrupted>().is_some() => {
+        Err(e) if e.downcast_ref::<mocca_runs::Interrupted>().is_some() => {
             std::process::ExitCode::from(130)
         }
         Err(e) => {

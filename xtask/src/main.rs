@@ -1,6 +1,6 @@
-//! `cargo xtask <command>`: the project's one entry point (train, eval, bench,
-//! plot, export, aug-preview, cuda-build). The binary is thin: each command
-//! lives in its own module of the `mocca-xtask` library.
+//! `cargo xtask <command>`: the project's one entry point (train, eval, plot,
+//! export, sweep, aug-preview, bench, cuda-build, gpu-selftest). The binary is
+//! thin: it forwards its arguments to the `mocca-xtask` library.
 
 fn main() -> std::process::ExitCode {
     // `cargo xtask plot ... | head -1`: a closed pipe ends the process quietly, as in any

@@ -41,6 +41,9 @@ pub struct CheckpointMeta {
     pub steps_per_epoch: u64,
 }
 
+/// The newest checkpoint's name in a run folder (older ones: `checkpoint.1.safetensors`, …).
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+
 /// Writes `tensors` and `meta` to `path` atomically, with a checksum of
 /// every tensor; keeps no previous checkpoint ([`save_checkpoint_keeping`]).
 pub fn save_checkpoint(

@@ -96,12 +96,13 @@ mod trainer;
 
 pub use checkpoint::{
     load_checkpoint, load_newest_checkpoint, read_checkpoint_meta, save_checkpoint,
-    save_checkpoint_keeping, CheckpointMeta, LoadedCheckpoint, SkippedCheckpoint,
+    save_checkpoint_keeping, CheckpointMeta, LoadedCheckpoint, SkippedCheckpoint, CHECKPOINT_FILE,
 };
 pub use error::{Result, TrainError};
 pub use knn::{embed, embed_sources, image_u8, labels_of, spread_subset, KnnMonitor, KnnReport};
 pub use lock::{LockHolder, RunLock, LOCK_FILE};
 pub use metrics::{
     read_records, truncate_after, BankStaleness, Collapse, JsonlMetrics, MetricsSink, Record,
+    METRICS_FILE,
 };
 pub use trainer::{CheckpointPolicy, Event, Outcome, Resumed, Trainer, TrainerConfig};

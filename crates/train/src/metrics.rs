@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The metrics file's name in a run folder (one JSON record a line).
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
 /// One line of `metrics.jsonl`, tagged by `kind`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]

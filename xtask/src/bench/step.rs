@@ -26,8 +26,9 @@ use mocca_backbones::{
 use mocca_losses::{NTXentConfig, NTXentLoss};
 use mocca_methods::optim::{Optimizer, OptimizerConfig};
 
-use crate::runs::config::{ConfigBuilder, DeviceKind, MethodName, Precision, Recipe};
-use crate::runs::{self, setup};
+use mocca_recipes::config::{ConfigBuilder, DeviceKind, MethodName, Precision, Recipe};
+use mocca_recipes::setup;
+use mocca_runs::folder as runs;
 
 /// `cargo xtask bench step`: which configurations, how many steps, where.
 #[derive(clap::Args, Debug, Clone)]

@@ -2,13 +2,13 @@
 //! will take (measured on its first steps), and a command sized for the CPU. The recipe is never
 //! changed: the user asked for it, and a run that silently shrank would not be the recipe's.
 
-use crate::runs::config::{MethodName, Recipe, TrainConfig};
-use crate::runs::setup;
 use crate::train::progress::fmt_duration;
 use anyhow::Result;
 use candle_core::Device;
 use mocca_data::ImageDataset;
 use mocca_methods::{Encoder, FeatureSource};
+use mocca_recipes::config::{MethodName, Recipe, TrainConfig};
+use mocca_recipes::setup;
 use std::time::Instant;
 
 /// Steps timed before the estimate (the first is left out: it warms the allocator and the
@@ -125,7 +125,7 @@ fn fmt_long(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runs::config::{ConfigBuilder, Recipe};
+    use mocca_recipes::config::{ConfigBuilder, Recipe};
 
     fn preset(method: MethodName) -> TrainConfig {
         ConfigBuilder::from_preset(method, Recipe::Cifar)

@@ -1,14 +1,29 @@
 //! The sweep's plot: accuracy against the swept value, one line per series, each point's
 //! mean with an error bar (± one standard deviation over the seeds) and each seed's value as
-//! a small dot; drawn with plotters like `cargo xtask plot` ([`crate::plot::figure`]).
+//! a small dot; drawn with plotters on the same [`crate::figure`] as the run curves.
 
-use super::spec::{Scale, X};
-use crate::plot::figure::{self, colour, err, FONT};
-use crate::plot::{fmt_tick, nice_ticks, PALETTE};
-use anyhow::{anyhow, Context, Result};
+use crate::figure::{self, colour, err, fmt_tick, min_max, nice_ticks, FONT, PALETTE};
+use crate::{PlotError, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
+
+/// How the x axis places the points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    Linear,
+    /// Powers of two evenly spaced (K, batch sizes).
+    Log2,
+    /// Evenly spaced and labelled, in [`Chart::categories`]' order.
+    Category,
+}
+
+/// Where a point sits on the x axis.
+#[derive(Clone, Debug, PartialEq)]
+pub enum X {
+    Num(f64),
+    Cat(String),
+}
 
 /// One point of a series.
 pub struct Mark {
@@ -101,7 +116,7 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Chart) -> Res
         figure::no_data(&mut builder, "no kNN results yet")?;
         return root.present().map_err(err);
     }
-    let (mut xmin, mut xmax) = crate::plot::min_max(xs.iter().copied());
+    let (mut xmin, mut xmax) = min_max(xs.iter().copied());
     // Ticks: integer powers of two, every value, or round numbers.
     let xticks: Vec<(f64, String)> = match c.scale {
         Scale::Log2 => {
@@ -135,7 +150,7 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Chart) -> Res
             xmax += pad;
         }
     }
-    let (mut ymin, mut ymax) = crate::plot::min_max(ys.iter().copied());
+    let (mut ymin, mut ymax) = min_max(ys.iter().copied());
     // Accuracies: an error bar past 0 or 100 % says nothing the axis needs to show.
     (ymin, ymax) = (ymin.max(0.0), ymax.min(100.0));
     if ymax - ymin < 1.0 {
@@ -241,7 +256,8 @@ pub fn render(c: &Chart) -> Result<image::RgbImage> {
         let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
         draw(&root, c)?;
     }
-    image::RgbImage::from_raw(W, H, buf).ok_or_else(|| anyhow!("bitmap of the wrong size"))
+    image::RgbImage::from_raw(W, H, buf)
+        .ok_or_else(|| PlotError::Draw("bitmap of the wrong size".into()))
 }
 
 /// Writes the chart as PNG and as SVG (`stem.png`, `stem.svg`), atomically.
@@ -249,14 +265,14 @@ pub fn save(stem: &Path, c: &Chart) -> Result<()> {
     let mut png = Vec::new();
     render(c)?
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .context("PNG encoding failed")?;
-    crate::runs::files::write_atomic(&stem.with_extension("png"), &png)?;
+        .map_err(PlotError::Png)?;
+    mocca_train::files::write_atomic(&stem.with_extension("png"), &png)?;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
         draw(&root, c)?;
     }
-    crate::runs::files::write_atomic(&stem.with_extension("svg"), svg.as_bytes())?;
+    mocca_train::files::write_atomic(&stem.with_extension("svg"), svg.as_bytes())?;
     Ok(())
 }
 

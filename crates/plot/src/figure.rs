@@ -2,12 +2,22 @@
 //! embedded in the binary (egui's Ubuntu-Light), so the pictures look the
 //! same on every machine and need no system fonts.
 
-use anyhow::{anyhow, Context, Result};
+use crate::{PlotError, Result};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
+
+/// The series colours, in order (matplotlib's first six).
+pub const PALETTE: [[u8; 3]; 6] = [
+    [31, 119, 180],
+    [214, 39, 40],
+    [44, 160, 44],
+    [255, 127, 14],
+    [148, 103, 189],
+    [140, 86, 75],
+];
 
 /// The font family every text of a figure uses.
 pub const FONT: &str = "sans-serif";
@@ -57,9 +67,9 @@ pub struct Panel<'a> {
     pub legend: Legend,
 }
 
-/// Run (or series) `i`'s colour: [`crate::plot::PALETTE`], cycled.
+/// Run (or series) `i`'s colour: [`PALETTE`], cycled.
 pub fn colour(i: usize) -> RGBColor {
-    let [r, g, b] = crate::plot::PALETTE[i % crate::plot::PALETTE.len()];
+    let [r, g, b] = PALETTE[i % PALETTE.len()];
     RGBColor(r, g, b)
 }
 
@@ -82,9 +92,9 @@ pub fn legend<'a, DB: DrawingBackend + 'a>(
 pub const PANEL_W: u32 = 760;
 pub const PANEL_H: u32 = 300;
 
-/// A plotters error as an anyhow one.
-pub fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow!("drawing failed: {e:?}")
+/// A plotters error as a [`PlotError`].
+pub fn err<E: std::fmt::Debug>(e: E) -> PlotError {
+    PlotError::Draw(format!("{e:?}"))
 }
 
 /// A chart with nothing to show: its frame and `message` in grey.
@@ -257,7 +267,7 @@ pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     if out.len() >= 3 {
         return out;
     }
-    crate::plot::nice_ticks(lo, hi, 6)
+    nice_ticks(lo, hi, 6)
         .into_iter()
         .filter(|v| (lo..=hi).contains(v) && *v > 0.0)
         .collect()
@@ -314,10 +324,10 @@ pub fn save(path: &Path, panels: &[Panel<'_>], cols: usize, rows: usize) -> Resu
         let img = render_rgb(panels, cols, rows)?;
         let mut png = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .context("PNG encoding failed")?;
+            .map_err(PlotError::Png)?;
         png
     };
-    crate::runs::files::write_atomic(path, &bytes)?;
+    mocca_train::files::write_atomic(path, &bytes)?;
     Ok(())
 }
 
@@ -329,5 +339,44 @@ pub fn render_rgb(panels: &[Panel<'_>], cols: usize, rows: usize) -> Result<imag
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         draw(&root, panels, cols, rows)?;
     }
-    image::RgbImage::from_raw(w, h, buf).ok_or_else(|| anyhow!("bitmap of the wrong size"))
+    image::RgbImage::from_raw(w, h, buf)
+        .ok_or_else(|| PlotError::Draw("bitmap of the wrong size".into()))
+}
+
+pub fn min_max(it: impl Iterator<Item = f64>) -> (f64, f64) {
+    it.filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        })
+}
+
+/// Round tick positions (1, 2 or 5 times a power of ten) covering [lo, hi].
+pub fn nice_ticks(lo: f64, hi: f64, max_ticks: usize) -> Vec<f64> {
+    let span = (hi - lo).max(f64::MIN_POSITIVE);
+    let raw = span / max_ticks.max(1) as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| span / s <= max_ticks as f64)
+        .unwrap_or(10.0 * mag);
+    let first = (lo / step).floor() as i64;
+    let last = (hi / step).ceil() as i64;
+    (first..=last).map(|i| i as f64 * step).collect()
+}
+
+pub fn fmt_tick(v: f64, ticks: &[f64]) -> String {
+    let step = if ticks.len() > 1 {
+        (ticks[1] - ticks[0]).abs()
+    } else {
+        1.0
+    };
+    if v == 0.0 {
+        return "0".into();
+    }
+    if step < 1e-3 || v.abs() >= 1e5 {
+        return format!("{v:.1e}");
+    }
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    format!("{v:.decimals$}")
 }

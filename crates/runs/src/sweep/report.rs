@@ -1,11 +1,11 @@
 //! The sweep's table (`results.md`, `results.csv`) and plot (`results.png`, `.svg`), from each run's
 //! `metrics.jsonl`: the final kNN top-1, the final epoch's mean loss, the wall time.
 
-use super::chart::{self, Mark, Series};
 use super::runner::{run_dir, state, State, FAILED_FILE};
 use super::spec::{Point, Scale, Spec, X};
-use crate::runs::METRICS_FILE;
+use crate::folder::METRICS_FILE;
 use anyhow::Result;
+use mocca_plot::chart::{self, Mark, Series};
 use mocca_train::{read_records, Record};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -339,7 +339,7 @@ fn series(results: &[PointResult]) -> Vec<Series> {
 /// Writes `results.md`, `results.csv`, `results.png` and `results.svg` in `out`; prints where.
 pub fn write(out: &Path, spec: &Spec, points: &[Point]) -> Result<()> {
     let results = collect(out, spec, points);
-    let files = crate::runs::files::write_atomic;
+    let files = mocca_train::files::write_atomic;
     files(&out.join("results.md"), markdown(spec, &results).as_bytes())?;
     files(&out.join("results.csv"), csv(spec, &results).as_bytes())?;
     let scale = spec.report.scale.unwrap_or_else(|| {
@@ -349,6 +349,11 @@ pub fn write(out: &Path, spec: &Spec, points: &[Point]) -> Result<()> {
             Scale::Category
         }
     });
+    let scale = match scale {
+        Scale::Linear => chart::Scale::Linear,
+        Scale::Log2 => chart::Scale::Log2,
+        Scale::Category => chart::Scale::Category,
+    };
     chart::save(
         &out.join("results"),
         &chart::Chart {

@@ -3,7 +3,7 @@
 //! folder's `train.log`; Ctrl-C passed on so every child checkpoints before the sweep exits.
 
 use super::spec::Point;
-use crate::runs::{self, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE};
+use crate::folder::{self, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE};
 use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
 use std::io::Write;
@@ -53,7 +53,7 @@ pub fn run_dir(out: &Path, point: &Point, seed: u64) -> PathBuf {
 pub fn state(dir: &Path) -> Result<State> {
     let ckpt = dir.join(CHECKPOINT_FILE);
     if ckpt.exists() {
-        let meta = runs::read_checkpoint_meta(&ckpt)
+        let meta = folder::read_checkpoint_meta(&ckpt)
             .with_context(|| format!("cannot read {}", ckpt.display()))?;
         return Ok(if meta.meta.finished {
             State::Finished
@@ -169,6 +169,8 @@ pub struct Options {
     pub out: PathBuf,
     /// The kNN record the "done" lines quote (`report.layer`).
     pub layer: Option<String>,
+    /// The program run as `PROGRAM train …` [default: this program].
+    pub trainer: Option<PathBuf>,
 }
 
 pub enum Outcome {
@@ -317,7 +319,10 @@ fn last_log_line(dir: &Path) -> String {
 
 /// Runs every unfinished job, `o.jobs` at a time, printing a line per start and end.
 pub fn run_all(jobs: &[Job], points: &[Point], o: &Options) -> Result<Outcome> {
-    let exe = std::env::current_exe().context("cannot find this program's own path")?;
+    let exe = match &o.trainer {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("cannot find this program's own path")?,
+    };
     let total = jobs.len();
     let finished = jobs.iter().filter(|j| j.state == State::Finished).count();
     let resumed = jobs

@@ -1,10 +1,10 @@
 //! Where a run's data comes from: found in the usual places, else downloaded into the per-user
 //! cache on first use (as torchvision's `download=True` does), with its progress on stderr.
 
-use super::config::TrainConfig;
 use anyhow::{bail, Result};
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mocca_data::download::{self, Dataset, FetchOptions, ProgressFn};
+use mocca_recipes::config::TrainConfig;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -14,21 +14,15 @@
 //! format tag. One file means one atomic rename: a reader sees the previous
 //! checkpoint or the new one, never a mix.
 
-pub mod fetch;
-pub use mocca_recipes::{config, setup};
-
-/// Atomic writes and safetensors with metadata: the library trainer's.
-pub use mocca_train::files;
-
 use anyhow::{anyhow, bail, Result};
 use candle_core::{Device, Tensor};
-use config::{ConfigBuilder, DeviceKind, TrainConfig};
+use mocca_recipes::config::{ConfigBuilder, DeviceKind, TrainConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// The resolved config's name in a run folder.
 pub const CONFIG_FILE: &str = "config.toml";
-pub const METRICS_FILE: &str = "metrics.jsonl";
-pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+pub use mocca_train::{CHECKPOINT_FILE, METRICS_FILE};
 
 /// A run's checkpoint metadata ([`mocca_train::CheckpointMeta`]) with the run
 /// config it carries parsed.
@@ -211,7 +205,7 @@ fn stub_hint(e: &candle_core::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use config::{MethodName, Recipe};
+    use mocca_recipes::config::{MethodName, Recipe};
 
     #[test]
     fn a_checkpoint_carries_its_run_config() {

@@ -2,8 +2,8 @@
 //! (several sets of axes, their union is the sweep) and seeds; expanded into points, each
 //! point's config built and validated exactly as `cargo xtask train` builds it.
 
-use crate::runs::config::{ConfigBuilder, MethodName, Recipe, TrainConfig};
 use anyhow::{anyhow, bail, Context, Result};
+use mocca_recipes::config::{ConfigBuilder, MethodName, Recipe, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 /// A sweep as its file (or the command line, or `OUT/sweep.toml`) describes it.
@@ -97,11 +97,7 @@ pub enum Scale {
 }
 
 /// Where a point sits on the plot's x axis.
-#[derive(Clone, Debug, PartialEq)]
-pub enum X {
-    Num(f64),
-    Cat(String),
-}
+pub use mocca_plot::chart::X;
 
 /// One grid point: one config, run once per seed in `OUT/<name>/seed<S>/`.
 #[derive(Clone, Debug, PartialEq)]
@@ -511,7 +507,7 @@ mod tests {
         let cfg = p[3].config(7).unwrap();
         let m = cfg.moco.unwrap();
         assert_eq!((m.queue_size, cfg.seed, cfg.epochs), (4096, 7, 2));
-        assert_eq!(m.negatives, crate::runs::config::Negatives::Bank);
+        assert_eq!(m.negatives, mocca_recipes::config::Negatives::Bank);
     }
 
     #[test]
@@ -651,7 +647,7 @@ mod tests {
 
     #[test]
     fn the_shipped_sweep_files_parse_and_validate() {
-        for (name, text) in super::super::SHIPPED {
+        for (name, text) in crate::sweep::SHIPPED {
             let s = Spec::parse(text, name).unwrap();
             let p = s.points().unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert!(s.seeds.len() >= 3, "{name}");
