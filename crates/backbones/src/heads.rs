@@ -199,6 +199,134 @@ impl From<SimCLRProjectionHead> for ProjectionHeadConfig {
     }
 }
 
+/// BYOL's projector (Grill et al., "Bootstrap Your Own Latent", 2020), as lightly's
+/// `BYOLProjectionHead`: `Linear → BN → ReLU → Linear`; defaults 2048 → 4096 → 256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BYOLProjectionHead {
+    pub input_dim: usize,
+    pub hidden_dim: usize,
+    pub output_dim: usize,
+}
+
+impl Default for BYOLProjectionHead {
+    fn default() -> Self {
+        Self {
+            input_dim: 2048,
+            hidden_dim: 4096,
+            output_dim: 256,
+        }
+    }
+}
+
+impl From<BYOLProjectionHead> for ProjectionHeadConfig {
+    fn from(h: BYOLProjectionHead) -> Self {
+        Self::new(mlp(
+            h.input_dim,
+            h.hidden_dim,
+            h.output_dim,
+            2,
+            HeadNorm::BatchNorm,
+            HeadNorm::None,
+        ))
+    }
+}
+
+/// SimSiam's projector (Chen & He, "Exploring Simple Siamese Representation Learning", 2021),
+/// as lightly's `SimSiamProjectionHead`: three linear layers without bias, each followed by
+/// BatchNorm, ReLU after the first two, the last BatchNorm without affine parameters;
+/// defaults 2048 → 2048 → 2048.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimSiamProjectionHead {
+    pub input_dim: usize,
+    pub hidden_dim: usize,
+    pub output_dim: usize,
+}
+
+impl Default for SimSiamProjectionHead {
+    fn default() -> Self {
+        Self {
+            input_dim: 2048,
+            hidden_dim: 2048,
+            output_dim: 2048,
+        }
+    }
+}
+
+impl From<SimSiamProjectionHead> for ProjectionHeadConfig {
+    fn from(h: SimSiamProjectionHead) -> Self {
+        Self::new(mlp(
+            h.input_dim,
+            h.hidden_dim,
+            h.output_dim,
+            3,
+            HeadNorm::BatchNorm,
+            HeadNorm::BatchNormNoAffine,
+        ))
+    }
+}
+
+/// MoCo v3's MLPs (Chen, Xie & He, "An Empirical Study of Training Self-Supervised Vision
+/// Transformers", 2021), as facebookresearch/moco-v3's `_build_mlp(num_layers, input_dim,
+/// mlp_dim, output_dim, last_bn)`: every linear layer without bias; after each but the last a
+/// BatchNorm1d and a ReLU; after the last a BatchNorm1d without affine parameters if
+/// `last_bn`. `MoCo_ResNet` builds the projector with 2 layers and `last_bn` (the paper's text
+/// and `MoCo_ViT`: 3), the predictor with 2 layers and no BatchNorm after the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoCoV3Mlp {
+    pub num_layers: usize,
+    pub input_dim: usize,
+    pub mlp_dim: usize,
+    pub output_dim: usize,
+    pub last_bn: bool,
+}
+
+impl MoCoV3Mlp {
+    /// `MoCo_ResNet`'s projector: `_build_mlp(2, input_dim, 4096, 256)`.
+    pub fn resnet_projector(input_dim: usize) -> Self {
+        Self {
+            num_layers: 2,
+            input_dim,
+            mlp_dim: 4096,
+            output_dim: 256,
+            last_bn: true,
+        }
+    }
+
+    /// `MoCo_ResNet`'s predictor: `_build_mlp(2, 256, 4096, 256, last_bn=False)`.
+    pub fn resnet_predictor() -> Self {
+        Self {
+            num_layers: 2,
+            input_dim: 256,
+            mlp_dim: 4096,
+            output_dim: 256,
+            last_bn: false,
+        }
+    }
+}
+
+impl From<MoCoV3Mlp> for ProjectionHeadConfig {
+    fn from(h: MoCoV3Mlp) -> Self {
+        let last = if h.last_bn {
+            HeadNorm::BatchNormNoAffine
+        } else {
+            HeadNorm::None
+        };
+        let mut blocks = mlp(
+            h.input_dim,
+            h.mlp_dim,
+            h.output_dim,
+            h.num_layers,
+            HeadNorm::BatchNorm,
+            last,
+        );
+        // moco-v3 builds every Linear with bias=False, even the last one without BatchNorm.
+        for b in &mut blocks {
+            b.bias = false;
+        }
+        Self::new(blocks)
+    }
+}
+
 /// BYOL's predictor (Grill et al., "Bootstrap Your Own Latent", 2020), as lightly's
 /// `BYOLPredictionHead`: `Linear → BN → ReLU → Linear`; defaults 256 → 4096 → 256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! Trainable backbones and heads for contrastive learning: ResNet-18/34/50 with torchvision's
-//! parameter names and the projection / prediction heads of MoCo, SimCLR, BYOL and SimSiam.
+//! parameter names and the projection / prediction heads of MoCo (v1–v3), SimCLR, BYOL and
+//! SimSiam.
 //! Models only: the fast convolution, BatchNorm and pooling training ops they run on live in
 //! [`mocca_kernels`] (crate `mocca-kernels`), which knows nothing of models.
 //!
@@ -7,7 +8,8 @@
 //! [`ResNet`] (He et al. 2016) maps NCHW images to pooled features `[N, feature_dim]`; it has
 //! no classifier (`fc`). [`ProjectionHead`] is one table-driven MLP (`Linear` [+ BatchNorm]
 //! [+ ReLU] blocks) with lightly's presets ([`MoCoProjectionHead`], [`SimCLRProjectionHead`],
-//! [`BYOLPredictionHead`], [`SimSiamPredictionHead`]). Both follow candle-nn's idiom: built
+//! [`BYOLProjectionHead`], [`BYOLPredictionHead`], [`SimSiamProjectionHead`],
+//! [`SimSiamPredictionHead`]) and moco-v3's ([`MoCoV3Mlp`]). Both follow candle-nn's idiom: built
 //! from a `*Config` and a `VarBuilder`, run through `ModuleT::forward_t(xs, train)`.
 //!
 //! # Parameters, buffers and state dicts
@@ -72,8 +74,9 @@ mod state;
 
 pub use error::{Error, Result};
 pub use heads::{
-    BYOLPredictionHead, HeadBlock, HeadNorm, MoCoProjectionHead, ProjectionHead,
-    ProjectionHeadConfig, SimCLRProjectionHead, SimSiamPredictionHead,
+    BYOLPredictionHead, BYOLProjectionHead, HeadBlock, HeadNorm, MoCoProjectionHead, MoCoV3Mlp,
+    ProjectionHead, ProjectionHeadConfig, SimCLRProjectionHead, SimSiamPredictionHead,
+    SimSiamProjectionHead,
 };
 pub use layers::Backend;
 pub use norm::{strided_group_order, BatchNorm, BatchNormConfig, SplitBatchNorm, SplitGrouping};

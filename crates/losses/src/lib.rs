@@ -8,7 +8,8 @@
 //!   end-to-end form with in-batch keys;
 //! - [`NonParametricSoftmaxLoss`] and [`NCELoss`]: InstDisc's losses over a
 //!   memory bank (Wu et al. 2018; lemniscate's `LinearAverage` and
-//!   `NCEAverage` + `NCECriterion`, the normaliser `Z` fixed from the first batch).
+//!   `NCEAverage` + `NCECriterion`, the normaliser `Z` fixed from the first batch);
+//! - [`NegativeCosineSimilarity`]: BYOL's and SimSiam's loss, without negatives.
 //!
 //! Inputs are raw embeddings (`[N, D]`, f32, f16 or bf16; accumulation is
 //! always in f32), L2-normalised inside (`x / max(‖x‖, 1e-12)`) with the
@@ -45,6 +46,7 @@ mod error;
 mod fused;
 mod infonce;
 mod instdisc;
+mod negative_cosine;
 mod ntxent;
 pub mod rules;
 mod run;
@@ -55,6 +57,7 @@ use candle_core::Tensor;
 pub use error::LossError;
 pub use infonce::{InfoNCEConfig, InfoNCELoss, SymmetricReduction};
 pub use instdisc::{NCELoss, NonParametricSoftmaxLoss};
+pub use negative_cosine::NegativeCosineSimilarity;
 pub use ntxent::{NTXentConfig, NTXentLoss};
 
 /// Which code path computes a loss. Both give the same values (to f32

@@ -1,7 +1,8 @@
-//! Training drivers for contrastive self-supervised learning: MoCo v1/v2
-//! (He et al. 2020; Chen et al. 2020) with the MoCo paper's three sources of
+//! Training drivers for contrastive self-supervised learning: MoCo v1/v2/v3
+//! (He et al. 2020; Chen et al. 2020; Chen et al. 2021) with the MoCo paper's three sources of
 //! negatives, SimCLR (Chen et al. 2020), InstDisc (Wu et al. 2018), the
-//! optimisers and schedules they use, and kNN / linear-probe evaluation of
+//! methods without negatives BYOL (Grill et al. 2020) and SimSiam (Chen & He
+//! 2021), the optimisers and schedules they use, and kNN / linear-probe evaluation of
 //! what they learned. One job:
 //! turn batches of augmented views into updated encoders, and tell how good
 //! the encoders are. File formats and augmentation live elsewhere
@@ -14,6 +15,9 @@
 //! | [`Method`] | the trainer's interface: `step`, `embed`, `save` / `load` (object safe: `Box<dyn Method>`) |
 //! | [`MoCo`], [`MoCoConfig`], [`NegativeSource`] | MoCo v1/v2 with a queue, a memory bank or end-to-end negatives ([`moco`] documents the step) |
 //! | [`SimCLR`], [`SimCLRConfig`] | SimCLR with NT-Xent |
+//! | [`MoCoV3`], [`MoCoV3Config`] | MoCo v3 (ResNet variant): base encoder + [`Predictor`], momentum encoder, symmetric in-batch contrastive loss × 2τ, moco-v3's LARS ([`optim::OptimizerConfig::lars_mocov3`]) |
+//! | [`BYOL`], [`BYOLConfig`] | BYOL: online encoder + [`Predictor`], momentum target ([`MomentumSchedule`]), negative cosine similarity, as lightly's example |
+//! | [`SimSiam`], [`SimSiamConfig`] | SimSiam: one encoder + [`Predictor`], stop-gradient (switchable, to show the collapse without it) |
 //! | [`InstDisc`], [`InstDiscConfig`] | InstDisc (Wu et al. 2018): one view, a memory bank, the full softmax or NCE, as lemniscate's code |
 //! | [`Encoder`], [`ResNetEncoder`] | what a method needs from a network; the ResNet + projection head of `mocca-backbones` |
 //! | [`Precision`] | f32, or bf16 mixed precision with f32 master weights ([`ResNetEncoder::with_precision`]) |
@@ -109,6 +113,7 @@
 //! # Ok::<(), mocca_methods::MethodError>(())
 //! ```
 
+pub mod byol;
 pub mod checkpoint;
 pub mod collapse;
 mod encoder;
@@ -117,11 +122,14 @@ pub mod eval;
 pub mod init;
 pub mod instdisc;
 pub mod moco;
+pub mod mocov3;
 pub mod optim;
 mod precision;
+mod predictor;
 mod resnet;
 pub mod schedule;
 pub mod simclr;
+pub mod simsiam;
 pub mod staleness;
 mod step;
 
@@ -130,6 +138,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
+pub use byol::{BYOLConfig, BYOL};
 pub use collapse::{CollapseMetrics, StepEmbeddings};
 pub use encoder::{copy_state, Encoder};
 pub use error::{MethodError, Result};
@@ -138,9 +147,13 @@ pub use instdisc::{InstDisc, InstDiscConfig, InstDiscObjective};
 pub use mocca_core::SplitMix64;
 pub use mocca_losses::SymmetricReduction;
 pub use moco::{batch_shuffle, batch_unshuffle, BankSampling, MoCo, MoCoConfig, NegativeSource};
+pub use mocov3::{MoCoV3, MoCoV3Config};
 pub use precision::Precision;
+pub use predictor::Predictor;
 pub use resnet::ResNetEncoder;
+pub use schedule::MomentumSchedule;
 pub use simclr::{SimCLR, SimCLRConfig};
+pub use simsiam::{SimSiam, SimSiamConfig};
 
 /// What one training step reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,7 +163,8 @@ pub struct StepStats {
     /// The loss of this step's batch (before the update).
     pub loss: f64,
     /// Positive-pair accuracy: the fraction of anchors whose positive has the
-    /// largest logit among the positive and all negatives.
+    /// largest logit among the positive and all negatives; NaN for the methods
+    /// without negatives (BYOL, SimSiam), which rank nothing.
     pub accuracy: f64,
     /// Learning rate used by this update.
     pub lr: f64,

@@ -73,6 +73,14 @@ pub enum OptimizerKind {
         /// Added to the denominator of the local learning rate (1e-8).
         eps: f64,
     },
+    /// LARS as MoCo v3 writes it (facebookresearch/moco-v3 `moco/optimizer.py`): the
+    /// weight decay goes in first and the trust ratio is taken against the decayed gradient,
+    /// `d = g + λ·p`, `d ← trust·‖p‖/‖d‖ · d` (no eps; no scaling when either norm is 0);
+    /// parameters of fewer than 2 dimensions get neither ([`OptimizerConfig::lars_mocov3`]).
+    LarsMoCoV3 {
+        /// Trust coefficient (moco-v3's default 0.001).
+        trust_coefficient: f64,
+    },
 }
 
 /// Hyper-parameters shared by SGD and LARS. `lr` is the initial learning rate;
@@ -121,6 +129,23 @@ impl OptimizerConfig {
         }
     }
 
+    /// MoCo v3's LARS ([`OptimizerKind::LarsMoCoV3`]) with its trust coefficient 0.001;
+    /// biases and norm parameters (every parameter of fewer than 2 dimensions) get no weight
+    /// decay and no scaling, as its `p.ndim > 1` test.
+    pub fn lars_mocov3(lr: f64, momentum: f64, weight_decay: f64) -> Self {
+        Self {
+            kind: OptimizerKind::LarsMoCoV3 {
+                trust_coefficient: 1e-3,
+            },
+            lr,
+            momentum,
+            dampening: 0.0,
+            weight_decay,
+            nesterov: false,
+            exclude_bias_and_norm: true,
+        }
+    }
+
     /// Checks the ranges PyTorch checks, plus finiteness ([`rules`]).
     pub fn validate(&self) -> Result<()> {
         let field = |name: &str, rule: std::result::Result<(), Invalid>| {
@@ -144,6 +169,12 @@ impl OptimizerConfig {
                 rules::trust_coefficient(trust_coefficient),
             )?;
             field("LARS eps", rules::lars_eps(eps))?;
+        }
+        if let OptimizerKind::LarsMoCoV3 { trust_coefficient } = self.kind {
+            field(
+                "LARS trust coefficient",
+                rules::trust_coefficient(trust_coefficient),
+            )?;
         }
         Ok(())
     }
@@ -359,6 +390,30 @@ impl Optimizer {
                         wd: 0.0,
                         scale: None,
                     }
+                }
+            }
+            OptimizerKind::LarsMoCoV3 { trust_coefficient } => {
+                if !group.lars_adapt {
+                    return Ok(Direction {
+                        wd: 0.0,
+                        scale: None,
+                    });
+                }
+                let p_norm = l2_norm(p)?;
+                let d_norm = if wd != 0.0 {
+                    l2_norm(&(grad + (p * wd)?)?)?
+                } else {
+                    l2_norm(grad)?
+                };
+                // moco-v3: `torch.where(param_norm > 0., torch.where(update_norm > 0, ...), 1.)`.
+                let scale = if p_norm > 0.0 && d_norm > 0.0 {
+                    trust_coefficient * p_norm / d_norm
+                } else {
+                    1.0
+                };
+                Direction {
+                    wd,
+                    scale: Some(scale),
                 }
             }
         })

@@ -558,3 +558,43 @@ mod tests {
         assert!(s.validate().is_err());
     }
 }
+
+/// The momentum `m` of a momentum (EMA) encoder as a function of the step:
+/// `θ_ema ← m·θ_ema + (1 − m)·θ`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MomentumSchedule {
+    /// The same `m` at every step (MoCo v1/v2's 0.999).
+    Constant(f64),
+    /// BYOL's cosine increase (Grill et al. 2020, Sec. 3.2):
+    /// `m = 1 − (1 − base)·(cos(π·t/total_steps) + 1)/2`, from `base` at step 0 to 1 at
+    /// `total_steps` and after it. lightly's `cosine_schedule(t, max_steps, base, 1)` is
+    /// `total_steps = max_steps − 1`; moco-v3's `adjust_moco_momentum` is `total_steps` = its
+    /// epochs (per step: epochs × steps per epoch).
+    Cosine { base: f64, total_steps: u64 },
+}
+
+impl MomentumSchedule {
+    /// `m` of update `step` (0-based).
+    pub fn at(&self, step: u64) -> f64 {
+        match *self {
+            Self::Constant(m) => m,
+            Self::Cosine { base, total_steps } => {
+                mocca_queue::cosine_momentum(base, step as usize, total_steps as usize)
+            }
+        }
+    }
+
+    /// `m` (or the base) must lie in [0, 1].
+    pub fn validate(&self) -> Result<()> {
+        let m = match *self {
+            Self::Constant(m) => m,
+            Self::Cosine { base, .. } => base,
+        };
+        if !(0.0..=1.0).contains(&m) {
+            return Err(config_err(format!(
+                "the momentum must lie in [0, 1], got {m}"
+            )));
+        }
+        Ok(())
+    }
+}

@@ -565,7 +565,7 @@ impl Trainer {
                     loss: stats.loss,
                     lr: stats.lr,
                     momentum: stats.momentum,
-                    pos_acc: Some(stats.accuracy),
+                    pos_acc: stats.accuracy.is_finite().then_some(stats.accuracy),
                     images_per_s: ips,
                     elapsed_s,
                     collapse: collapse

@@ -219,3 +219,29 @@ fn half_precision_inputs_accumulate_in_f32_and_return_gradients_in_their_dtype()
         }
     }
 }
+
+#[test]
+fn negative_cosine_similarity_matches_lightly_in_every_case() {
+    let cases = cases("losses/negative_cosine_similarity.json");
+    assert!(cases.len() >= 4, "{} cases", cases.len());
+    for case in cases {
+        let name = case["name"].to_string();
+        let (z0, z1) = (
+            var(&array(&case, "z0"), DType::F32),
+            var(&array(&case, "z1"), DType::F32),
+        );
+        let loss = mocca_losses::NegativeCosineSimilarity::default()
+            .forward(&z0, &z1)
+            .unwrap();
+        assert_loss_close(&name, &loss, case["loss"].as_f64().unwrap(), REL);
+        let grads = loss.backward().unwrap();
+        for (v, key) in [(&z0, "grad_z0"), (&z1, "grad_z1")] {
+            assert_array_close(
+                &format!("{name} {key}"),
+                grads.get(v).unwrap(),
+                &array(&case, key),
+                REL,
+            );
+        }
+    }
+}
