@@ -271,7 +271,7 @@ fn bad_sweeps_fail_before_any_run_starts_naming_the_key() {
             "moco.negatives",
         ),
         (vec!["--set", "seed=4"], "give `seeds = [...]`"),
-        (vec!["--method", "byol"], "unknown method `byol`"),
+        (vec!["--method", "dino"], "unknown method `dino`"),
     ] {
         let out = sweep(&fx, "sweeps/bad", &extra);
         assert_eq!(out.code, Some(1), "{extra:?}: {out:?}");

@@ -551,3 +551,69 @@ fn a_schedule_that_cannot_train_is_named_before_the_first_step_and_the_run_goes_
         "{five:?}"
     );
 }
+
+#[test]
+fn byol_simsiam_and_mocov3_train_resume_evaluate_and_export_through_the_cli() {
+    let fx = fixture();
+    for method in ["byol", "simsiam", "mocov3"] {
+        let cfg = fx.write(&format!("{method}.toml"), &tiny_config(method, 1, 16));
+        let out_dir = format!("runs/{method}");
+        let out = train(
+            &fx,
+            &cfg,
+            &out_dir,
+            &[
+                "--set",
+                "model.hidden_dim=32",
+                "--set",
+                "predictor.hidden_dim=16",
+            ],
+        );
+        assert!(out.success(), "{method}: {out:?}");
+        // Extending the finished run by one epoch continues it.
+        let more = run(
+            BIN,
+            fx.dir.path(),
+            &["train", "--resume", &out_dir, "--epochs", "2"],
+        );
+        assert!(more.success(), "{method} resume: {more:?}");
+        let steps = metric_steps(&fx.path(&out_dir))
+            .iter()
+            .filter(|r| r.0 == "step")
+            .count();
+        assert_eq!(steps, 12, "{method}");
+        let ckpt = tensor_bytes(&fx.path(&format!("{out_dir}/checkpoint.safetensors")));
+        let has = |prefix: &str| ckpt.keys().any(|k| k.contains(prefix));
+        assert!(
+            has("predictor.layers.0.weight"),
+            "{method}: {:?}",
+            ckpt.keys()
+        );
+        assert_eq!(has("encoder_k."), method != "simsiam", "{method}");
+        // The momentum encoder is the key encoder to evaluation.
+        let key = run(
+            BIN,
+            fx.dir.path(),
+            &["eval", "knn", &out_dir, "--encoder", "key"],
+        );
+        assert_eq!(key.success(), method != "simsiam", "{method}: {key:?}");
+        let export = run(
+            BIN,
+            fx.dir.path(),
+            &[
+                "export",
+                &out_dir,
+                "--out",
+                &format!("{method}.safetensors"),
+            ],
+        );
+        assert!(export.success(), "{method} export: {export:?}");
+    }
+    // BYOL and MoCo v3 record the momentum of every step; SimSiam has none.
+    let metrics = std::fs::read_to_string(fx.path("runs/byol/metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"momentum\":0.99"), "{metrics}");
+    assert!(
+        !metrics.contains("pos_acc"),
+        "BYOL ranks no positive: {metrics}"
+    );
+}

@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long)]
     dry_run: bool,
     /// The method of every point [default: the file's]
-    #[arg(long, value_name = "moco|mocov2|simclr")]
+    #[arg(long, value_name = "METHOD")]
     method: Option<String>,
     /// The recipe of every point [default: the file's, else cifar]
     #[arg(long, value_name = "cifar|cifar100|stl10|paper")]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// [`OVERRIDES`] through [`Overrides`].
 #[derive(clap::Args, Debug, Default)]
 #[command(
-    about = "Train an encoder without labels: moco|mocov2|simclr",
+    about = "Train an encoder without labels: moco|mocov2|mocov3|simclr|instdisc|byol|simsiam",
     long_about = "Trains an encoder without labels. Settings come from an embedded preset \
 (method x recipe), then --config, then --set and the flags below (in command-line order, later \
 wins); the resolved config is saved as RUN/config.toml.",
@@ -18,7 +18,8 @@ wins); the resolved config is saved as RUN/config.toml.",
 at once; the last checkpoint stays intact)."
 )]
 pub struct Args {
-    /// The method: moco, mocov2, simclr or instdisc [default: the config file's `method`]
+    /// The method: moco, mocov2, mocov3, simclr, instdisc, byol or simsiam [default: the config
+    /// file's `method`]
     #[arg(value_name = "METHOD", value_parser = |s: &str| MethodName::parse(s).map_err(|e| e.to_string()))]
     method: Option<MethodName>,
     /// Preset family: cifar (the MoCo CIFAR-10 colab, lightly's CIFAR-10 SimCLR), cifar100 (the

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use crate::pipeline::{Compose, MultiView};
 use crate::transforms::{
     ColorJitter, GaussianBlur, Normalize, RandomApply, RandomGrayscale, RandomHorizontalFlip,
-    RandomResizedCrop, Transform, DEFAULT_RATIO,
+    RandomResizedCrop, RandomSolarize, Transform, DEFAULT_RATIO,
 };
 use crate::AugError;
 
@@ -52,10 +52,32 @@ pub enum Preset {
     /// 0.4, 0.4, 0.4) always applied, grayscale p = 0.2, no flip (commented
     /// out there), and its normalisation ([`Normalize::cifar10_colab`]'s values).
     InstDiscCifar,
+    /// BYOL (Grill et al. 2020, table 6; lightly's `BYOLTransform`, `BYOLView1Transform` and
+    /// `BYOLView2Transform`): two different views, each crop scale (0.08, 1), horizontal
+    /// flip, ColorJitter(0.4, 0.4, 0.2, 0.1) with p = 0.8, grayscale p = 0.2, Gaussian blur
+    /// sigma in [0.1, 2] (kernel as [`Preset::SimClr`]'s) with p = 1.0 in view 1 and 0.1 in
+    /// view 2, solarisation (PIL's threshold 128) with p = 0 and 0.2, ImageNet
+    /// normalisation; 224 px. [`Preset::compose`] is view 1; [`Preset::views`] gives both.
+    Byol,
+    /// BYOL at 32 px as lightly's CIFAR-10 benchmark runs it
+    /// (`BYOLView1Transform(input_size=32, gaussian_blur=0.0)`, the same for view 2): the
+    /// views of [`Preset::Byol`] without blur, so they differ only in view 2's solarisation
+    /// (p = 0.2). Also MoCo v3's CIFAR recipe: moco-v3's `main_moco.py` follows BYOL's
+    /// augmentation (its flip comes last, which commutes with the colour operations).
+    ByolCifar,
+    /// SimSiam (Chen & He 2021, appendix A; lightly's `SimSiamTransform`): crop scale
+    /// (0.2, 1), horizontal flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with p = 0.8, grayscale
+    /// p = 0.2, Gaussian blur as [`Preset::SimClr`]'s with p = 0.5, ImageNet normalisation;
+    /// 224 px.
+    SimSiam,
+    /// SimSiam at 32 px as lightly's CIFAR-10 benchmark runs it
+    /// (`SimSiamTransform(input_size=32, gaussian_blur=0.0)`): [`Preset::SimSiam`] without
+    /// blur.
+    SimSiamCifar,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 7] = [
+    pub const ALL: [Preset; 11] = [
         Preset::MocoV1,
         Preset::MocoV2,
         Preset::SimClr,
@@ -63,6 +85,10 @@ impl Preset {
         Preset::MocoV2Cifar,
         Preset::SimClrCifar,
         Preset::InstDiscCifar,
+        Preset::Byol,
+        Preset::ByolCifar,
+        Preset::SimSiam,
+        Preset::SimSiamCifar,
     ];
 
     /// The name [`Preset::from_str`] parses: `mocov1`, `mocov2`, `simclr`, the
@@ -76,13 +102,19 @@ impl Preset {
             Preset::MocoV2Cifar => "mocov2-cifar",
             Preset::SimClrCifar => "simclr-cifar",
             Preset::InstDiscCifar => "instdisc-cifar",
+            Preset::Byol => "byol",
+            Preset::ByolCifar => "byol-cifar",
+            Preset::SimSiam => "simsiam",
+            Preset::SimSiamCifar => "simsiam-cifar",
         }
     }
 
     /// The output side of the paper's setting: 224, or 32 for the CIFAR variants.
     pub fn default_size(self) -> usize {
         match self {
-            Preset::MocoV1 | Preset::MocoV2 | Preset::SimClr => 224,
+            Preset::MocoV1 | Preset::MocoV2 | Preset::SimClr | Preset::Byol | Preset::SimSiam => {
+                224
+            }
             _ => 32,
         }
     }
@@ -90,9 +122,14 @@ impl Preset {
     /// The normalisation of the recipe's reference (see each variant).
     pub fn normalize(self) -> Normalize {
         match self {
-            Preset::MocoV1 | Preset::MocoV2 | Preset::SimClr | Preset::SimClrCifar => {
-                Normalize::imagenet()
-            }
+            Preset::MocoV1
+            | Preset::MocoV2
+            | Preset::SimClr
+            | Preset::SimClrCifar
+            | Preset::Byol
+            | Preset::ByolCifar
+            | Preset::SimSiam
+            | Preset::SimSiamCifar => Normalize::imagenet(),
             Preset::MocoV1Cifar => Normalize::cifar10(),
             Preset::MocoV2Cifar | Preset::InstDiscCifar => Normalize::cifar10_colab(),
         }
@@ -110,6 +147,38 @@ impl Preset {
         size: usize,
         normalize: Normalize,
     ) -> Result<Compose, AugError> {
+        self.view_with_normalize(0, size, normalize)
+    }
+
+    /// Whether the views differ (BYOL's two views).
+    pub fn is_asymmetric(self) -> bool {
+        matches!(self, Preset::Byol | Preset::ByolCifar)
+    }
+
+    /// `n` views of every image: the two different pipelines of an asymmetric recipe
+    /// (`n` must then be 2), else `n` copies of [`Preset::compose_with_normalize`].
+    pub fn views(self, size: usize, normalize: Normalize, n: usize) -> Result<MultiView, AugError> {
+        if !self.is_asymmetric() {
+            return MultiView::repeat(self.compose_with_normalize(size, normalize)?, n);
+        }
+        if n != 2 {
+            return Err(AugError::InvalidPipeline(
+                "an asymmetric recipe (BYOL's) has exactly two views",
+            ));
+        }
+        MultiView::new(vec![
+            self.view_with_normalize(0, size, normalize.clone())?,
+            self.view_with_normalize(1, size, normalize)?,
+        ])
+    }
+
+    /// View `view` (0 or 1) of the recipe; the views differ for asymmetric recipes only.
+    fn view_with_normalize(
+        self,
+        view: usize,
+        size: usize,
+        normalize: Normalize,
+    ) -> Result<Compose, AugError> {
         let crop = |lo: f64| -> Result<Transform, AugError> {
             Ok(RandomResizedCrop::new([size, size], (lo, 1.0), DEFAULT_RATIO, true)?.into())
         };
@@ -118,11 +187,18 @@ impl Preset {
         let jitter = |j: ColorJitter, p: f64| -> Result<Transform, AugError> {
             Ok(RandomApply::new(vec![j.into()], p)?.into())
         };
-        let blur = || -> Result<Transform, AugError> {
+        let blur_p = |p: f64| -> Result<Transform, AugError> {
             let k = simclr_blur_kernel(size);
             let b = GaussianBlur::new([k, k], (0.1, 2.0))?;
-            Ok(RandomApply::new(vec![b.into()], 0.5)?.into())
+            Ok(RandomApply::new(vec![b.into()], p)?.into())
         };
+        let blur = || blur_p(0.5);
+        // PIL's `ImageOps.solarize(img, 128)` inverts the 8-bit values >= 128.
+        let solarize = |p: f64| -> Result<Transform, AugError> {
+            Ok(RandomSolarize::new(128.0 / 255.0, p)?.into())
+        };
+        let byol_jitter = || jitter(ColorJitter::new(0.4, 0.4, 0.2, 0.1)?, 0.8);
+        let second = view == 1;
         let t = match self {
             Preset::MocoV1 | Preset::MocoV1Cifar => vec![
                 crop(0.2)?,
@@ -155,15 +231,40 @@ impl Preset {
                 ColorJitter::new(0.4, 0.4, 0.4, 0.4)?.into(),
                 gray()?,
             ],
+            Preset::Byol => vec![
+                crop(0.08)?,
+                flip()?,
+                byol_jitter()?,
+                gray()?,
+                blur_p(if second { 0.1 } else { 1.0 })?,
+            ],
+            Preset::ByolCifar => vec![crop(0.08)?, flip()?, byol_jitter()?, gray()?],
+            Preset::SimSiam => vec![
+                crop(0.2)?,
+                flip()?,
+                jitter(ColorJitter::new(0.4, 0.4, 0.4, 0.1)?, 0.8)?,
+                gray()?,
+                blur()?,
+            ],
+            Preset::SimSiamCifar => vec![
+                crop(0.2)?,
+                flip()?,
+                jitter(ColorJitter::new(0.4, 0.4, 0.4, 0.1)?, 0.8)?,
+                gray()?,
+            ],
         };
         let mut t = t;
+        // BYOL's view 2 alone solarises (view 1's p is 0: no step, no draw).
+        if second && self.is_asymmetric() {
+            t.push(solarize(0.2)?);
+        }
         t.push(normalize.into());
         Compose::new(t)
     }
 
-    /// Two views with the same recipe (SimCLR's and MoCo's query/key pair).
+    /// Two views: the recipe twice (SimCLR's and MoCo's query/key pair), or BYOL's two.
     pub fn two_views(self, size: usize) -> Result<MultiView, AugError> {
-        MultiView::repeat(self.compose(size)?, 2)
+        self.views(size, self.normalize(), 2)
     }
 }
 

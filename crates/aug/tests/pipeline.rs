@@ -323,7 +323,7 @@ fn presets_build_with_the_papers_parameters() {
         ));
     }
     assert!("simclr_cifar".parse::<Preset>().is_ok());
-    assert!("byol"
+    assert!("dino"
         .parse::<Preset>()
         .unwrap_err()
         .contains("simclr-cifar"));
@@ -519,4 +519,36 @@ fn the_instdisc_preset_is_lemniscates_cifar_transform() {
         Preset::InstDiscCifar.normalize(),
         Normalize::cifar10_colab()
     );
+}
+
+#[test]
+fn byols_two_views_differ_only_in_view_twos_solarisation_at_32_px() {
+    let mv = Preset::ByolCifar.two_views(32).unwrap();
+    let solarises = |c: &mocca_aug::Compose| {
+        c.transforms()
+            .iter()
+            .any(|t| matches!(t, Transform::RandomSolarize(_)))
+    };
+    let [v1, v2] = mv.views() else {
+        panic!("{} views", mv.views().len())
+    };
+    assert!(!solarises(v1) && solarises(v2));
+    assert_eq!(v1.transforms().len() + 1, v2.transforms().len());
+    // The 224 px recipe blurs both views (p 1.0 and 0.1); the CIFAR one neither.
+    let blurs = |c: &mocca_aug::Compose| format!("{c:?}").contains("GaussianBlur");
+    let big = Preset::Byol.two_views(224).unwrap();
+    assert!(big.views().iter().all(blurs));
+    assert!(!mv.views().iter().any(blurs));
+}
+
+#[test]
+fn an_asymmetric_recipe_has_exactly_two_views() {
+    let n = Preset::Byol.normalize();
+    let err = Preset::Byol.views(224, n, 3).unwrap_err().to_string();
+    assert!(err.contains("two views"), "{err}");
+    // A symmetric one repeats its pipeline as often as asked.
+    let mv = Preset::SimSiamCifar
+        .views(32, Preset::SimSiamCifar.normalize(), 3)
+        .unwrap();
+    assert!(mv.views().iter().all(|v| v == &mv.views()[0]));
 }

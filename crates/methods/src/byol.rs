@@ -117,9 +117,9 @@ impl<E: Encoder> BYOL<E> {
     fn restore(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         let step = checkpoint::get_u64(state, "step")?;
         self.online
-            .load_state_dict(&checkpoint::sub_state(state, "online"))?;
+            .load_state_dict(&checkpoint::sub_state(state, "encoder_q"))?;
         self.target
-            .load_state_dict(&checkpoint::sub_state(state, "target"))?;
+            .load_state_dict(&checkpoint::sub_state(state, "encoder_k"))?;
         self.predictor
             .load_state_dict(&checkpoint::sub_state(state, "predictor"))?;
         self.optimizer
@@ -214,8 +214,8 @@ impl<E: Encoder> Method for BYOL<E> {
 
     fn state(&self) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
-        checkpoint::put_prefixed(&mut out, "online", self.online.state_dict()?)?;
-        checkpoint::put_prefixed(&mut out, "target", self.target.state_dict()?)?;
+        checkpoint::put_prefixed(&mut out, "encoder_q", self.online.state_dict()?)?;
+        checkpoint::put_prefixed(&mut out, "encoder_k", self.target.state_dict()?)?;
         checkpoint::put_prefixed(&mut out, "predictor", self.predictor.state_dict()?)?;
         checkpoint::put_prefixed(&mut out, "optimizer", self.optimizer.state_tensors()?)?;
         out.insert("step".into(), u64_tensor(self.step)?);

@@ -128,9 +128,9 @@ impl<E: Encoder> MoCoV3<E> {
     fn restore(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         let step = checkpoint::get_u64(state, "step")?;
         self.base
-            .load_state_dict(&checkpoint::sub_state(state, "base"))?;
+            .load_state_dict(&checkpoint::sub_state(state, "encoder_q"))?;
         self.momentum_encoder
-            .load_state_dict(&checkpoint::sub_state(state, "momentum"))?;
+            .load_state_dict(&checkpoint::sub_state(state, "encoder_k"))?;
         self.predictor
             .load_state_dict(&checkpoint::sub_state(state, "predictor"))?;
         self.optimizer
@@ -210,8 +210,8 @@ impl<E: Encoder> Method for MoCoV3<E> {
 
     fn state(&self) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
-        checkpoint::put_prefixed(&mut out, "base", self.base.state_dict()?)?;
-        checkpoint::put_prefixed(&mut out, "momentum", self.momentum_encoder.state_dict()?)?;
+        checkpoint::put_prefixed(&mut out, "encoder_q", self.base.state_dict()?)?;
+        checkpoint::put_prefixed(&mut out, "encoder_k", self.momentum_encoder.state_dict()?)?;
         checkpoint::put_prefixed(&mut out, "predictor", self.predictor.state_dict()?)?;
         checkpoint::put_prefixed(&mut out, "optimizer", self.optimizer.state_tensors()?)?;
         out.insert("step".into(), u64_tensor(self.step)?);

@@ -23,6 +23,12 @@ pub enum MethodName {
     Simclr,
     /// InstDisc (Wu et al. 2018): one view, a memory bank, lemniscate's losses.
     Instdisc,
+    /// BYOL (Grill et al. 2020): online encoder and predictor, momentum target, no negatives.
+    Byol,
+    /// SimSiam (Chen & He 2021): one encoder, a predictor and a stop-gradient.
+    Simsiam,
+    /// MoCo v3 (Chen, Xie & He 2021): a predictor, a momentum encoder, in-batch keys.
+    Mocov3,
 }
 
 impl MethodName {
@@ -32,7 +38,10 @@ impl MethodName {
             "mocov2" => Ok(Self::Mocov2),
             "simclr" => Ok(Self::Simclr),
             "instdisc" => Ok(Self::Instdisc),
-            other => bail!("unknown method `{other}`: expected moco, mocov2, simclr or instdisc"),
+            "byol" => Ok(Self::Byol),
+            "simsiam" => Ok(Self::Simsiam),
+            "mocov3" => Ok(Self::Mocov3),
+            other => bail!("unknown method `{other}`: expected {}", Self::NAMES),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -41,7 +50,30 @@ impl MethodName {
             Self::Mocov2 => "mocov2",
             Self::Simclr => "simclr",
             Self::Instdisc => "instdisc",
+            Self::Byol => "byol",
+            Self::Simsiam => "simsiam",
+            Self::Mocov3 => "mocov3",
         }
+    }
+    pub const ALL: [MethodName; 7] = [
+        Self::Moco,
+        Self::Mocov2,
+        Self::Mocov3,
+        Self::Simclr,
+        Self::Instdisc,
+        Self::Byol,
+        Self::Simsiam,
+    ];
+    /// Every method's name, for messages.
+    pub const NAMES: &'static str = "moco, mocov2, mocov3, simclr, instdisc, byol or simsiam";
+    /// Whether the method has a momentum (key) encoder besides the trained one: MoCo
+    /// v1/v2 (with a queue), MoCo v3 and BYOL.
+    pub fn has_momentum_encoder(self) -> bool {
+        matches!(self, Self::Moco | Self::Mocov2 | Self::Mocov3 | Self::Byol)
+    }
+    /// Whether the method trains a predictor on top of the projection head.
+    pub fn has_predictor(self) -> bool {
+        matches!(self, Self::Byol | Self::Simsiam | Self::Mocov3)
     }
     pub fn is_moco(self) -> bool {
         matches!(self, Self::Moco | Self::Mocov2)
@@ -50,6 +82,7 @@ impl MethodName {
     pub fn recipes(self) -> &'static [Recipe] {
         match self {
             Self::Instdisc => &[Recipe::Cifar, Recipe::Cifar100],
+            Self::Byol | Self::Simsiam | Self::Mocov3 => &[Recipe::Cifar, Recipe::Paper],
             _ => &Recipe::ALL,
         }
     }
@@ -160,6 +193,15 @@ pub struct TrainConfig {
     /// InstDisc only: the memory bank and its objective.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instdisc: Option<InstDiscSection>,
+    /// BYOL, SimSiam and MoCo v3: the prediction head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictor: Option<PredictorSection>,
+    /// BYOL and MoCo v3: the momentum encoder's EMA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum_encoder: Option<MomentumEncoderSection>,
+    /// SimSiam only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simsiam: Option<SimSiamSection>,
     pub loss: LossConfig,
     pub optimizer: OptimizerConfig,
     pub schedule: ScheduleConfig,
@@ -243,6 +285,14 @@ pub enum HeadKind {
     Mlp,
     /// SimCLR (lightly's SimCLRProjectionHead): Linear → BN → ReLU → Linear.
     Simclr,
+    /// BYOL (lightly's BYOLProjectionHead): Linear → BN → ReLU → Linear (with bias).
+    Byol,
+    /// SimSiam (lightly's SimSiamProjectionHead): three Linear layers each followed by BN,
+    /// the last without affine parameters.
+    Simsiam,
+    /// MoCo v3 (moco-v3's `_build_mlp`): `model.head_layers` Linear layers without bias,
+    /// BN + ReLU between, BN without affine parameters after the last.
+    Mocov3,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -253,6 +303,13 @@ pub struct ModelConfig {
     /// Channel-width multiplier (1.0 = the standard ResNet).
     pub width: f64,
     pub head: HeadKind,
+    /// The head's hidden width [default: the feature width for linear/mlp/simclr heads;
+    /// required for byol, simsiam and mocov3].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_dim: Option<usize>,
+    /// Linear layers of a simclr or mocov3 head [default: 2].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_layers: Option<usize>,
     pub out_dim: usize,
     pub zero_init_residual: bool,
     /// Initialisation of the convolutions after the stem.
@@ -385,6 +442,33 @@ pub struct MocoConfig {
     pub bank_sampling: BankSampling,
 }
 
+/// The predictor `q` of BYOL, SimSiam and MoCo v3: Linear → BN → ReLU → Linear, from and to
+/// `model.out_dim` (MoCo v3's last Linear has no bias, as moco-v3 builds it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PredictorSection {
+    pub hidden_dim: usize,
+}
+
+/// The momentum encoder of BYOL and MoCo v3: `θ_m ← m·θ_m + (1 − m)·θ` every step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MomentumEncoderSection {
+    /// m, or the cosine schedule's starting value.
+    pub momentum: f64,
+    /// Constant, or BYOL's cosine increase from `momentum` to 1 over the run.
+    pub schedule: MomentumSchedule,
+}
+
+/// SimSiam's switch.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SimSiamSection {
+    /// The stop-gradient on the target branch. `false` is the paper's collapse ablation
+    /// (Fig. 2): kept to show the collapse monitor at work, never for training.
+    pub stop_gradient: bool,
+}
+
 /// InstDisc's memory bank and objective (lemniscate's `--nce-k`, `--nce-m`; its `--nce-t` is
 /// `loss.temperature`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -459,7 +543,10 @@ pub struct LossConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum OptimizerName {
     Sgd,
+    /// LARS as lightly and solo-learn write it.
     Lars,
+    /// LARS as MoCo v3's `moco/optimizer.py` writes it (trust ratio of the decayed gradient).
+    LarsMocov3,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -666,6 +753,12 @@ const PRESETS: &[(&str, &str)] = &[
     ("mocov2-paper", include_str!("presets/mocov2-paper.toml")),
     ("simclr-cifar", include_str!("presets/simclr-cifar.toml")),
     ("simclr-paper", include_str!("presets/simclr-paper.toml")),
+    ("byol-cifar", include_str!("presets/byol-cifar.toml")),
+    ("byol-paper", include_str!("presets/byol-paper.toml")),
+    ("simsiam-cifar", include_str!("presets/simsiam-cifar.toml")),
+    ("simsiam-paper", include_str!("presets/simsiam-paper.toml")),
+    ("mocov3-cifar", include_str!("presets/mocov3-cifar.toml")),
+    ("mocov3-paper", include_str!("presets/mocov3-paper.toml")),
     (
         "instdisc-cifar",
         include_str!("presets/instdisc-cifar.toml"),
@@ -1012,7 +1105,7 @@ impl TrainConfig {
             optim::nesterov(o.nesterov, o.momentum, 0.0),
         )?;
         match (o.name, o.trust_coefficient) {
-            (OptimizerName::Lars, Some(t)) => {
+            (OptimizerName::Lars | OptimizerName::LarsMocov3, Some(t)) => {
                 lib("optimizer.trust_coefficient", optim::trust_coefficient(t))?
             }
             (OptimizerName::Sgd, Some(_)) => {
@@ -1064,6 +1157,64 @@ impl TrainConfig {
             }
             (false, None) => {}
         }
+        let m = self.method;
+        match (m.has_predictor(), &self.predictor) {
+            (true, None) => bail!("method {} needs a [predictor] section", m.as_str()),
+            (false, Some(_)) => bail!(
+                "the [predictor] section applies to byol, simsiam and mocov3 only, not {}",
+                m.as_str()
+            ),
+            (true, Some(p)) if p.hidden_dim == 0 => {
+                bail!("predictor.hidden_dim must be at least 1")
+            }
+            _ => {}
+        }
+        let ema = matches!(m, MethodName::Byol | MethodName::Mocov3);
+        match (ema, &self.momentum_encoder) {
+            (true, None) => bail!("method {} needs a [momentum_encoder] section", m.as_str()),
+            (false, Some(_)) => bail!(
+                "the [momentum_encoder] section applies to byol and mocov3 only, not {} (MoCo                  v1/v2 keep theirs in [moco])",
+                m.as_str()
+            ),
+            (true, Some(e)) => lib(
+                "momentum_encoder.momentum",
+                mocca_queue::rules::momentum(e.momentum),
+            )?,
+            _ => {}
+        }
+        if self.simsiam.is_some() && m != MethodName::Simsiam {
+            bail!(
+                "the [simsiam] section applies to simsiam only, not {}",
+                m.as_str()
+            );
+        }
+        let head_ok = match self.model.head {
+            HeadKind::Byol => m == MethodName::Byol,
+            HeadKind::Simsiam => m == MethodName::Simsiam,
+            HeadKind::Mocov3 => m == MethodName::Mocov3,
+            _ => true,
+        };
+        if !head_ok {
+            bail!(
+                "model.head = \"{}\" is {}'s projector, not {}'s",
+                serde_plain_head(self.model.head),
+                serde_plain_head(self.model.head),
+                m.as_str()
+            );
+        }
+        if matches!(
+            self.model.head,
+            HeadKind::Byol | HeadKind::Simsiam | HeadKind::Mocov3
+        ) && self.model.hidden_dim.is_none()
+        {
+            bail!(
+                "model.hidden_dim is required with model.head = \"{}\"",
+                serde_plain_head(self.model.head)
+            );
+        }
+        if self.model.hidden_dim == Some(0) || self.model.head_layers == Some(0) {
+            bail!("model.hidden_dim and model.head_layers must be at least 1");
+        }
         match (self.method.is_moco(), &self.moco) {
             (true, None) => bail!("method {} needs a [moco] section", self.method.as_str()),
             (false, Some(_)) => bail!(
@@ -1071,7 +1222,7 @@ impl TrainConfig {
                 self.method.as_str()
             ),
             (false, None) => {
-                if self.eval.encoder == EncoderChoice::Key {
+                if self.eval.encoder == EncoderChoice::Key && !m.has_momentum_encoder() {
                     bail!(
                         "eval.encoder = \"key\": {} has no key encoder",
                         self.method.as_str()
@@ -1112,6 +1263,18 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// A head kind's name as the config file writes it.
+fn serde_plain_head(h: HeadKind) -> &'static str {
+    match h {
+        HeadKind::Linear => "linear",
+        HeadKind::Mlp => "mlp",
+        HeadKind::Simclr => "simclr",
+        HeadKind::Byol => "byol",
+        HeadKind::Simsiam => "simsiam",
+        HeadKind::Mocov3 => "mocov3",
     }
 }
 
@@ -1159,12 +1322,8 @@ mod tests {
 
     #[test]
     fn every_preset_parses_and_validates() {
-        for method in [
-            MethodName::Moco,
-            MethodName::Mocov2,
-            MethodName::Simclr,
-            MethodName::Instdisc,
-        ] {
+        for method in MethodName::ALL {
+            assert_eq!(MethodName::parse(method.as_str()).unwrap(), method);
             for &recipe in method.recipes() {
                 let cfg = ConfigBuilder::from_preset(method, recipe)
                     .unwrap()
@@ -1177,6 +1336,66 @@ mod tests {
     }
 
     const METHODS: [MethodName; 3] = [MethodName::Moco, MethodName::Mocov2, MethodName::Simclr];
+
+    fn build_err(method: MethodName, sets: &[&str]) -> String {
+        let mut b = ConfigBuilder::from_preset(method, Recipe::Cifar).unwrap();
+        for s in sets {
+            b.set(s).unwrap();
+        }
+        b.build().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn byol_and_mocov3_need_a_momentum_encoder_section_simsiam_refuses_one() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Simsiam, Recipe::Cifar).unwrap();
+        b.set("momentum_encoder.momentum=0.99").unwrap();
+        b.set("momentum_encoder.schedule=\"constant\"").unwrap();
+        let err = b.build().unwrap_err().to_string();
+        assert!(err.contains("applies to byol and mocov3 only"), "{err}");
+        let err = build_err(MethodName::Byol, &["momentum_encoder.momentum=1.5"]);
+        assert!(err.contains("momentum_encoder.momentum"), "{err}");
+    }
+
+    #[test]
+    fn a_projector_of_another_method_is_refused_naming_both() {
+        let err = build_err(MethodName::Simsiam, &["model.head=\"byol\""]);
+        assert!(err.contains("byol") && err.contains("simsiam"), "{err}");
+        let err = build_err(MethodName::Moco, &["predictor.hidden_dim=64"]);
+        assert!(err.contains("[predictor] section applies to"), "{err}");
+    }
+
+    #[test]
+    fn the_siamese_recipes_name_their_references_settings() {
+        let byol = preset(MethodName::Byol, Recipe::Cifar);
+        assert_eq!(
+            (
+                byol.model.hidden_dim,
+                byol.model.out_dim,
+                byol.predictor.clone().unwrap().hidden_dim
+            ),
+            (Some(1024), 256, 1024)
+        );
+        assert_eq!(byol.augmentation.preset, "byol-cifar");
+        let simsiam = preset(MethodName::Simsiam, Recipe::Cifar);
+        assert_eq!(
+            (simsiam.model.head, simsiam.model.out_dim),
+            (HeadKind::Simclr, 2048)
+        );
+        assert_eq!(simsiam.optimizer.lr, Some(0.06));
+        let v3 = preset(MethodName::Mocov3, Recipe::Cifar);
+        assert_eq!(v3.optimizer.name, OptimizerName::LarsMocov3);
+        assert_eq!(
+            v3.momentum_encoder.clone().unwrap().schedule,
+            MomentumSchedule::Cosine
+        );
+        for m in [MethodName::Byol, MethodName::Simsiam, MethodName::Mocov3] {
+            let err = ConfigBuilder::from_preset(m, Recipe::Stl10)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("cifar, paper"), "{err}");
+        }
+    }
 
     #[test]
     fn a_method_without_a_recipe_is_an_error_naming_the_ones_it_has() {
@@ -1268,7 +1487,7 @@ mod tests {
                 MethodName::Moco => "mocov1",
                 MethodName::Mocov2 => "mocov2",
                 MethodName::Simclr => "simclr",
-                MethodName::Instdisc => unreachable!("instdisc has no stl10 recipe"),
+                other => unreachable!("{} has no stl10 recipe", other.as_str()),
             };
             assert_eq!(stl.augmentation.preset, aug);
             // The method's own settings are the CIFAR recipe's.

@@ -12,15 +12,17 @@ use crate::error::{bail, invalid, RecipeError, Result};
 use candle_core::{Device, Tensor};
 use mocca_aug::{Compose, MultiView, Normalize, Preset, RandomResizedCrop, Transform};
 use mocca_backbones::{
-    MoCoProjectionHead, ProjectionHeadConfig, ResNetConfig, SimCLRProjectionHead,
+    BYOLPredictionHead, BYOLProjectionHead, MoCoProjectionHead, MoCoV3Mlp, ProjectionHeadConfig,
+    ResNetConfig, SimCLRProjectionHead, SimSiamPredictionHead, SimSiamProjectionHead,
     Stem as BackboneStem,
 };
 use mocca_data::{ImageDataset, Split};
 use mocca_methods::optim::{OptimizerConfig, OptimizerKind};
-use mocca_methods::schedule::LrSchedule;
+use mocca_methods::schedule::{LrSchedule, MomentumSchedule};
 use mocca_methods::{
-    EncoderRole, FeatureLayer, FeatureSource, InstDisc, InstDiscConfig, InstDiscObjective, Method,
-    MoCo, MoCoConfig, NegativeSource, ResNetEncoder, SimCLR, SimCLRConfig,
+    BYOLConfig, EncoderRole, FeatureLayer, FeatureSource, InstDisc, InstDiscConfig,
+    InstDiscObjective, Method, MoCo, MoCoConfig, MoCoV3, MoCoV3Config, NegativeSource, Predictor,
+    ResNetEncoder, SimCLR, SimCLRConfig, SimSiam, SimSiamConfig, BYOL,
 };
 use mocca_train::KnnMonitor;
 pub use mocca_train::{embed, embed_sources, labels_of, spread_subset};
@@ -66,11 +68,84 @@ pub fn head_config(cfg: &TrainConfig, feature_dim: usize) -> ProjectionHeadConfi
         }
         .into(),
         HeadKind::Simclr => SimCLRProjectionHead {
+            hidden_dim: cfg.model.hidden_dim.unwrap_or(feature_dim),
             output_dim: out,
+            num_layers: cfg.model.head_layers.unwrap_or(2),
             ..SimCLRProjectionHead::new(feature_dim)
         }
         .into(),
+        // validate() requires hidden_dim with the three heads below.
+        HeadKind::Byol => BYOLProjectionHead {
+            input_dim: feature_dim,
+            hidden_dim: cfg.model.hidden_dim.unwrap_or(feature_dim),
+            output_dim: out,
+        }
+        .into(),
+        HeadKind::Simsiam => SimSiamProjectionHead {
+            input_dim: feature_dim,
+            hidden_dim: cfg.model.hidden_dim.unwrap_or(feature_dim),
+            output_dim: out,
+        }
+        .into(),
+        HeadKind::Mocov3 => MoCoV3Mlp {
+            num_layers: cfg.model.head_layers.unwrap_or(2),
+            input_dim: feature_dim,
+            mlp_dim: cfg.model.hidden_dim.unwrap_or(feature_dim),
+            output_dim: out,
+            last_bn: true,
+        }
+        .into(),
     }
+}
+
+/// The predictor of BYOL, SimSiam or MoCo v3 (`None` for the other methods): lightly's
+/// `BYOLPredictionHead` / `SimSiamPredictionHead` (`Linear → BN → ReLU → Linear`) or
+/// moco-v3's `_build_mlp(2, dim, mlp_dim, dim, last_bn=False)`, weights from the init seed.
+pub fn predictor(cfg: &TrainConfig, device: &Device) -> Result<Option<Predictor>> {
+    let (Some(p), out) = (&cfg.predictor, cfg.model.out_dim) else {
+        return Ok(None);
+    };
+    let head: ProjectionHeadConfig = match cfg.method {
+        MethodName::Byol => BYOLPredictionHead {
+            input_dim: out,
+            hidden_dim: p.hidden_dim,
+            output_dim: out,
+        }
+        .into(),
+        MethodName::Simsiam => SimSiamPredictionHead {
+            input_dim: out,
+            hidden_dim: p.hidden_dim,
+            output_dim: out,
+        }
+        .into(),
+        MethodName::Mocov3 => MoCoV3Mlp {
+            num_layers: 2,
+            input_dim: out,
+            mlp_dim: p.hidden_dim,
+            output_dim: out,
+            last_bn: false,
+        }
+        .into(),
+        other => bail!("{} has no predictor", other.as_str()),
+    };
+    Ok(Some(Predictor::new(head, cfg.init_seed(), device)?))
+}
+
+/// The momentum schedule of `[momentum_encoder]` over the run's steps.
+fn momentum_schedule(cfg: &TrainConfig, total_steps: u64) -> Result<MomentumSchedule> {
+    let Some(e) = &cfg.momentum_encoder else {
+        bail!(
+            "method {} needs a [momentum_encoder] section",
+            cfg.method.as_str()
+        );
+    };
+    Ok(match e.schedule {
+        crate::config::MomentumSchedule::Constant => MomentumSchedule::Constant(e.momentum),
+        crate::config::MomentumSchedule::Cosine => MomentumSchedule::Cosine {
+            base: e.momentum,
+            total_steps,
+        },
+    })
 }
 
 /// A freshly initialised encoder (weights drawn from the init seed).
@@ -133,6 +208,9 @@ pub fn optimizer_config(cfg: &TrainConfig) -> OptimizerConfig {
                 trust_coefficient: o.trust_coefficient.unwrap_or(1e-3),
                 eps: 1e-8,
             },
+            OptimizerName::LarsMocov3 => OptimizerKind::LarsMoCoV3 {
+                trust_coefficient: o.trust_coefficient.unwrap_or(1e-3),
+            },
         },
         lr: cfg.effective_lr(),
         momentum: o.momentum,
@@ -176,6 +254,51 @@ pub fn build_method(
             device,
         )?));
     }
+    let total_steps = steps_per_epoch * cfg.epochs as u64;
+    let predictor_or_err = || -> Result<Predictor> {
+        predictor(cfg, device)?
+            .ok_or_else(|| invalid!("method {} needs a [predictor] section", cfg.method.as_str()))
+    };
+    match cfg.method {
+        MethodName::Byol => {
+            let c = BYOLConfig {
+                momentum: momentum_schedule(cfg, total_steps)?,
+                optimizer,
+                lr_schedule,
+            };
+            let build = || build_encoder(cfg, device).map_err(to_method_err);
+            return Ok(Box::new(BYOL::new(c, build, predictor_or_err()?, device)?));
+        }
+        MethodName::Mocov3 => {
+            let c = MoCoV3Config {
+                temperature: cfg.loss.temperature,
+                momentum: momentum_schedule(cfg, total_steps)?,
+                optimizer,
+                lr_schedule,
+            };
+            let build = || build_encoder(cfg, device).map_err(to_method_err);
+            return Ok(Box::new(MoCoV3::new(
+                c,
+                build,
+                predictor_or_err()?,
+                device,
+            )?));
+        }
+        MethodName::Simsiam => {
+            let c = SimSiamConfig {
+                optimizer,
+                lr_schedule,
+                stop_gradient: cfg.simsiam.as_ref().is_none_or(|s| s.stop_gradient),
+            };
+            return Ok(Box::new(SimSiam::new(
+                c,
+                build_encoder(cfg, device)?,
+                predictor_or_err()?,
+                device,
+            )?));
+        }
+        _ => {}
+    }
     match &cfg.moco {
         Some(m) => {
             let negatives = match m.negatives {
@@ -213,7 +336,7 @@ pub fn build_method(
                 shuffle_bn: m.bn_splits > 1,
                 optimizer,
                 lr_schedule,
-                total_steps: steps_per_epoch * cfg.epochs as u64,
+                total_steps,
                 seed: cfg.init_seed(),
             };
             let build = || build_encoder(cfg, device).map_err(to_method_err);
@@ -247,7 +370,7 @@ pub fn feature_source(
     encoder: EncoderChoice,
     layer: LayerChoice,
 ) -> Result<FeatureSource> {
-    let role = match (cfg.method.is_moco(), encoder) {
+    let role = match (cfg.method.has_momentum_encoder(), encoder) {
         (false, EncoderChoice::Query) => EncoderRole::Shared,
         (false, EncoderChoice::Key) => {
             bail!(
@@ -309,12 +432,12 @@ fn train_pipeline(cfg: &TrainConfig) -> Result<Compose> {
 }
 
 /// The training views: one per image for InstDisc and MoCo's memory bank (the bank holds
-/// the other side of each pair), two otherwise (query / key, or SimCLR's pair).
+/// the other side of each pair), two otherwise (query / key, SimCLR's pair, or BYOL's two
+/// different views).
 pub fn train_views(cfg: &TrainConfig) -> Result<MultiView> {
-    Ok(MultiView::repeat(
-        train_pipeline(cfg)?,
-        views_per_image(cfg),
-    )?)
+    let preset = aug_preset(cfg)?;
+    let normalize = normalization(cfg)?.unwrap_or_else(|| preset.normalize());
+    Ok(preset.views(cfg.data.image_size, normalize, views_per_image(cfg))?)
 }
 
 /// Augmented views per training image.
@@ -597,5 +720,63 @@ mod tests {
                 None => k.replace("projection_head.", "head."),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod siamese_tests {
+    use super::*;
+    use crate::config::{ConfigBuilder, Recipe};
+
+    fn small(method: MethodName) -> TrainConfig {
+        let mut b = ConfigBuilder::from_preset(method, Recipe::Cifar).unwrap();
+        for s in [
+            "model.width=0.125",
+            "batch_size=8",
+            "model.hidden_dim=32",
+            "predictor.hidden_dim=16",
+            "model.out_dim=16",
+        ] {
+            b.set(s).unwrap();
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn byol_simsiam_and_mocov3_recipes_build_and_train_a_step() {
+        for method in [MethodName::Byol, MethodName::Simsiam, MethodName::Mocov3] {
+            let cfg = small(method);
+            let mut m = build_method(&cfg, 4, 32, &Device::Cpu).unwrap();
+            assert_eq!(m.name(), method.as_str());
+            let views = train_views(&cfg).unwrap();
+            assert_eq!(views.views().len(), 2, "{}", method.as_str());
+            let x = Tensor::rand(0f32, 1.0, (8, 3, 32, 32), &Device::Cpu).unwrap();
+            let s = m.step(&[x.clone(), x], &[]).unwrap();
+            assert!(s.loss.is_finite(), "{}: {}", method.as_str(), s.loss);
+            // The momentum encoder is the "key" encoder to `eval --encoder key`.
+            let key = feature_source(&cfg, EncoderChoice::Key, LayerChoice::Backbone);
+            assert_eq!(
+                key.is_ok(),
+                method != MethodName::Simsiam,
+                "{}",
+                method.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn byols_recipe_gives_its_two_different_views() {
+        let views = train_views(&small(MethodName::Byol)).unwrap();
+        assert_ne!(views.views()[0], views.views()[1]);
+        let views = train_views(&small(MethodName::Simsiam)).unwrap();
+        assert_eq!(views.views()[0], views.views()[1]);
+    }
+
+    #[test]
+    fn simsiams_switch_turns_the_stop_gradient_off() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Simsiam, Recipe::Cifar).unwrap();
+        b.set("simsiam.stop_gradient=false").unwrap();
+        let cfg = b.build().unwrap();
+        assert_eq!(cfg.simsiam.as_ref().map(|s| s.stop_gradient), Some(false));
     }
 }

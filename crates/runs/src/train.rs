@@ -18,8 +18,8 @@ use mocca_data::ImageDataset;
 use mocca_methods::schedule::ScheduleWarning;
 use mocca_methods::FeatureSource;
 use mocca_recipes::config::{
-    ConfigBuilder, InstDiscObjectiveName, MethodName, Negatives, Precision, Recipe, ScheduleKind,
-    SchedulePer, TrainConfig,
+    ConfigBuilder, InstDiscObjectiveName, MethodName, MomentumSchedule, Negatives, Precision,
+    Recipe, ScheduleKind, SchedulePer, TrainConfig,
 };
 use mocca_recipes::setup;
 use mocca_recipes::{build_trainer, RunData};
@@ -57,7 +57,7 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 /// epochs extended.
 #[derive(Clone, Debug, Default)]
 pub struct TrainRequest {
-    /// moco, mocov2, simclr or instdisc [default: the config file's `method`].
+    /// One of [`MethodName::ALL`] [default: the config file's `method`].
     pub method: Option<MethodName>,
     /// [default: the config file's `recipe`, else cifar].
     pub recipe: Option<Recipe>,
@@ -172,7 +172,8 @@ fn resolve_fresh(a: &TrainRequest) -> Result<TrainConfig> {
         (None, Some(f)) => MethodName::parse(&f)?,
         (None, None) => {
             bail!(
-                "which method? give moco, mocov2, simclr or instdisc (see `cargo xtask train --help`)"
+                "which method? give {} (see `cargo xtask train --help`)",
+                MethodName::NAMES
             )
         }
     };
@@ -519,7 +520,30 @@ fn describe_run(
                 i.memory_momentum, i.nce_k
             ),
         },
-        (None, None) => String::new(),
+        (None, None) => {
+            let momentum = c.momentum_encoder.as_ref().map(|e| {
+                let schedule = match e.schedule {
+                    MomentumSchedule::Constant => "",
+                    MomentumSchedule::Cosine => ", cosine to 1",
+                };
+                format!(", momentum encoder m={}{schedule}", e.momentum)
+            });
+            let predictor = c
+                .predictor
+                .as_ref()
+                .map(|p| format!(", predictor hidden {}", p.hidden_dim));
+            let stop = match &c.simsiam {
+                Some(s) if !s.stop_gradient => {
+                    ", NO stop-gradient (the collapse ablation: expect collapse)"
+                }
+                _ => "",
+            };
+            format!(
+                "{}{}{stop}",
+                momentum.unwrap_or_default(),
+                predictor.unwrap_or_default()
+            )
+        }
     };
     let lr = match (c.optimizer.lr, c.optimizer.base_lr) {
         (None, Some(base)) => format!(

@@ -314,7 +314,10 @@ impl Spec {
                 .as_deref()
                 .or(self.method.as_deref())
                 .ok_or_else(|| {
-                    anyhow!("{what}: which method? give `method = \"moco\"` (moco, mocov2, simclr)")
+                    anyhow!(
+                        "{what}: which method? give `method = \"moco\"` ({})",
+                        MethodName::NAMES
+                    )
                 })?;
             let method = MethodName::parse(method).with_context(|| what.clone())?;
             let recipe = match g.recipe.as_deref().or(self.recipe.as_deref()) {

@@ -33,6 +33,9 @@ pub fn cpu_sized_command(method: MethodName, recipe: Recipe) -> String {
         MethodName::Simclr => 6,
         // One view and one encoder pass per image: less work per epoch than MoCo's.
         MethodName::Instdisc => 10,
+        // Both views back-propagated through the trained encoder, as SimCLR's; BYOL and
+        // MoCo v3 add the momentum encoder's forward passes.
+        MethodName::Byol | MethodName::Simsiam | MethodName::Mocov3 => 6,
     };
     let m = method.as_str();
     // InstDisc keeps lemniscate's batch 128 (its lr is not scaled with the batch).
