@@ -71,6 +71,7 @@ mod layers;
 mod norm;
 mod resnet;
 mod state;
+mod vit;
 
 pub use error::{Error, Result};
 pub use heads::{
@@ -82,3 +83,4 @@ pub use layers::Backend;
 pub use norm::{strided_group_order, BatchNorm, BatchNormConfig, SplitBatchNorm, SplitGrouping};
 pub use resnet::{BlockKind, ConvInit, ResNet, ResNetConfig, Stem};
 pub use state::{ModelState, StateDict};
+pub use vit::{ViTConfig, VisionTransformer};

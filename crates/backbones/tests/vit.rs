@@ -1,0 +1,172 @@
+//! The Vision Transformer against timm (tests/golden/backbones/README.md, `*_vit*`): the same
+//! state-dict keys and shapes as timm's ViT-Tiny and ViT-Small (so weights load into timm and
+//! back), the same features for the same weights and images, and gradients for training.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use mocca_backbones::{StateDict, ViTConfig, VisionTransformer};
+
+mod resnet_support;
+use resnet_support::{golden, hash_u01, max_err, tensor};
+
+fn vit(cfg: &ViTConfig) -> (VisionTransformer, VarMap) {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    (VisionTransformer::new(cfg, vb).unwrap(), varmap)
+}
+
+#[test]
+fn tiny_and_small_have_timms_keys_and_shapes_at_224_and_32_px() {
+    for (variant, config) in [
+        ("tiny", ViTConfig::tiny as fn(usize, usize) -> ViTConfig),
+        ("small", ViTConfig::small),
+    ] {
+        let golden = golden::load(&format!("backbones/keys_vit_{variant}.json"));
+        for (img, patch) in [(224, 16), (32, 4)] {
+            let entries = golden["models"][format!("{img}px_patch{patch}")]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    let shape: Vec<usize> = e["shape"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|d| d.as_u64().unwrap() as usize)
+                        .collect();
+                    (e["name"].as_str().unwrap().to_string(), shape)
+                })
+                .collect::<Vec<_>>();
+            let (m, _) = vit(&config(img, patch));
+            let ours: Vec<(String, Vec<usize>)> = m
+                .state_dict()
+                .unwrap()
+                .into_iter()
+                .map(|(n, t)| (n, t.dims().to_vec()))
+                .collect();
+            assert_eq!(ours, entries, "{variant} {img}px patch {patch}");
+        }
+    }
+}
+
+/// The golden files' weights: tensor `k` of the state dict (timm's order) from the hash,
+/// Linear / patch weights `(u − 0.5)·2·√(3/fan_in)`, LayerNorm weights `0.5 + u`, biases
+/// `u − 0.5`, class token and position embedding `(u − 0.5)·0.04`.
+fn hashed(m: &VisionTransformer) -> HashMap<String, Tensor> {
+    m.state_dict()
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .map(|(k, (name, t))| {
+            let n = t.elem_count();
+            let fan_in: usize = t.dims().iter().skip(1).product();
+            let v: Vec<f32> = (0..n as u64)
+                .map(|j| {
+                    let u = hash_u01(k as u64, j);
+                    let x = if name == "cls_token" || name == "pos_embed" {
+                        (u - 0.5) * 0.04
+                    } else if name.ends_with("weight") && t.rank() > 1 {
+                        (u - 0.5) * 2.0 * (3.0 / fan_in as f64).sqrt()
+                    } else if name.ends_with("weight") {
+                        0.5 + u
+                    } else {
+                        u - 0.5
+                    };
+                    x as f32
+                })
+                .collect();
+            let t = Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap();
+            (name, t)
+        })
+        .collect()
+}
+
+#[test]
+fn the_features_are_timms_class_token_for_the_same_weights() {
+    let golden = golden::load("backbones/forward_vit.json");
+    for case in golden["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let int = |k: &str| case[k].as_u64().unwrap() as usize;
+        let cfg = ViTConfig {
+            depth: int("depth"),
+            ..match case["variant"].as_str().unwrap() {
+                "tiny" => ViTConfig::tiny(int("image_size"), int("patch_size")),
+                _ => ViTConfig::small(int("image_size"), int("patch_size")),
+            }
+        };
+        assert_eq!(
+            (cfg.embed_dim, cfg.num_heads),
+            (int("embed_dim"), int("num_heads"))
+        );
+        let (m, _) = vit(&cfg);
+        m.load_state_dict(&hashed(&m)).unwrap();
+        let f = m.forward(&tensor(&case["input"])).unwrap();
+        let expected = golden::Array::from_json(&case["features"]);
+        let (err, scale) = max_err(&f, &expected);
+        assert!(
+            err <= 1e-4 * scale,
+            "{name}: max error {err:e} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn every_parameter_gets_a_gradient_and_a_step_lowers_an_objective() {
+    let cfg = ViTConfig {
+        depth: 2,
+        ..ViTConfig::tiny(16, 4)
+    };
+    let (m, varmap) = vit(&cfg);
+    let x = Tensor::rand(-1f32, 1.0, (4, 3, 16, 16), &Device::Cpu).unwrap();
+    let target = Tensor::rand(-1f32, 1.0, (4, 192), &Device::Cpu).unwrap();
+    let objective = |m: &VisionTransformer| {
+        (m.forward(&x).unwrap() - &target)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+    };
+    let before = objective(&m);
+    let grads = before.backward().unwrap();
+    let vars = varmap.all_vars();
+    assert_eq!(vars.len(), m.state_dict().unwrap().len());
+    for v in &vars {
+        let g = grads.get(v).expect("every parameter gets a gradient");
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            norm > 0.0 && norm.is_finite(),
+            "{:?}: gradient norm {norm}",
+            v.dims()
+        );
+    }
+    for v in &vars {
+        let g = grads.get(v).unwrap();
+        v.set(&(v.as_tensor() - (g * 0.5).unwrap()).unwrap())
+            .unwrap();
+    }
+    let after = objective(&m).to_scalar::<f32>().unwrap();
+    assert!(after < before.to_scalar::<f32>().unwrap(), "{after}");
+}
+
+#[test]
+fn images_of_another_size_are_refused_naming_the_expected_shape() {
+    let (m, _) = vit(&ViTConfig::tiny(32, 4));
+    let x = Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
+    let err = m.forward(&x).unwrap_err().to_string();
+    assert!(err.contains("[N, 3, 32, 32]"), "{err}");
+    let bad = ViTConfig::tiny(30, 4);
+    let err = VisionTransformer::new(&bad, VarBuilder::zeros(DType::F32, &Device::Cpu))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not a multiple of the patch size"), "{err}");
+}
