@@ -617,3 +617,64 @@ fn byol_simsiam_and_mocov3_train_resume_evaluate_and_export_through_the_cli() {
         "BYOL ranks no positive: {metrics}"
     );
 }
+
+#[test]
+fn mocov3_trains_a_vit_through_the_cli_and_exports_it_with_timms_keys() {
+    let fx = fixture();
+    let cfg = fx.write("mocov3.toml", &tiny_config("mocov3", 1, 16));
+    let out = train(
+        &fx,
+        &cfg,
+        "runs/vit",
+        &[
+            "--set",
+            "model.arch=\"vit-tiny\"",
+            "--set",
+            "model.width=1.0",
+            "--set",
+            "model.hidden_dim=32",
+            "--set",
+            "predictor.hidden_dim=16",
+        ],
+    );
+    assert!(out.success(), "{out:?}");
+    assert!(out.stderr.contains("VitTiny"), "{}", out.stderr);
+    let export = run(
+        BIN,
+        fx.dir.path(),
+        &["export", "runs/vit", "--out", "vit.safetensors"],
+    );
+    assert!(export.success(), "{export:?}");
+    assert!(
+        export.stdout.contains(
+            "timm.create_model(\"vit_tiny_patch16_224\", num_classes=0, img_size=16, patch_size=4)"
+        ),
+        "{}",
+        export.stdout
+    );
+    let keys = tensor_bytes(&fx.path("vit.safetensors"));
+    for k in [
+        "cls_token",
+        "pos_embed",
+        "patch_embed.proj.weight",
+        "blocks.11.attn.qkv.weight",
+        "norm.bias",
+    ] {
+        assert!(keys.contains_key(k), "{k} not in {:?}", keys.keys());
+    }
+    assert_eq!(keys["pos_embed"].1, vec![1, 17, 192]);
+    // A width multiplier means nothing to a ViT: refused, naming the key.
+    let bad = train(
+        &fx,
+        &cfg,
+        "runs/vit-bad",
+        &[
+            "--set",
+            "model.arch=\"vit-tiny\"",
+            "--set",
+            "model.width=0.5",
+        ],
+    );
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("model.width"), "{}", bad.stderr);
+}

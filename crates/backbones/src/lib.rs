@@ -65,6 +65,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod backbone;
 mod error;
 mod heads;
 mod layers;
@@ -73,6 +74,7 @@ mod resnet;
 mod state;
 mod vit;
 
+pub use backbone::Backbone;
 pub use error::{Error, Result};
 pub use heads::{
     BYOLPredictionHead, BYOLProjectionHead, HeadBlock, HeadNorm, MoCoProjectionHead, MoCoV3Mlp,

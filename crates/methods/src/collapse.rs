@@ -635,7 +635,7 @@ mod tests {
     #[test]
     fn every_method_hands_out_its_step_embeddings() {
         use crate::{
-            Method, MoCo, MoCoConfig, NegativeSource, ResNetEncoder, SimCLR, SimCLRConfig,
+            BackboneEncoder, Method, MoCo, MoCoConfig, NegativeSource, SimCLR, SimCLRConfig,
         };
         use mocca_backbones::{MoCoProjectionHead, ResNetConfig, SimCLRProjectionHead, Stem};
         let dev = Device::Cpu;
@@ -662,7 +662,7 @@ mod tests {
             assert_eq!(metrics.alignment.is_some(), two_views);
         };
         let head = SimCLRProjectionHead::new(backbone.feature_dim());
-        let enc = ResNetEncoder::new(&backbone, head.into(), 0, &dev).unwrap();
+        let enc = BackboneEncoder::new(&backbone, head.into(), 0, &dev).unwrap();
         check(
             &mut SimCLR::new(SimCLRConfig::cifar10(4, 1, 1), enc, &dev).unwrap(),
             true,
@@ -685,7 +685,7 @@ mod tests {
             config.symmetric = symmetric;
             let build = || {
                 let head = MoCoProjectionHead::v2(backbone.feature_dim());
-                ResNetEncoder::new(&backbone, head.into(), 0, &dev)
+                BackboneEncoder::new(&backbone, head.into(), 0, &dev)
             };
             check(&mut MoCo::new(config, build, &dev).unwrap(), two_views);
         }

@@ -5,7 +5,7 @@
 //! optimizer and the momentum update) and the full state including BatchNorm
 //! buffers (for checkpoints and for copying the query encoder into the key
 //! encoder). [`Encoder`] asks for exactly that, so any model can be trained:
-//! [`ResNetEncoder`](crate::ResNetEncoder) wraps `mocca-backbones`' ResNet and
+//! [`BackboneEncoder`](crate::BackboneEncoder) wraps `mocca-backbones`' ResNet and
 //! projection head; tests use tiny synthetic networks.
 
 use std::collections::HashMap;

@@ -21,12 +21,12 @@
 //! ```
 //! use candle_core::{Device, Tensor};
 //! use mocca_backbones::{MoCoProjectionHead, ResNetConfig, Stem};
-//! use mocca_methods::{InstDisc, InstDiscConfig, InstDiscObjective, Method, ResNetEncoder};
+//! use mocca_methods::{InstDisc, InstDiscConfig, InstDiscObjective, Method, BackboneEncoder};
 //!
 //! let dev = Device::Cpu;
 //! let backbone = ResNetConfig { stem: Stem::Cifar, width: 0.0625, ..ResNetConfig::resnet18() };
 //! // lemniscate's `linear` to 128 dimensions is MoCo v1's one-layer head.
-//! let encoder = ResNetEncoder::new(&backbone, MoCoProjectionHead::v1(backbone.feature_dim()).into(), 0, &dev)?;
+//! let encoder = BackboneEncoder::new(&backbone, MoCoProjectionHead::v1(backbone.feature_dim()).into(), 0, &dev)?;
 //! let mut config = InstDiscConfig::cifar10_lemniscate(16, 4, 1); // a bank of 16 images
 //! config.objective = InstDiscObjective::Nce { noise_samples: 8 };
 //! let mut instdisc = InstDisc::new(config, encoder, &dev)?;

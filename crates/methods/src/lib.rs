@@ -19,8 +19,8 @@
 //! | [`BYOL`], [`BYOLConfig`] | BYOL: online encoder + [`Predictor`], momentum target ([`MomentumSchedule`]), negative cosine similarity, as lightly's example |
 //! | [`SimSiam`], [`SimSiamConfig`] | SimSiam: one encoder + [`Predictor`], stop-gradient (switchable, to show the collapse without it) |
 //! | [`InstDisc`], [`InstDiscConfig`] | InstDisc (Wu et al. 2018): one view, a memory bank, the full softmax or NCE, as lemniscate's code |
-//! | [`Encoder`], [`ResNetEncoder`] | what a method needs from a network; the ResNet + projection head of `mocca-backbones` |
-//! | [`Precision`] | f32, or bf16 mixed precision with f32 master weights ([`ResNetEncoder::with_precision`]) |
+//! | [`Encoder`], [`BackboneEncoder`] | what a method needs from a network; the ResNet + projection head of `mocca-backbones` |
+//! | [`Precision`] | f32, or bf16 mixed precision with f32 master weights ([`BackboneEncoder::with_precision`]) |
 //! | [`optim::Optimizer`] | PyTorch-exact momentum SGD (Nesterov, dampening, weight decay) and LARS, bias/BN excluded from decay on request, state save/load |
 //! | [`schedule::LrSchedule`] | warmup + cosine, step, multistep; evaluated per step |
 //! | [`collapse`] | the collapse monitor: [`collapse::collapse_metrics`] of a step's embeddings ([`Method::last_embeddings`]): std of the ℓ2-normalised embeddings (SimSiam), RankMe, alignment and uniformity, and a [`CollapseMetrics::collapsing`] verdict |
@@ -39,7 +39,7 @@
 //! let backbone = ResNetConfig { stem: Stem::Cifar, bn_splits: 8, ..ResNetConfig::resnet18() };
 //! let mut head: ProjectionHeadConfig = MoCoProjectionHead::v2(backbone.feature_dim()).into();
 //! head.bn_splits = 8;
-//! let build = || ResNetEncoder::new(&backbone, head.clone(), seed, &device);
+//! let build = || BackboneEncoder::new(&backbone, head.clone(), seed, &device);
 //! let mut config = MoCoConfig::cifar10_colab(batch_size, steps_per_epoch, epochs);
 //! config.seed = seed;                                // queue init, shuffle-BN permutations
 //! config.negatives = NegativeSource::queue(4096);   // or MemoryBank { .. } or EndToEnd
@@ -91,12 +91,12 @@
 //! use candle_core::{Device, Tensor};
 //! use mocca_backbones::{MoCoProjectionHead, ResNetConfig, Stem};
 //! use mocca_methods::eval::{knn_evaluate, KnnConfig};
-//! use mocca_methods::{Method, MoCo, MoCoConfig, NegativeSource, ResNetEncoder};
+//! use mocca_methods::{Method, MoCo, MoCoConfig, NegativeSource, BackboneEncoder};
 //!
 //! let dev = Device::Cpu;
 //! let backbone = ResNetConfig { stem: Stem::Cifar, width: 0.125, ..ResNetConfig::resnet18() };
 //! let head = MoCoProjectionHead::v2(backbone.feature_dim());
-//! let build = || ResNetEncoder::new(&backbone, head.into(), 0, &dev);
+//! let build = || BackboneEncoder::new(&backbone, head.into(), 0, &dev);
 //! let mut config = MoCoConfig::v2(4, 10, 1);
 //! config.negatives = NegativeSource::queue(16);
 //! let mut moco = MoCo::new(config, build, &dev)?;
@@ -113,6 +113,7 @@
 //! # Ok::<(), mocca_methods::MethodError>(())
 //! ```
 
+mod backbone_encoder;
 pub mod byol;
 pub mod checkpoint;
 pub mod collapse;
@@ -126,7 +127,6 @@ pub mod mocov3;
 pub mod optim;
 mod precision;
 mod predictor;
-mod resnet;
 pub mod schedule;
 pub mod simclr;
 pub mod simsiam;
@@ -138,6 +138,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
+pub use backbone_encoder::BackboneEncoder;
 pub use byol::{BYOLConfig, BYOL};
 pub use collapse::{CollapseMetrics, StepEmbeddings};
 pub use encoder::{copy_state, Encoder};
@@ -150,7 +151,6 @@ pub use moco::{batch_shuffle, batch_unshuffle, BankSampling, MoCo, MoCoConfig, N
 pub use mocov3::{MoCoV3, MoCoV3Config};
 pub use precision::Precision;
 pub use predictor::Predictor;
-pub use resnet::ResNetEncoder;
 pub use schedule::MomentumSchedule;
 pub use simclr::{SimCLR, SimCLRConfig};
 pub use simsiam::{SimSiam, SimSiamConfig};

@@ -10,7 +10,7 @@ use golden_support::*;
 use mocca_backbones::{Backend, MoCoProjectionHead, ResNetConfig, Stem};
 use mocca_methods::optim::OptimizerConfig;
 use mocca_methods::schedule::LrSchedule;
-use mocca_methods::{InstDisc, InstDiscConfig, InstDiscObjective, Method, ResNetEncoder};
+use mocca_methods::{BackboneEncoder, InstDisc, InstDiscConfig, InstDiscObjective, Method};
 use mocca_queue::BankInit;
 
 const CASES: [&str; 3] = [
@@ -34,7 +34,7 @@ fn run_case(name: &str, backend: Backend) {
         output_dim: int(&c, "low_dim"),
         ..MoCoProjectionHead::v1(backbone.feature_dim())
     };
-    let encoder = ResNetEncoder::new(&backbone, head.into(), 0, &Device::Cpu).unwrap();
+    let encoder = BackboneEncoder::new(&backbone, head.into(), 0, &Device::Cpu).unwrap();
     load(&encoder, &c["initial_state"], fc_head_key);
     let objective = match c["kind"].as_str().unwrap() {
         "linear_average" => InstDiscObjective::Softmax,

@@ -14,7 +14,7 @@ use golden_support::*;
 use mocca_backbones::{Backend, MoCoV3Mlp, ResNetConfig, Stem};
 use mocca_methods::optim::{OptimizerConfig, OptimizerKind};
 use mocca_methods::schedule::{LrSchedule, MomentumSchedule};
-use mocca_methods::{Method, MoCoV3, MoCoV3Config, Predictor, ResNetEncoder};
+use mocca_methods::{BackboneEncoder, Method, MoCoV3, MoCoV3Config, Predictor};
 
 const CASES: [&str; 3] = [
     "resnet_proj2_lars_w1_32_b16_i12_t1.0_mcos0.9",
@@ -23,7 +23,7 @@ const CASES: [&str; 3] = [
 ];
 
 /// moco-v3's keys of one encoder (`<prefix>.<torchvision>`, `<prefix>.fc.N.*` the projector) as
-/// `ResNetEncoder`'s, the entries of other modules left out.
+/// `BackboneEncoder`'s, the entries of other modules left out.
 fn encoder_part(state: &serde_json::Value, prefix: &str) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for (k, v) in state.as_object().unwrap() {
@@ -96,7 +96,7 @@ fn run_case(name: &str, backend: Backend) -> Check {
     predictor.load_state_dict(&tensors).unwrap();
     let base_init = encoder_part(init, "base_encoder");
     let build = || {
-        let e = ResNetEncoder::new(&backbone, projector.into(), 0, &Device::Cpu)?;
+        let e = BackboneEncoder::new(&backbone, projector.into(), 0, &Device::Cpu)?;
         load(&e, &base_init, |k| k.to_string());
         Ok(e)
     };

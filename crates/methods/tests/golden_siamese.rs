@@ -17,7 +17,7 @@ use mocca_backbones::{
 };
 use mocca_methods::optim::OptimizerConfig;
 use mocca_methods::schedule::{LrSchedule, MomentumSchedule};
-use mocca_methods::{BYOLConfig, Method, Predictor, ResNetEncoder, SimSiam, SimSiamConfig, BYOL};
+use mocca_methods::{BYOLConfig, BackboneEncoder, Method, Predictor, SimSiam, SimSiamConfig, BYOL};
 
 const BYOL_CASES: [&str; 2] = ["w1_16_b8_i16_h32_o16_mcos0.9", "w1_32_b16_i12_h16_o8_m0.8"];
 const SIMSIAM_CASES: [&str; 2] = [
@@ -125,7 +125,7 @@ fn run_byol(name: &str, backend: Backend) -> Check {
     load_predictor(&predictor, &part(init, "prediction_head."));
     let encoder_init = encoder_part(init, false);
     let build = || {
-        let e = ResNetEncoder::new(&backbone, head.into(), 0, &Device::Cpu)?;
+        let e = BackboneEncoder::new(&backbone, head.into(), 0, &Device::Cpu)?;
         load(&e, &encoder_init, |k| k.to_string());
         Ok(e)
     };
@@ -199,7 +199,7 @@ fn run_simsiam(name: &str, backend: Backend, stop_gradient: bool) -> Check {
     .unwrap();
     let init = &c["initial_state"];
     load_predictor(&predictor, &part(init, "prediction_head."));
-    let encoder = ResNetEncoder::new(&backbone, head.into(), 0, &Device::Cpu).unwrap();
+    let encoder = BackboneEncoder::new(&backbone, head.into(), 0, &Device::Cpu).unwrap();
     load(&encoder, &encoder_part(init, false), |k| k.to_string());
     let lr = num(&c, "lr");
     let config = SimSiamConfig {

@@ -15,7 +15,7 @@ use mocca_backbones::{Backend, MoCoProjectionHead, ResNetConfig, SimCLRProjectio
 use mocca_methods::optim::OptimizerConfig;
 use mocca_methods::schedule::LrSchedule;
 use mocca_methods::{
-    Encoder, Method, MoCo, MoCoConfig, NegativeSource, ResNetEncoder, SimCLR, SimCLRConfig,
+    BackboneEncoder, Encoder, Method, MoCo, MoCoConfig, NegativeSource, SimCLR, SimCLRConfig,
     SymmetricReduction,
 };
 
@@ -83,7 +83,7 @@ fn run_moco_case(c: &serde_json::Value, backend: Backend) -> Check {
         seed: 0,
     };
     let build = || {
-        let e = ResNetEncoder::new(&backbone, head.into(), 0, &Device::Cpu)?;
+        let e = BackboneEncoder::new(&backbone, head.into(), 0, &Device::Cpu)?;
         load(&e, &c["initial_query_encoder"], colab_key);
         Ok(e)
     };
@@ -204,7 +204,7 @@ fn run_simclr_case(c: &serde_json::Value, backend: Backend) -> Check {
         output_dim: int(c, "out_dim"),
         ..SimCLRProjectionHead::new(backbone.feature_dim())
     };
-    let encoder = ResNetEncoder::new(&backbone, head.into(), 0, &Device::Cpu).unwrap();
+    let encoder = BackboneEncoder::new(&backbone, head.into(), 0, &Device::Cpu).unwrap();
     // lightly's keys are already ours: `backbone.<torchvision>`, `head.layers.{0,1,3,4}`.
     let same = |k: &str| k.to_string();
     load(&encoder, &c["initial_state"], same);

@@ -4,9 +4,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use mocca_backbones::{MoCoProjectionHead, ProjectionHeadConfig, ResNetConfig, Stem};
-use mocca_methods::{Encoder, Method, MoCo, MoCoConfig, Precision, ResNetEncoder};
+use mocca_methods::{BackboneEncoder, Encoder, Method, MoCo, MoCoConfig, Precision};
 
-fn encoder(precision: Precision) -> ResNetEncoder {
+fn encoder(precision: Precision) -> BackboneEncoder {
     let backbone = ResNetConfig {
         stem: Stem::Cifar,
         width: 0.125,
@@ -15,7 +15,7 @@ fn encoder(precision: Precision) -> ResNetEncoder {
     };
     let mut head: ProjectionHeadConfig = MoCoProjectionHead::v2(backbone.feature_dim()).into();
     head.bn_splits = 2;
-    ResNetEncoder::new(&backbone, head, 5, &Device::Cpu)
+    BackboneEncoder::new(&backbone, head, 5, &Device::Cpu)
         .unwrap()
         .with_precision(precision)
 }
@@ -31,7 +31,7 @@ fn images(n: usize, seed: u64) -> Vec<Tensor> {
     vec![view(), view()]
 }
 
-fn params(e: &ResNetEncoder) -> Vec<(String, Tensor)> {
+fn params(e: &BackboneEncoder) -> Vec<(String, Tensor)> {
     e.state_dict()
         .unwrap()
         .into_iter()

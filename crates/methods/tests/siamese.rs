@@ -10,7 +10,7 @@ use mocca_backbones::{
 use mocca_methods::optim::OptimizerConfig;
 use mocca_methods::schedule::{LrSchedule, MomentumSchedule};
 use mocca_methods::{
-    BYOLConfig, Encoder, EncoderRole, Method, MoCoV3, MoCoV3Config, Predictor, ResNetEncoder,
+    BYOLConfig, BackboneEncoder, Encoder, EncoderRole, Method, MoCoV3, MoCoV3Config, Predictor,
     SimSiam, SimSiamConfig, BYOL,
 };
 
@@ -60,7 +60,7 @@ fn byol() -> Box<dyn Method> {
         optimizer: OptimizerConfig::sgd(0.05, 0.9, 1e-4),
         lr_schedule: LrSchedule::cosine(0.05, 4),
     };
-    let build = || ResNetEncoder::new(&b, head.into(), 3, &Device::Cpu);
+    let build = || BackboneEncoder::new(&b, head.into(), 3, &Device::Cpu);
     Box::new(BYOL::new(config, build, predictor, &Device::Cpu).unwrap())
 }
 
@@ -86,7 +86,7 @@ fn simsiam() -> Box<dyn Method> {
         lr_schedule: LrSchedule::cosine(0.05, 4),
         stop_gradient: true,
     };
-    let encoder = ResNetEncoder::new(&b, head.into(), 3, &Device::Cpu).unwrap();
+    let encoder = BackboneEncoder::new(&b, head.into(), 3, &Device::Cpu).unwrap();
     Box::new(SimSiam::new(config, encoder, predictor, &Device::Cpu).unwrap())
 }
 
@@ -117,7 +117,7 @@ fn mocov3() -> Box<dyn Method> {
         optimizer: OptimizerConfig::lars_mocov3(0.3, 0.9, 1e-6),
         lr_schedule: LrSchedule::cosine(0.3, 4),
     };
-    let build = || ResNetEncoder::new(&b, projector.into(), 3, &Device::Cpu);
+    let build = || BackboneEncoder::new(&b, projector.into(), 3, &Device::Cpu);
     Box::new(MoCoV3::new(config, build, predictor, &Device::Cpu).unwrap())
 }
 
@@ -236,7 +236,7 @@ fn a_predictor_of_the_wrong_width_is_refused_naming_both_widths() {
         lr_schedule: LrSchedule::Constant { lr: 0.05 },
         stop_gradient: true,
     };
-    let encoder = ResNetEncoder::new(&b, head.into(), 0, &Device::Cpu).unwrap();
+    let encoder = BackboneEncoder::new(&b, head.into(), 0, &Device::Cpu).unwrap();
     let err = SimSiam::new(config, encoder, predictor, &Device::Cpu)
         .err()
         .unwrap()

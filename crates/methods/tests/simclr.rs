@@ -7,7 +7,7 @@ use common::{params, views, TinyEncoder};
 use mocca_methods::optim::OptimizerConfig;
 use mocca_methods::schedule::LrSchedule;
 use mocca_methods::{
-    EncoderRole, FeatureLayer, FeatureSource, Method, MoCo, MoCoConfig, ResNetEncoder, SimCLR,
+    BackboneEncoder, EncoderRole, FeatureLayer, FeatureSource, Method, MoCo, MoCoConfig, SimCLR,
     SimCLRConfig,
 };
 
@@ -124,7 +124,7 @@ fn simclr_has_only_a_shared_encoder() {
     assert_eq!(f.len(), 3);
 }
 
-fn small_resnet(bn_splits: usize) -> ResNetEncoder {
+fn small_resnet(bn_splits: usize) -> BackboneEncoder {
     use mocca_backbones::{MoCoProjectionHead, ProjectionHeadConfig, ResNetConfig, Stem};
     let backbone = ResNetConfig {
         stem: Stem::Cifar,
@@ -134,7 +134,7 @@ fn small_resnet(bn_splits: usize) -> ResNetEncoder {
     };
     let mut head: ProjectionHeadConfig = MoCoProjectionHead::v2(backbone.feature_dim()).into();
     head.bn_splits = bn_splits;
-    ResNetEncoder::new(&backbone, head, 5, &Device::Cpu).unwrap()
+    BackboneEncoder::new(&backbone, head, 5, &Device::Cpu).unwrap()
 }
 
 fn images(n: usize, seed: u64) -> Vec<candle_core::Tensor> {
@@ -173,7 +173,7 @@ fn moco_v2_on_a_small_resnet_resumes_bit_identically() {
     s2.extend((1..3).map(|s| resumed.step(&images(8, s), &[]).unwrap()));
     assert_eq!(s1, s2);
     use mocca_methods::Encoder;
-    let state = |e: &ResNetEncoder| -> Vec<(String, Vec<f32>)> {
+    let state = |e: &BackboneEncoder| -> Vec<(String, Vec<f32>)> {
         e.state_dict()
             .unwrap()
             .into_iter()
@@ -204,7 +204,7 @@ fn simclr_on_a_small_resnet_lowers_the_loss() {
         ..ResNetConfig::resnet18()
     };
     let head = SimCLRProjectionHead::new(backbone.feature_dim());
-    let encoder = ResNetEncoder::new(&backbone, head.into(), 5, &Device::Cpu).unwrap();
+    let encoder = BackboneEncoder::new(&backbone, head.into(), 5, &Device::Cpu).unwrap();
     let mut cfg = SimCLRConfig::cifar10(8, 10, 1);
     cfg.lr_schedule = LrSchedule::Constant { lr: 0.05 };
     let mut m = SimCLR::new(cfg, encoder, &Device::Cpu).unwrap();

@@ -265,6 +265,16 @@ pub enum Arch {
     Resnet18,
     Resnet34,
     Resnet50,
+    /// timm's ViT-Tiny (D 192, 12 blocks, 3 heads), patch `model.patch_size`.
+    VitTiny,
+    /// timm's ViT-Small (D 384, 12 blocks, 6 heads), patch `model.patch_size`.
+    VitSmall,
+}
+
+impl Arch {
+    pub fn is_vit(self) -> bool {
+        matches!(self, Self::VitTiny | Self::VitSmall)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,6 +320,9 @@ pub struct ModelConfig {
     /// Linear layers of a simclr or mocov3 head [default: 2].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_layers: Option<usize>,
+    /// ViT only: the side of the square patches [default: 4 for images up to 64 px, else 16].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_size: Option<usize>,
     pub out_dim: usize,
     pub zero_init_residual: bool,
     /// Initialisation of the convolutions after the stem.
@@ -326,6 +339,15 @@ pub struct ModelConfig {
     /// so a resumed run keeps it.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+}
+
+impl ModelConfig {
+    /// A ViT's patch side for `image_size` px images: `patch_size`, else 4 up to 64 px (the
+    /// CIFAR ViTs) and 16 above (ImageNet's).
+    pub fn vit_patch_size(&self, image_size: usize) -> usize {
+        self.patch_size
+            .unwrap_or(if image_size <= 64 { 4 } else { 16 })
+    }
 }
 
 fn yes() -> bool {
@@ -1211,6 +1233,24 @@ impl TrainConfig {
                 "model.hidden_dim is required with model.head = \"{}\"",
                 serde_plain_head(self.model.head)
             );
+        }
+        if self.model.arch.is_vit() {
+            if self.model.width != 1.0 {
+                bail!(
+                    "model.width = {} scales ResNet channels; a ViT's width is its arch \
+                     (vit-tiny 192, vit-small 384): set model.width = 1.0",
+                    self.model.width
+                );
+            }
+            let p = self.model.vit_patch_size(self.data.image_size);
+            if p == 0 || !self.data.image_size.is_multiple_of(p) {
+                bail!(
+                    "model.patch_size ({p}) must divide data.image_size ({})",
+                    self.data.image_size
+                );
+            }
+        } else if self.model.patch_size.is_some() {
+            bail!("model.patch_size applies to ViTs only (model.arch = \"vit-tiny\" or \"vit-small\")");
         }
         if self.model.hidden_dim == Some(0) || self.model.head_layers == Some(0) {
             bail!("model.hidden_dim and model.head_layers must be at least 1");

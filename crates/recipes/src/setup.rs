@@ -14,26 +14,28 @@ use mocca_aug::{Compose, MultiView, Normalize, Preset, RandomResizedCrop, Transf
 use mocca_backbones::{
     BYOLPredictionHead, BYOLProjectionHead, MoCoProjectionHead, MoCoV3Mlp, ProjectionHeadConfig,
     ResNetConfig, SimCLRProjectionHead, SimSiamPredictionHead, SimSiamProjectionHead,
-    Stem as BackboneStem,
+    Stem as BackboneStem, ViTConfig,
 };
 use mocca_data::{ImageDataset, Split};
 use mocca_methods::optim::{OptimizerConfig, OptimizerKind};
 use mocca_methods::schedule::{LrSchedule, MomentumSchedule};
 use mocca_methods::{
-    BYOLConfig, EncoderRole, FeatureLayer, FeatureSource, InstDisc, InstDiscConfig,
-    InstDiscObjective, Method, MoCo, MoCoConfig, MoCoV3, MoCoV3Config, NegativeSource, Predictor,
-    ResNetEncoder, SimCLR, SimCLRConfig, SimSiam, SimSiamConfig, BYOL,
+    BYOLConfig, BackboneEncoder, EncoderRole, FeatureLayer, FeatureSource, InstDisc,
+    InstDiscConfig, InstDiscObjective, Method, MoCo, MoCoConfig, MoCoV3, MoCoV3Config,
+    NegativeSource, Predictor, SimCLR, SimCLRConfig, SimSiam, SimSiamConfig, BYOL,
 };
 use mocca_train::KnnMonitor;
 pub use mocca_train::{embed, embed_sources, labels_of, spread_subset};
 use std::path::Path;
 use std::sync::Arc;
 
+/// The ResNet of `cfg` (for a ViT arch, the ResNet-18 its other settings would give: use
+/// [`vit_config`] or [`feature_dim`] for those).
 pub fn resnet_config(cfg: &TrainConfig) -> ResNetConfig {
     let base = match cfg.model.arch {
-        Arch::Resnet18 => ResNetConfig::resnet18(),
         Arch::Resnet34 => ResNetConfig::resnet34(),
         Arch::Resnet50 => ResNetConfig::resnet50(),
+        _ => ResNetConfig::resnet18(),
     };
     ResNetConfig {
         stem: match cfg.model.stem {
@@ -148,12 +150,32 @@ fn momentum_schedule(cfg: &TrainConfig, total_steps: u64) -> Result<MomentumSche
     })
 }
 
+/// The ViT of `cfg` (`None` for a ResNet arch).
+pub fn vit_config(cfg: &TrainConfig) -> Option<ViTConfig> {
+    let (s, p) = (
+        cfg.data.image_size,
+        cfg.model.vit_patch_size(cfg.data.image_size),
+    );
+    match cfg.model.arch {
+        Arch::VitTiny => Some(ViTConfig::tiny(s, p)),
+        Arch::VitSmall => Some(ViTConfig::small(s, p)),
+        _ => None,
+    }
+}
+
+/// Width of the backbone's features.
+pub fn feature_dim(cfg: &TrainConfig) -> usize {
+    vit_config(cfg).map_or_else(|| resnet_config(cfg).feature_dim(), |v| v.feature_dim())
+}
+
 /// A freshly initialised encoder (weights drawn from the init seed).
-pub fn build_encoder(cfg: &TrainConfig, device: &Device) -> Result<ResNetEncoder> {
-    let r = resnet_config(cfg);
-    let head = head_config(cfg, r.feature_dim());
-    Ok(ResNetEncoder::new(&r, head, cfg.init_seed(), device)?
-        .with_precision(cfg.model.precision.to_method()))
+pub fn build_encoder(cfg: &TrainConfig, device: &Device) -> Result<BackboneEncoder> {
+    let head = head_config(cfg, feature_dim(cfg));
+    let encoder = match vit_config(cfg) {
+        Some(v) => BackboneEncoder::vit(&v, head, cfg.init_seed(), device)?,
+        None => BackboneEncoder::new(&resnet_config(cfg), head, cfg.init_seed(), device)?,
+    };
+    Ok(encoder.with_precision(cfg.model.precision.to_method()))
 }
 
 /// The learning-rate schedule of `cfg` over steps of `steps_per_epoch` updates per epoch.
@@ -567,7 +589,7 @@ pub fn encoder_from_state(
     role: EncoderRole,
     state: &std::collections::HashMap<String, Tensor>,
     device: &Device,
-) -> Result<ResNetEncoder> {
+) -> Result<BackboneEncoder> {
     use mocca_methods::Encoder;
     let enc = build_encoder(cfg, device)?;
     let prefix = format!("{}.", state_prefix(role));

@@ -44,6 +44,22 @@ fn python_snippet(cfg: &TrainConfig, path: &str) -> String {
         Arch::Resnet18 => "resnet18",
         Arch::Resnet34 => "resnet34",
         Arch::Resnet50 => "resnet50",
+        Arch::VitTiny | Arch::VitSmall => {
+            let name = if cfg.model.arch == Arch::VitTiny {
+                "tiny"
+            } else {
+                "small"
+            };
+            let (s, p) = (
+                cfg.data.image_size,
+                cfg.model.vit_patch_size(cfg.data.image_size),
+            );
+            return format!(
+                "  import timm\n  from safetensors.torch import load_file\n  model = \
+                 timm.create_model(\"vit_{name}_patch16_224\", num_classes=0, img_size={s}, \
+                 patch_size={p})\n  model.load_state_dict(load_file(\"{path}\"))"
+            );
+        }
     };
     let mut s = format!(
         "  import torch, torchvision\n  from safetensors.torch import load_file\n  model = torchvision.models.{ctor}()\n"

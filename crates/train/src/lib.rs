@@ -38,7 +38,7 @@
 //! use mocca_aug::{MultiView, Preset};
 //! use mocca_backbones::{ResNetConfig, SimCLRProjectionHead, Stem};
 //! use mocca_data::{synthetic, Split};
-//! use mocca_methods::{Method, ResNetEncoder, SimCLR, SimCLRConfig};
+//! use mocca_methods::{Method, BackboneEncoder, SimCLR, SimCLRConfig};
 //! use mocca_train::{KnnMonitor, Outcome, Record, Trainer, TrainerConfig};
 //!
 //! let dev = Device::Cpu;
@@ -48,7 +48,7 @@
 //! let method = || -> mocca_methods::Result<Box<dyn Method>> {
 //!     let backbone = ResNetConfig { stem: Stem::Cifar, width: 0.125, ..ResNetConfig::resnet18() };
 //!     let head = SimCLRProjectionHead::new(backbone.feature_dim());
-//!     let encoder = ResNetEncoder::new(&backbone, head.into(), 0, &dev)?;
+//!     let encoder = BackboneEncoder::new(&backbone, head.into(), 0, &dev)?;
 //!     Ok(Box::new(SimCLR::new(SimCLRConfig::cifar10(8, 5, 2), encoder, &dev)?))
 //! };
 //! let views = Preset::SimClrCifar.two_views(16)?;

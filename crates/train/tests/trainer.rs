@@ -7,7 +7,7 @@ use mocca_backbones::{ResNetConfig, SimCLRProjectionHead, Stem};
 use mocca_data::{synthetic, ImageDataset, Split};
 use mocca_methods::optim::OptimizerConfig;
 use mocca_methods::schedule::LrSchedule;
-use mocca_methods::{Method, ResNetEncoder, SimCLR, SimCLRConfig};
+use mocca_methods::{BackboneEncoder, Method, SimCLR, SimCLRConfig};
 use mocca_train::{
     read_checkpoint_meta, read_records, Event, JsonlMetrics, Outcome, Record, TrainError, Trainer,
     TrainerConfig,
@@ -37,7 +37,7 @@ fn simclr(lr: f64) -> Box<dyn Method> {
         ..ResNetConfig::resnet18()
     };
     let head = SimCLRProjectionHead::new(backbone.feature_dim());
-    let encoder = ResNetEncoder::new(&backbone, head.into(), 7, &dev).unwrap();
+    let encoder = BackboneEncoder::new(&backbone, head.into(), 7, &dev).unwrap();
     let config = SimCLRConfig {
         temperature: 0.5,
         optimizer: OptimizerConfig::sgd(lr, 0.9, 5e-4),
@@ -382,7 +382,7 @@ fn instdisc_trainer(cfg: TrainerConfig) -> Trainer {
         ..ResNetConfig::resnet18()
     };
     let head = MoCoProjectionHead::v1(backbone.feature_dim());
-    let encoder = ResNetEncoder::new(&backbone, head.into(), 7, &dev).unwrap();
+    let encoder = BackboneEncoder::new(&backbone, head.into(), 7, &dev).unwrap();
     let config = InstDiscConfig::cifar10_lemniscate(40, 5, 2);
     let method = InstDisc::new(config, encoder, &dev).unwrap();
     let one_view = MultiView::repeat(Preset::InstDiscCifar.compose(16).unwrap(), 1).unwrap();
@@ -467,7 +467,7 @@ fn collapse_cost() {
     let mut head: mocca_backbones::ProjectionHeadConfig =
         MoCoProjectionHead::v2(backbone.feature_dim()).into();
     head.bn_splits = 8;
-    let build = || ResNetEncoder::new(&backbone, head.clone(), 0, &dev);
+    let build = || BackboneEncoder::new(&backbone, head.clone(), 0, &dev);
     let mut config = MoCoConfig::cifar10_colab(batch, 195, 1);
     config.negatives = NegativeSource::queue(4096);
     let mut moco = MoCo::new(config, build, &dev).unwrap();

@@ -149,7 +149,7 @@ pub fn assert_state(
 }
 
 /// torchvision's keys with a linear `fc` head (the MoCo colab's `ModelBase`, lemniscate's
-/// ResNet with its `linear` as `fc`) → `ResNetEncoder`'s.
+/// ResNet with its `linear` as `fc`) → `BackboneEncoder`'s.
 pub fn fc_head_key(key: &str) -> String {
     match key.strip_prefix("fc.") {
         Some(rest) => format!("head.layers.0.{rest}"),

@@ -1,30 +1,34 @@
-//! [`Encoder`] over `mocca-backbones`' ResNet and projection head.
+//! [`Encoder`] over a `mocca-backbones` backbone (a ResNet or a ViT) and projection head.
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use candle_nn::VarMap;
-use mocca_backbones::{ProjectionHead, ProjectionHeadConfig, ResNet, ResNetConfig, StateDict};
+use mocca_backbones::{
+    Backbone, ProjectionHead, ProjectionHeadConfig, ResNet, ResNetConfig, StateDict, ViTConfig,
+    VisionTransformer,
+};
 
 use crate::encoder::Encoder;
 use crate::error::{MethodError, Result};
 use crate::init::seeded_var_builder;
 use crate::precision::Precision;
 
-/// A ResNet backbone followed by a projection head, with seeded weights.
+/// A backbone (a ResNet, [`BackboneEncoder::new`], or a ViT, [`BackboneEncoder::vit`])
+/// followed by a projection head, with seeded weights.
 ///
-/// State names are the backbone's torchvision keys under `backbone.` and the
-/// head's under `head.` (`backbone.conv1.weight`, `head.layers.0.weight`).
+/// State names are the backbone's keys under `backbone.` (torchvision's for a ResNet, timm's
+/// for a ViT) and the head's under `head.` (`backbone.conv1.weight`, `head.layers.0.weight`).
 /// Split BatchNorm (MoCo's single-device shuffle-BN) is configured through
 /// `ResNetConfig::bn_splits` / `ProjectionHeadConfig::bn_splits`.
-pub struct ResNetEncoder {
-    backbone: ResNet,
+pub struct BackboneEncoder {
+    backbone: Backbone,
     head: ProjectionHead,
     varmap: VarMap,
     precision: Precision,
 }
 
-impl ResNetEncoder {
+impl BackboneEncoder {
     /// Builds both parts with weights drawn from `seed` (the same seed gives
     /// the same weights; see [`crate::init`]).
     pub fn new(
@@ -33,16 +37,39 @@ impl ResNetEncoder {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        if head.input_dim() != backbone.feature_dim() {
+        Self::build(backbone.feature_dim(), head, seed, device, |vb| {
+            Ok(Backbone::ResNet(ResNet::new(backbone, vb)?))
+        })
+    }
+
+    /// A Vision Transformer and a projection head on its class token, weights from `seed`.
+    pub fn vit(
+        backbone: &ViTConfig,
+        head: ProjectionHeadConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::build(backbone.feature_dim(), head, seed, device, |vb| {
+            Ok(Backbone::ViT(VisionTransformer::new(backbone, vb)?))
+        })
+    }
+
+    fn build(
+        feature_dim: usize,
+        head: ProjectionHeadConfig,
+        seed: u64,
+        device: &Device,
+        backbone: impl FnOnce(candle_nn::VarBuilder) -> Result<Backbone>,
+    ) -> Result<Self> {
+        if head.input_dim() != feature_dim {
             return Err(MethodError::InvalidConfig(format!(
-                "the projection head takes {} inputs but the backbone gives {} features",
+                "the projection head takes {} inputs but the backbone gives {feature_dim} features",
                 head.input_dim(),
-                backbone.feature_dim()
             )));
         }
         let varmap = VarMap::new();
         let vb = seeded_var_builder(&varmap, seed, DType::F32, device);
-        let backbone = ResNet::new(backbone, vb.pp("backbone"))?;
+        let backbone = backbone(vb.pp("backbone"))?;
         let head = ProjectionHead::new(head, vb.pp("head"))?;
         Ok(Self {
             backbone,
@@ -64,9 +91,9 @@ impl ResNetEncoder {
         self.precision
     }
 
-    /// The backbone, e.g. to export it with torchvision's key names
+    /// The backbone, e.g. to export it with the reference's key names
     /// (`encoder.backbone().save_safetensors(path)`).
-    pub fn backbone(&self) -> &ResNet {
+    pub fn backbone(&self) -> &Backbone {
         &self.backbone
     }
 
@@ -121,7 +148,7 @@ impl<T: StateDict> StateDictKeys for T {
     }
 }
 
-impl Encoder for ResNetEncoder {
+impl Encoder for BackboneEncoder {
     // Both parts take their input in the compute dtype and hand back f32 (a
     // no-op in f32), so callers never see bf16 tensors.
     fn features(&self, images: &Tensor, train: bool) -> Result<Tensor> {
