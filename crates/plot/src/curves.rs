@@ -193,14 +193,17 @@ pub fn panels(series: &[RunSeries]) -> (Vec<Panel<'_>>, usize, usize) {
     } else {
         "kNN top-1 accuracy".to_string()
     };
+    // BYOL's and SimSiam's negative cosine losses lie in [-1, 1]: a log axis only when every
+    // loss is positive (the contrastive losses).
+    let positive = series.iter().all(|s| s.loss.iter().all(|p| p.1 > 0.0));
     let mut loss = panel(
         "Training loss",
-        "loss (log scale)",
+        if positive { "loss (log scale)" } else { "loss" },
         |s| &s.loss,
         false,
         Legend::UpperRight,
     );
-    loss.log_y = true;
+    loss.log_y = positive;
     let mut out = vec![
         loss,
         panel("Learning rate", "lr", |s| &s.lr, false, Legend::UpperRight),
@@ -295,6 +298,7 @@ mod tests {
         assert_eq!(fmt_tick(0.05, &[0.0, 0.05]), "0.05");
         assert_eq!(fmt_tick(150.0, &[100.0, 150.0]), "150");
         assert_eq!(fmt_tick(0.0004, &[0.0, 0.0002]), "4.0e-4");
+        assert_eq!(fmt_tick(-1e-17, &[-0.1, 0.0]), "0");
     }
 
     fn count(img: &RgbImage, c: [u8; 3], x_range: std::ops::Range<u32>) -> usize {
@@ -315,6 +319,13 @@ mod tests {
         let (p, cols, rows) = panels(std::slice::from_ref(&s));
         assert_eq!((p.len(), cols, rows), (3, 1, 3));
         assert!(p[0].log_y, "the loss on a log axis");
+        // A negative cosine loss (BYOL, SimSiam) keeps a linear axis.
+        let neg = RunSeries {
+            loss: vec![(0.0, -0.1), (1.0, -0.9)],
+            ..RunSeries::default()
+        };
+        let (q, _, _) = panels(std::slice::from_ref(&neg));
+        assert!(!q[0].log_y && q[0].y_label == "loss");
         let img = figure::render_rgb(&p, cols, rows).unwrap();
         assert_eq!(
             (img.width(), img.height()),

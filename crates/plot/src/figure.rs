@@ -371,7 +371,8 @@ pub fn fmt_tick(v: f64, ticks: &[f64]) -> String {
     } else {
         1.0
     };
-    if v == 0.0 {
+    // A tick a rounding error away from 0 (a sum of steps) is 0, not "-0.0".
+    if v.abs() < step * 1e-6 || v == 0.0 {
         return "0".into();
     }
     if step < 1e-3 || v.abs() >= 1e5 {
