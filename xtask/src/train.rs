@@ -22,10 +22,11 @@ pub struct Args {
     /// file's `method`]
     #[arg(value_name = "METHOD", value_parser = |s: &str| MethodName::parse(s).map_err(|e| e.to_string()))]
     method: Option<MethodName>,
-    /// Preset family: cifar (the MoCo CIFAR-10 colab, lightly's CIFAR-10 SimCLR), cifar100 (the
-    /// same on CIFAR-100), stl10 (96 px on STL-10's train+unlabeled images), paper (ImageNet)
-    /// [default: the config file's `recipe`, else cifar]
-    #[arg(long, value_name = "cifar|cifar100|stl10|paper",
+    /// Preset family: cifar (the MoCo CIFAR-10 colab, lightly's CIFAR-10 benchmark), cifar100
+    /// (the same on CIFAR-100), stl10 (96 px on STL-10's train+unlabeled images), paper
+    /// (ImageNet), paper-vit (MoCo v3's ViT-S/16) [default: the config file's `recipe`, else
+    /// cifar]
+    #[arg(long, value_name = "cifar|cifar100|stl10|paper|paper-vit",
           value_parser = |s: &str| Recipe::parse(s).map_err(|e| e.to_string()))]
     recipe: Option<Recipe>,
     /// Overrides, any subset of the config's keys [default: none, the preset alone]

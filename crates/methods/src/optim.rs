@@ -81,6 +81,11 @@ pub enum OptimizerKind {
         /// Trust coefficient (moco-v3's default 0.001).
         trust_coefficient: f64,
     },
+    /// `torch.optim.AdamW` (Loshchilov & Hutter 2019), MoCo v3's optimizer for ViTs: the
+    /// decay is decoupled, `p ← p·(1 − lr·λ)`, then Adam with bias correction,
+    /// `p ← p − lr/(1 − β1ᵗ) · m / (√v/√(1 − β2ᵗ) + eps)`. `momentum`, `dampening` and
+    /// `nesterov` are not used.
+    AdamW { beta1: f64, beta2: f64, eps: f64 },
 }
 
 /// Hyper-parameters shared by SGD and LARS. `lr` is the initial learning rate;
@@ -129,6 +134,24 @@ impl OptimizerConfig {
         }
     }
 
+    /// AdamW with PyTorch's defaults (β 0.9, 0.999, eps 1e-8), weight decay on every
+    /// parameter (moco-v3's `torch.optim.AdamW(model.parameters(), lr, weight_decay=wd)`).
+    pub fn adamw(lr: f64, weight_decay: f64) -> Self {
+        Self {
+            kind: OptimizerKind::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            lr,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay,
+            nesterov: false,
+            exclude_bias_and_norm: false,
+        }
+    }
+
     /// MoCo v3's LARS ([`OptimizerKind::LarsMoCoV3`]) with its trust coefficient 0.001;
     /// biases and norm parameters (every parameter of fewer than 2 dimensions) get no weight
     /// decay and no scaling, as its `p.ndim > 1` test.
@@ -169,6 +192,16 @@ impl OptimizerConfig {
                 rules::trust_coefficient(trust_coefficient),
             )?;
             field("LARS eps", rules::lars_eps(eps))?;
+        }
+        if let OptimizerKind::AdamW { beta1, beta2, eps } = self.kind {
+            for (name, b) in [("AdamW beta1", beta1), ("AdamW beta2", beta2)] {
+                if !(0.0..1.0).contains(&b) {
+                    return Err(config_err(format!("{name} must lie in [0, 1), got {b}")));
+                }
+            }
+            if !(eps.is_finite() && eps > 0.0) {
+                return Err(config_err(format!("AdamW eps must be > 0, got {eps}")));
+            }
         }
         if let OptimizerKind::LarsMoCoV3 { trust_coefficient } = self.kind {
             field(
@@ -259,6 +292,9 @@ pub struct Optimizer {
     lr: f64,
     groups: Vec<ParamGroup>,
     momentum_buffers: HashMap<String, Tensor>,
+    /// AdamW's second moments (its first moments are `momentum_buffers`) and step counts.
+    second_moments: HashMap<String, Tensor>,
+    adam_steps: HashMap<String, u64>,
     /// Use the fused CPU update where it applies (off only to test it).
     fused: bool,
 }
@@ -270,8 +306,12 @@ struct Direction {
     scale: Option<f64>,
 }
 
-/// Prefix of momentum buffers in [`Optimizer::state_tensors`].
+/// Prefix of momentum buffers (AdamW: first moments) in [`Optimizer::state_tensors`].
 pub const MOMENTUM_BUFFER_PREFIX: &str = "momentum_buffer.";
+/// Prefix of AdamW's second moments in [`Optimizer::state_tensors`].
+pub const SECOND_MOMENT_PREFIX: &str = "exp_avg_sq.";
+/// Prefix of AdamW's per-parameter step counts in [`Optimizer::state_tensors`].
+pub const ADAM_STEP_PREFIX: &str = "adam_step.";
 
 impl Optimizer {
     /// Builds the optimizer over `params` (name, variable). Non-float
@@ -314,6 +354,8 @@ impl Optimizer {
             config,
             groups,
             momentum_buffers: HashMap::new(),
+            second_moments: HashMap::new(),
+            adam_steps: HashMap::new(),
             fused: true,
         })
     }
@@ -348,6 +390,12 @@ impl Optimizer {
                 // (a momentum buffer holding a graph would grow it every step).
                 let p = var.as_detached_tensor();
                 let grad = grad.detach();
+                if let OptimizerKind::AdamW { beta1, beta2, eps } = self.config.kind {
+                    let (name, var) = (name.clone(), var.clone());
+                    let wd = self.groups[gi].weight_decay;
+                    self.adamw_update(&name, &var, &p, &grad, wd, (beta1, beta2, eps))?;
+                    continue;
+                }
                 let direction = self.direction(&self.groups[gi], &p, &grad)?;
                 let (name, var) = (name.clone(), var.clone());
                 if self.fused && fused::applies(&p, &grad, self.config.momentum) {
@@ -365,7 +413,8 @@ impl Optimizer {
     fn direction(&self, group: &ParamGroup, p: &Tensor, grad: &Tensor) -> Result<Direction> {
         let wd = group.weight_decay;
         Ok(match self.config.kind {
-            OptimizerKind::Sgd => Direction { wd, scale: None },
+            // AdamW never gets here (`Optimizer::step` updates it on its own path).
+            OptimizerKind::Sgd | OptimizerKind::AdamW { .. } => Direction { wd, scale: None },
             OptimizerKind::Lars {
                 trust_coefficient,
                 eps,
@@ -417,6 +466,44 @@ impl Optimizer {
                 }
             }
         })
+    }
+
+    /// `torch.optim.AdamW`'s update of one parameter (its single-tensor path).
+    fn adamw_update(
+        &mut self,
+        name: &str,
+        var: &Var,
+        p: &Tensor,
+        grad: &Tensor,
+        wd: f64,
+        (beta1, beta2, eps): (f64, f64, f64),
+    ) -> Result<()> {
+        let lr = self.lr;
+        let step = self.adam_steps.entry(name.to_string()).or_insert(0);
+        *step += 1;
+        let t = *step as i32;
+        let p = if wd != 0.0 {
+            (p * (1.0 - lr * wd))?
+        } else {
+            p.clone()
+        };
+        let m = match self.momentum_buffers.get(name) {
+            None => (grad * (1.0 - beta1))?,
+            Some(m) => ((m * beta1)? + (grad * (1.0 - beta1))?)?,
+        };
+        let g2 = grad.sqr()?;
+        let v = match self.second_moments.get(name) {
+            None => (g2 * (1.0 - beta2))?,
+            Some(v) => ((v * beta2)? + (g2 * (1.0 - beta2))?)?,
+        };
+        let bias1 = 1.0 - beta1.powi(t);
+        let bias2 = 1.0 - beta2.powi(t);
+        let denom = ((v.sqrt()? / bias2.sqrt())? + eps)?;
+        let updated = (p - (m.div(&denom)? * (lr / bias1))?)?;
+        var.set(&updated)?;
+        self.momentum_buffers.insert(name.to_string(), m);
+        self.second_moments.insert(name.to_string(), v);
+        Ok(())
     }
 
     /// The update as Candle ops (any device, dtype and layout).
@@ -494,10 +581,21 @@ impl Optimizer {
     /// The tensors are copies: later steps, which update the buffers in place
     /// on the CPU, do not change them.
     pub fn state_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
-        self.momentum_buffers
+        let mut out: BTreeMap<String, Tensor> = self
+            .momentum_buffers
             .iter()
             .map(|(name, buf)| Ok((format!("{MOMENTUM_BUFFER_PREFIX}{name}"), buf.copy()?)))
-            .collect()
+            .collect::<Result<_>>()?;
+        for (name, v) in &self.second_moments {
+            out.insert(format!("{SECOND_MOMENT_PREFIX}{name}"), v.copy()?);
+        }
+        for (name, &t) in &self.adam_steps {
+            out.insert(
+                format!("{ADAM_STEP_PREFIX}{name}"),
+                mocca_queue::u64_tensor(t)?,
+            );
+        }
+        Ok(out)
     }
 
     /// Restores [`Optimizer::state_tensors`]. Every `momentum_buffer.*` entry
@@ -511,9 +609,25 @@ impl Optimizer {
             .flat_map(|g| g.params.iter().map(|(n, v)| (n.as_str(), v)))
             .collect();
         let mut buffers = HashMap::new();
+        let mut second = HashMap::new();
+        let mut steps = HashMap::new();
         for (key, tensor) in state {
-            let Some(name) = key.strip_prefix(MOMENTUM_BUFFER_PREFIX) else {
+            if let Some(name) = key.strip_prefix(ADAM_STEP_PREFIX) {
+                if !params.contains_key(name) {
+                    return Err(MethodError::StateMismatch(format!(
+                        "AdamW step count for unknown parameter `{name}`"
+                    )));
+                }
+                steps.insert(name.to_string(), crate::checkpoint::get_u64(state, key)?);
                 continue;
+            }
+            let (name, into) = match (
+                key.strip_prefix(MOMENTUM_BUFFER_PREFIX),
+                key.strip_prefix(SECOND_MOMENT_PREFIX),
+            ) {
+                (Some(n), _) => (n, &mut buffers),
+                (None, Some(n)) => (n, &mut second),
+                (None, None) => continue,
             };
             let Some(var) = params.get(name) else {
                 return Err(MethodError::StateMismatch(format!(
@@ -532,9 +646,11 @@ impl Optimizer {
             // A copy: the buffer is updated in place and must not write
             // through to the caller's tensor.
             let buf = tensor.to_device(var.device())?.detach().copy()?;
-            buffers.insert(name.to_string(), buf);
+            into.insert(name.to_string(), buf);
         }
         self.momentum_buffers = buffers;
+        self.second_moments = second;
+        self.adam_steps = steps;
         Ok(())
     }
 }

@@ -427,3 +427,56 @@ fn the_rules_name_no_setting_so_a_config_file_can_name_its_key() {
     assert!(rules::trust_coefficient(0.0).is_err());
     assert!(rules::lr(0.0).is_ok());
 }
+
+#[test]
+fn adamw_matches_torchs_three_steps_and_resumes_from_its_state() {
+    use candle_core::{DType, Device, Tensor, Var};
+    use mocca_methods::optim::{Optimizer, OptimizerConfig};
+    // torch 2.15: AdamW([p], lr=0.1, weight_decay=0.01), float64, these gradients.
+    let grads = [[0.3, -0.2, 1.0], [0.1, 0.4, -0.5], [-0.2, 0.0, 0.25]];
+    let torch_after = [
+        [0.39950000333333324, -0.8990000049999998, 1.898000001],
+        [0.3119941121538623, -0.9347113565410369, 1.869468297369903],
+        [0.2889595968949429, -0.9620765528364229, 1.8335559147664766],
+    ];
+    let run = |resume_after: Option<usize>| -> Vec<Vec<f64>> {
+        let p =
+            Var::from_tensor(&Tensor::new(&[0.5f64, -1.0, 2.0], &Device::Cpu).unwrap()).unwrap();
+        let mut opt = Optimizer::new(
+            vec![("p".into(), p.clone())],
+            OptimizerConfig::adamw(0.1, 0.01),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        for (t, g) in grads.iter().enumerate() {
+            if Some(t) == resume_after {
+                let state = opt.state_tensors().unwrap().into_iter().collect();
+                opt = Optimizer::new(
+                    vec![("p".into(), p.clone())],
+                    OptimizerConfig::adamw(0.1, 0.01),
+                )
+                .unwrap();
+                opt.load_state_tensors(&state).unwrap();
+            }
+            // The gradient store of `loss = Σ p·g`, which is g.
+            let g = Tensor::new(g, &Device::Cpu).unwrap();
+            let loss = (p.as_tensor() * &g).unwrap().sum_all().unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+            out.push(
+                p.as_tensor()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+            );
+        }
+        out
+    };
+    for resume in [None, Some(1), Some(2)] {
+        for (got, want) in run(resume).iter().zip(&torch_after) {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-12, "{resume:?}: {got:?} vs {want:?}");
+            }
+        }
+    }
+}

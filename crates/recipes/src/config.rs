@@ -82,8 +82,14 @@ impl MethodName {
     pub fn recipes(self) -> &'static [Recipe] {
         match self {
             Self::Instdisc => &[Recipe::Cifar, Recipe::Cifar100],
-            Self::Byol | Self::Simsiam | Self::Mocov3 => &[Recipe::Cifar, Recipe::Paper],
-            _ => &Recipe::ALL,
+            Self::Byol | Self::Simsiam => &[Recipe::Cifar, Recipe::Paper],
+            Self::Mocov3 => &[Recipe::Cifar, Recipe::Paper, Recipe::PaperVit],
+            _ => &[
+                Recipe::Cifar,
+                Recipe::Cifar100,
+                Recipe::Stl10,
+                Recipe::Paper,
+            ],
         }
     }
 }
@@ -101,17 +107,27 @@ pub enum Recipe {
     Stl10,
     /// The papers' ImageNet settings.
     Paper,
+    /// MoCo v3's ImageNet ViT setting (ViT-S/16, AdamW).
+    PaperVit,
 }
 
 impl Recipe {
-    pub const ALL: [Recipe; 4] = [Self::Cifar, Self::Cifar100, Self::Stl10, Self::Paper];
+    pub const ALL: [Recipe; 5] = [
+        Self::Cifar,
+        Self::Cifar100,
+        Self::Stl10,
+        Self::Paper,
+        Self::PaperVit,
+    ];
 
     pub fn parse(s: &str) -> Result<Self> {
         Self::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
-                invalid!("unknown recipe `{s}`: expected cifar, cifar100, stl10 or paper")
+                invalid!(
+                    "unknown recipe `{s}`: expected cifar, cifar100, stl10, paper or paper-vit"
+                )
             })
     }
     pub fn as_str(self) -> &'static str {
@@ -120,6 +136,7 @@ impl Recipe {
             Self::Cifar100 => "cifar100",
             Self::Stl10 => "stl10",
             Self::Paper => "paper",
+            Self::PaperVit => "paper-vit",
         }
     }
 }
@@ -323,6 +340,10 @@ pub struct ModelConfig {
     /// ViT only: the side of the square patches [default: 4 for images up to 64 px, else 16].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch_size: Option<usize>,
+    /// ViT only: attention heads [default: timm's, vit-tiny 3, vit-small 6; moco-v3's
+    /// ViT-S has 12].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_heads: Option<usize>,
     pub out_dim: usize,
     pub zero_init_residual: bool,
     /// Initialisation of the convolutions after the stem.
@@ -470,6 +491,14 @@ pub struct MocoConfig {
 #[serde(deny_unknown_fields)]
 pub struct PredictorSection {
     pub hidden_dim: usize,
+    /// MoCo v3 only: BatchNorm without affine parameters after the last Linear (MoCo_ViT's
+    /// predictor has it, MoCo_ResNet's not).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub last_bn: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The momentum encoder of BYOL and MoCo v3: `θ_m ← m·θ_m + (1 − m)·θ` every step.
@@ -565,6 +594,8 @@ pub struct LossConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum OptimizerName {
     Sgd,
+    /// `torch.optim.AdamW` with its default betas and eps (MoCo v3's ViT optimizer).
+    Adamw,
     /// LARS as lightly and solo-learn write it.
     Lars,
     /// LARS as MoCo v3's `moco/optimizer.py` writes it (trust ratio of the decayed gradient).
@@ -781,6 +812,10 @@ const PRESETS: &[(&str, &str)] = &[
     ("simsiam-paper", include_str!("presets/simsiam-paper.toml")),
     ("mocov3-cifar", include_str!("presets/mocov3-cifar.toml")),
     ("mocov3-paper", include_str!("presets/mocov3-paper.toml")),
+    (
+        "mocov3-paper-vit",
+        include_str!("presets/mocov3-paper-vit.toml"),
+    ),
     (
         "instdisc-cifar",
         include_str!("presets/instdisc-cifar.toml"),
@@ -1130,7 +1165,7 @@ impl TrainConfig {
             (OptimizerName::Lars | OptimizerName::LarsMocov3, Some(t)) => {
                 lib("optimizer.trust_coefficient", optim::trust_coefficient(t))?
             }
-            (OptimizerName::Sgd, Some(_)) => {
+            (OptimizerName::Sgd | OptimizerName::Adamw, Some(_)) => {
                 bail!(
                     "optimizer.trust_coefficient applies to LARS only (optimizer.name = \"lars\")"
                 )
@@ -1180,6 +1215,9 @@ impl TrainConfig {
             (false, None) => {}
         }
         let m = self.method;
+        if self.predictor.as_ref().is_some_and(|p| p.last_bn) && m != MethodName::Mocov3 {
+            bail!("predictor.last_bn applies to mocov3 only (MoCo_ViT's predictor)");
+        }
         match (m.has_predictor(), &self.predictor) {
             (true, None) => bail!("method {} needs a [predictor] section", m.as_str()),
             (false, Some(_)) => bail!(
@@ -1249,8 +1287,21 @@ impl TrainConfig {
                     self.data.image_size
                 );
             }
-        } else if self.model.patch_size.is_some() {
-            bail!("model.patch_size applies to ViTs only (model.arch = \"vit-tiny\" or \"vit-small\")");
+            if let Some(h) = self.model.num_heads {
+                let d: usize = if self.model.arch == Arch::VitTiny {
+                    192
+                } else {
+                    384
+                };
+                if h == 0 || !d.is_multiple_of(h) {
+                    bail!("model.num_heads ({h}) must divide the ViT's width {d}");
+                }
+            }
+        } else if self.model.patch_size.is_some() || self.model.num_heads.is_some() {
+            bail!(
+                "model.patch_size and model.num_heads apply to ViTs only (model.arch = \"vit-tiny\" \
+                 or \"vit-small\")"
+            );
         }
         if self.model.hidden_dim == Some(0) || self.model.head_layers == Some(0) {
             bail!("model.hidden_dim and model.head_layers must be at least 1");

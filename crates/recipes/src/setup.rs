@@ -125,7 +125,7 @@ pub fn predictor(cfg: &TrainConfig, device: &Device) -> Result<Option<Predictor>
             input_dim: out,
             mlp_dim: p.hidden_dim,
             output_dim: out,
-            last_bn: false,
+            last_bn: p.last_bn,
         }
         .into(),
         other => bail!("{} has no predictor", other.as_str()),
@@ -161,6 +161,10 @@ pub fn vit_config(cfg: &TrainConfig) -> Option<ViTConfig> {
         Arch::VitSmall => Some(ViTConfig::small(s, p)),
         _ => None,
     }
+    .map(|v| ViTConfig {
+        num_heads: cfg.model.num_heads.unwrap_or(v.num_heads),
+        ..v
+    })
 }
 
 /// Width of the backbone's features.
@@ -230,6 +234,15 @@ pub fn optimizer_config(cfg: &TrainConfig) -> OptimizerConfig {
                 trust_coefficient: o.trust_coefficient.unwrap_or(1e-3),
                 eps: 1e-8,
             },
+            OptimizerName::Adamw => {
+                return mocca_methods::optim::OptimizerConfig {
+                    exclude_bias_and_norm: o.exclude_bn_bias,
+                    ..mocca_methods::optim::OptimizerConfig::adamw(
+                        cfg.effective_lr(),
+                        o.weight_decay,
+                    )
+                }
+            }
             OptimizerName::LarsMocov3 => OptimizerKind::LarsMoCoV3 {
                 trust_coefficient: o.trust_coefficient.unwrap_or(1e-3),
             },
@@ -784,6 +797,29 @@ mod siamese_tests {
                 method.as_str()
             );
         }
+    }
+
+    #[test]
+    fn mocov3s_vit_recipe_is_moco_vit_with_adamw() {
+        let cfg = ConfigBuilder::from_preset(MethodName::Mocov3, Recipe::PaperVit)
+            .unwrap()
+            .build()
+            .unwrap();
+        let v = vit_config(&cfg).unwrap();
+        assert_eq!(
+            (v.embed_dim, v.num_heads, v.patch_size, v.depth),
+            (384, 12, 16, 12)
+        );
+        assert!(matches!(
+            optimizer_config(&cfg).kind,
+            mocca_methods::optim::OptimizerKind::AdamW { .. }
+        ));
+        let p = predictor(&cfg, &Device::Cpu).unwrap().unwrap();
+        let last = *p.head().config().blocks.last().unwrap();
+        assert_eq!(last.norm, mocca_backbones::HeadNorm::BatchNormNoAffine);
+        assert!(!last.bias);
+        let projector = head_config(&cfg, 384);
+        assert_eq!(projector.blocks.len(), 3);
     }
 
     #[test]

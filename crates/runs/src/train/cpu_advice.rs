@@ -48,7 +48,7 @@ pub fn cpu_sized_command(method: MethodName, recipe: Recipe) -> String {
          --knn-test-limit 2000"
     );
     match recipe {
-        Recipe::Cifar | Recipe::Paper => cifar,
+        Recipe::Cifar | Recipe::Paper | Recipe::PaperVit => cifar,
         Recipe::Cifar100 => format!("{cifar} --recipe cifar100"),
         Recipe::Stl10 => format!(
             "cargo xtask train {m} --recipe stl10 {sized} --epochs {} --knn-every 1 \
