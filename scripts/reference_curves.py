@@ -8,7 +8,8 @@ This script runs three references beside mocca, so that our curves can be compar
                   https://raw.githubusercontent.com/facebookresearch/moco/colab-notebook/colab/moco_cifar10_demo.ipynb
   lightly-simclr  lightly's CIFAR-10 benchmark (lightly-ai/lightly,
   lightly-moco    docs/source/getting_started/benchmarks/cifar10_benchmark.py, commit
-                  e8d317fc5a87f4387a85a35e689869039ec249ee), its SimCLRModel / MocoModel. Download:
+  lightly-byol    e8d317fc5a87f4387a85a35e689869039ec249ee), its SimCLRModel / MocoModel /
+  lightly-simsiam BYOLModel / SimSiamModel. Download:
                   https://raw.githubusercontent.com/lightly-ai/lightly/master/docs/source/getting_started/benchmarks/cifar10_benchmark.py
   lemniscate-instdisc
                   InstDisc (Wu et al. 2018), its authors' code: zhirongw/lemniscate.pytorch, commit
@@ -101,6 +102,11 @@ Patches, lightly-simclr / lightly-moco (cifar10_benchmark.py), all text replacem
   L14 MocoModel: `NTXentLoss(temperature=0.1, memory_bank_size=4096)` -> `memory_bank_size=(4096,
       128)`; lightly 1.6.0 no longer infers the feature dimension from the first batch and raises
       on a bare int. 128 is the output of its MoCoProjectionHead(..., 128); same bank, same loss.
+  L15 (part of L4) BYOLModel: `BYOLProjectionHead(512, 1024, 256)` -> `(W*512, 1024, 256)`;
+      SimSiamModel (and the other models whose heads start so): every projection head's first
+      block `(512, 2048, ...)` -> `(W*512, 2048, ...)`:
+      the heads' input is the narrow backbone's feature width; their hidden and output widths,
+      the predictors and everything else are the benchmark's.
 
 Patches, lemniscate-instdisc (lemniscate.pytorch at f7cfe29: cifar.py, test.py, models/, lib/,
 datasets/; every file's sha256 is checked, a mismatch warns):
@@ -664,6 +670,10 @@ def lightly_prepare(path, data_dir, width, epochs, batch_size):
                         f"SimCLRProjectionHead({feat}, {feat}, 128)", None, "L4")
     src = replace_exact(src, "MoCoProjectionHead(512, 512, 128)",
                         f"MoCoProjectionHead({feat}, {feat}, 128)", 1, "L4")
+    src = replace_exact(src, "BYOLProjectionHead(512, 1024, 256)",
+                        f"BYOLProjectionHead({feat}, 1024, 256)", 1, "L15")
+    src = replace_exact(src, "(512, 2048, nn.BatchNorm1d(2048), nn.ReLU(inplace=True)),",
+                        f"({feat}, 2048, nn.BatchNorm1d(2048), nn.ReLU(inplace=True)),", None, "L15")
     # L13: lightly 1.6.0's SwaVTransform checks len(crop_max_scales) == len(crop_sizes)
     src = replace_exact(src, "    crop_min_scales=[0.14],\n",
                         "    crop_min_scales=[0.14],\n    crop_max_scales=[1.0],\n", 1, "L13")
@@ -683,7 +693,8 @@ def run_lightly(a, model_name):
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
     sha = check_sha(a.lightly_benchmark, LIGHTLY_SHA256, "lightly benchmark")
-    ref = "lightly-simclr" if model_name == "SimCLRModel" else "lightly-moco"
+    ref = {"SimCLRModel": "lightly-simclr", "MocoModel": "lightly-moco",
+           "BYOLModel": "lightly-byol", "SimSiamModel": "lightly-simsiam"}[model_name]
     info = run_info_start(a, ref, {"lightly_benchmark": {
         "path": os.path.abspath(a.lightly_benchmark), "sha256": sha, "expected": LIGHTLY_SHA256,
         "url": LIGHTLY_URL}})
@@ -780,7 +791,9 @@ def run_lightly(a, model_name):
                  extra={"lightly_settings": {k: ns[k] for k in (
                      "max_epochs", "num_workers", "knn_k", "knn_t", "classes", "batch_size",
                      "lr_factor", "devices", "accelerator", "strategy")},
-                     "lightly_lr": 6e-2 * ns["lr_factor"], "model": model_name,
+                     # SimSiamModel alone does not scale its lr with the batch.
+                     "lightly_lr": 6e-2 * (1 if model_name == "SimSiamModel"
+                                           else ns["lr_factor"]), "model": model_name,
                      "steps_per_epoch": len(dl_ssl), "max_accuracy": model.max_accuracy})
 
 
@@ -1202,7 +1215,8 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     hc = f"path of moco_cifar10_demo.ipynb (download: {COLAB_URL})"
     hl = f"path of cifar10_benchmark.py (download: {LIGHTLY_URL})"
-    for name in ("colab-moco", "lightly-simclr", "lightly-moco"):
+    for name in ("colab-moco", "lightly-simclr", "lightly-moco", "lightly-byol",
+                 "lightly-simsiam"):
         p = sub.add_parser(name)
         p.add_argument("--data", required=True, help="folder with cifar-10-batches-bin files")
         p.add_argument("--out", required=True)
@@ -1258,6 +1272,10 @@ def main():
         run_lightly(a, "SimCLRModel")
     elif a.cmd == "lightly-moco":
         run_lightly(a, "MocoModel")
+    elif a.cmd == "lightly-byol":
+        run_lightly(a, "BYOLModel")
+    elif a.cmd == "lightly-simsiam":
+        run_lightly(a, "SimSiamModel")
     elif a.cmd == "lemniscate-instdisc":
         run_lemniscate(a)
     else:
