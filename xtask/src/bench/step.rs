@@ -8,8 +8,10 @@
 //! process, so the peak RSS printed beside it (VmHWM) is that configuration's own. The f32 GEMM
 //! rate of this machine is measured in the same run, before and after the steps.
 //!
-//! `--method simclr|mocov2` times the trainer's own step instead (`mocca_methods`' SimCLR or
-//! MoCo v2 with the CIFAR-10 preset: queue, momentum update, split BN, SGD), on random images.
+//! `--method simclr|mocov2|byol|simsiam|mocov3` times the trainer's own step instead
+//! (`mocca_methods`' method with its CIFAR-10 preset: MoCo v2's queue, momentum update, split
+//! BN; BYOL's and MoCo v3's momentum encoder and predictor; SimSiam's predictor), on random
+//! images; `scripts/peer_method_step.py` times lightly's BYOL and SimSiam the same way.
 //! `--device cuda` and `--precision bf16` (f32 master weights, bf16 activations) apply to both;
 //! on CUDA each step ends by reading the loss, which waits for the GPU, so the time is real.
 
@@ -60,8 +62,9 @@ pub struct Options {
           default_values = ["f32"])]
     precisions: Vec<Precision>,
     /// Time the trainer's own step (mocca-methods, CIFAR-10 preset: MoCo v2 = queue 4096,
-    /// m 0.99, split BN 8) instead of the peer script's SimCLR step
-    #[arg(long, value_name = "simclr|mocov2", value_parser = parse_method)]
+    /// m 0.99, split BN 8; BYOL, SimSiam as lightly's benchmark; MoCo v3 as main_moco.py)
+    /// instead of the peer script's SimCLR step
+    #[arg(long, value_name = "simclr|mocov2|byol|simsiam|mocov3", value_parser = parse_method)]
     method: Option<MethodName>,
     /// Untimed steps first [default: 1; 0 for the native backend at width 1, whose single
     /// step takes minutes]
@@ -121,7 +124,12 @@ fn parse_method(s: &str) -> Result<MethodName, String> {
     match s {
         "simclr" => Ok(MethodName::Simclr),
         "mocov2" => Ok(MethodName::Mocov2),
-        other => Err(format!("`{other}`: expected simclr or mocov2")),
+        "byol" => Ok(MethodName::Byol),
+        "simsiam" => Ok(MethodName::Simsiam),
+        "mocov3" => Ok(MethodName::Mocov3),
+        other => Err(format!(
+            "`{other}`: expected simclr, mocov2, byol, simsiam or mocov3"
+        )),
     }
 }
 
@@ -504,13 +512,15 @@ fn measure_method(
     }
     let step_s = t0.elapsed().as_secs_f64() / steps as f64;
     let r = setup::resnet_config(&cfg);
-    // MoCo: one view through the query encoder (forward + backward), the other through the key
-    // encoder (forward only): 2/3 of SimCLR's two forward + backward passes.
+    // In units of one view's forward pass (a backward costs two): SimCLR and SimSiam pass both
+    // views forward and backward (6); MoCo v1/v2 one view through the query encoder and the
+    // other through the key encoder (4); BYOL and MoCo v3 both views through the trained
+    // encoder and both through the momentum encoder (8). Heads and losses are not counted.
     let flop = step_flops(&r, 32, o.batch)
-        * if method == MethodName::Simclr {
-            1.0
-        } else {
-            2.0 / 3.0
+        * match method {
+            MethodName::Simclr | MethodName::Simsiam => 1.0,
+            MethodName::Byol | MethodName::Mocov3 => 8.0 / 6.0,
+            _ => 4.0 / 6.0,
         };
     Ok(Measurement {
         width,

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""PyTorch's side of `cargo xtask bench step --method byol|simsiam`, one configuration at a time.
+
+Builds lightly's BYOLModel or SimSiamModel from its CIFAR-10 benchmark (the reference file is
+taken by path, never copied; patched as scripts/reference_curves.py patches it, L1-L15, for
+the width) and times its own `training_step` + backward + its own `configure_optimizers`
+optimizer step on random 32 px views, without Lightning's loop, so that it can be interleaved
+with our benchmark run by run on the same machine.
+
+Usage: python3 scripts/peer_method_step.py BENCHMARK.py byol|simsiam [--width W]
+       [--batch N] [--steps N] [--threads N]
+Prints: "lightly byol width 0.125 batch 256: 123.4 img/s (2.07 s/step, 10 steps)".
+Needs: torch, torchvision, lightly, pytorch_lightning.
+"""
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_curves as rc  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("benchmark")
+ap.add_argument("method", choices=["byol", "simsiam"])
+ap.add_argument("--width", type=float, default=0.125)
+ap.add_argument("--batch", type=int, default=256)
+ap.add_argument("--steps", type=int, default=10)
+ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--data", default="data/cifar-10-batches-bin",
+                help="the benchmark module reads its kNN datasets at import")
+a = ap.parse_args()
+
+torch.set_num_threads(a.threads)
+ns = rc.lightly_prepare(a.benchmark, a.data, a.width, 1, a.batch)
+Model = ns["BYOLModel" if a.method == "byol" else "SimSiamModel"]
+model = Model(None, ns["classes"])
+model.train()
+optimizers, _ = model.configure_optimizers()
+opt = optimizers[0]
+views = (torch.rand(a.batch, 3, 32, 32), torch.rand(a.batch, 3, 32, 32))
+batch = (views, torch.zeros(a.batch, dtype=torch.long), [""] * a.batch)
+model.log = lambda *args, **kwargs: None  # outside a Trainer
+
+
+def step(i):
+    opt.zero_grad()
+    loss = model.training_step(batch, i)
+    loss.backward()
+    opt.step()
+
+
+step(0)
+t0 = time.perf_counter()
+for i in range(a.steps):
+    step(i + 1)
+dt = (time.perf_counter() - t0) / a.steps
+print(f"lightly {a.method} width {a.width} batch {a.batch}: {a.batch / dt:.1f} img/s "
+      f"({dt:.2f} s/step, {a.steps} steps)")
