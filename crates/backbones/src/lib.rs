@@ -85,4 +85,4 @@ pub use layers::Backend;
 pub use norm::{strided_group_order, BatchNorm, BatchNormConfig, SplitBatchNorm, SplitGrouping};
 pub use resnet::{BlockKind, ConvInit, ResNet, ResNetConfig, Stem};
 pub use state::{ModelState, StateDict};
-pub use vit::{ViTConfig, VisionTransformer};
+pub use vit::{ViTConfig, ViTStyle, VisionTransformer};

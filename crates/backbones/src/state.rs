@@ -37,6 +37,9 @@ pub(crate) fn lock(stats: &SharedStats) -> MutexGuard<'_, RunningStats> {
 #[derive(Debug, Clone)]
 enum Slot {
     Parameter(Var),
+    /// A parameter held fixed (`requires_grad = False` in PyTorch): in the state dict, never
+    /// in [`ModelState::named_parameters`], so no optimizer or EMA moves it.
+    Frozen(Var),
     RunningMean(SharedStats),
     RunningVar(SharedStats),
     NumBatchesTracked(SharedStats),
@@ -59,6 +62,15 @@ impl ModelState {
         let var = Var::from_tensor(&t)?;
         let t = var.as_tensor().clone();
         self.entries.push((name.into(), Slot::Parameter(var)));
+        Ok(t)
+    }
+
+    /// Registers a parameter that training never changes (MoCo v3's fixed sin-cos position
+    /// embedding, its frozen patch embedding); returns it detached, for the forward pass.
+    pub(crate) fn frozen(&mut self, name: impl Into<String>, t: Tensor) -> Result<Tensor> {
+        let var = Var::from_tensor(&t)?;
+        let t = var.as_detached_tensor();
+        self.entries.push((name.into(), Slot::Frozen(var)));
         Ok(t)
     }
 
@@ -105,7 +117,7 @@ impl ModelState {
     pub fn named_buffers(&self) -> Result<Vec<(String, Tensor)>> {
         self.entries
             .iter()
-            .filter(|(_, s)| !matches!(s, Slot::Parameter(_)))
+            .filter(|(_, s)| !matches!(s, Slot::Parameter(_) | Slot::Frozen(_)))
             .map(|(n, s)| Ok((n.clone(), slot_tensor(s)?)))
             .collect()
     }
@@ -126,7 +138,7 @@ impl ModelState {
             .iter()
             .map(|(n, s)| {
                 let shape = match s {
-                    Slot::Parameter(v) => v.dims().to_vec(),
+                    Slot::Parameter(v) | Slot::Frozen(v) => v.dims().to_vec(),
                     Slot::RunningMean(st) => lock(st).mean.dims().to_vec(),
                     Slot::RunningVar(st) => lock(st).var.dims().to_vec(),
                     Slot::NumBatchesTracked(_) => vec![],
@@ -147,7 +159,9 @@ impl ModelState {
                 .get(name)
                 .ok_or_else(|| Error::MissingEntry(name.clone()))?;
             let (expected, device, dtype) = match slot {
-                Slot::Parameter(v) => (v.dims().to_vec(), v.device().clone(), v.dtype()),
+                Slot::Parameter(v) | Slot::Frozen(v) => {
+                    (v.dims().to_vec(), v.device().clone(), v.dtype())
+                }
                 Slot::RunningMean(st) => {
                     let st = lock(st);
                     (
@@ -177,7 +191,7 @@ impl ModelState {
         }
         for ((_, slot), t) in self.entries.iter().zip(staged) {
             match slot {
-                Slot::Parameter(v) => v.set(&t)?,
+                Slot::Parameter(v) | Slot::Frozen(v) => v.set(&t)?,
                 Slot::RunningMean(st) => lock(st).mean = t,
                 Slot::RunningVar(st) => lock(st).var = t,
                 Slot::NumBatchesTracked(st) => {
@@ -241,7 +255,7 @@ impl ModelState {
 
 fn slot_tensor(slot: &Slot) -> Result<Tensor> {
     Ok(match slot {
-        Slot::Parameter(v) => v.as_detached_tensor(),
+        Slot::Parameter(v) | Slot::Frozen(v) => v.as_detached_tensor(),
         Slot::RunningMean(st) => lock(st).mean.clone(),
         Slot::RunningVar(st) => lock(st).var.clone(),
         Slot::NumBatchesTracked(st) => {

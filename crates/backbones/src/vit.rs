@@ -9,6 +9,22 @@ use crate::error::{Error, Result};
 use crate::layers::autocast;
 use crate::state::{ModelState, StateDict};
 
+/// Whose ViT: timm's, or MoCo v3's `VisionTransformerMoCo` (facebookresearch/moco-v3
+/// `vits.py`), which keeps timm's layers and keys but fixes the position embedding and
+/// initialises differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ViTStyle {
+    /// Learned position embedding (normal, std 0.02); Linear weights normal std 0.02, bias 0;
+    /// patch embedding PyTorch's `Conv2d` default.
+    #[default]
+    Timm,
+    /// A fixed 2-D sin-cos position embedding (`build_2d_sincos_position_embedding`, zeros for
+    /// the class token; never trained); Xavier-uniform Linear weights (`qkv` as three
+    /// matrices: bound √(6 / (out/3 + in))), patch embedding uniform in
+    /// ±√(6 / (3·p² + D)), biases 0.
+    MoCoV3,
+}
+
 /// The shape of a ViT: patch size and image side, width, depth and heads.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ViTConfig {
@@ -26,6 +42,11 @@ pub struct ViTConfig {
     pub mlp_ratio: f64,
     /// LayerNorm epsilon (timm's ViTs: 1e-6).
     pub layer_norm_eps: f64,
+    /// Position embedding and initialisation.
+    pub style: ViTStyle,
+    /// Hold the patch embedding at its initial values (MoCo v3's `--stop-grad-conv1`, a random
+    /// patch projection that stabilises training).
+    pub freeze_patch_embed: bool,
 }
 
 impl ViTConfig {
@@ -40,6 +61,8 @@ impl ViTConfig {
             num_heads: 3,
             mlp_ratio: 4.0,
             layer_norm_eps: 1e-6,
+            style: ViTStyle::Timm,
+            freeze_patch_embed: false,
         }
     }
 
@@ -77,6 +100,12 @@ impl ViTConfig {
                 self.image_size, self.patch_size
             ));
         }
+        if self.style == ViTStyle::MoCoV3 && !self.embed_dim.is_multiple_of(4) {
+            return bad(format!(
+                "the 2-D sin-cos position embedding needs embed_dim a multiple of 4, got {}",
+                self.embed_dim
+            ));
+        }
         if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad(format!(
                 "embed_dim {} is not a multiple of num_heads {}",
@@ -107,17 +136,25 @@ impl Linear {
         state: &mut ModelState,
         vb: &VarBuilder,
         name: &str,
-        inp: usize,
-        out: usize,
+        (inp, out): (usize, usize),
+        style: ViTStyle,
     ) -> Result<Self> {
-        let w = vb.get_with_hints(
-            (out, inp),
-            &format!("{name}.weight"),
-            Init::Randn {
+        // MoCo v3's: Xavier uniform, `qkv` (out = 3·in) as three square matrices.
+        let init = match style {
+            ViTStyle::Timm => Init::Randn {
                 mean: 0.0,
                 stdev: 0.02,
             },
-        )?;
+            ViTStyle::MoCoV3 => {
+                let fan_out = if name.ends_with("qkv") { out / 3 } else { out };
+                let bound = (6.0 / (fan_out + inp) as f64).sqrt();
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                }
+            }
+        };
+        let w = vb.get_with_hints((out, inp), &format!("{name}.weight"), init)?;
         let b = vb.get_with_hints(out, &format!("{name}.bias"), Init::Const(0.0))?;
         Ok(Self {
             weight: state.parameter(format!("{name}.weight"), w)?,
@@ -187,6 +224,31 @@ impl MaxPrecision for DType {
     }
 }
 
+/// MoCo v3's `build_2d_sincos_position_embedding` (temperature 10,000): a zero row for the
+/// class token, then per patch `[sin(w·ω), cos(w·ω), sin(h·ω), cos(h·ω)]` with
+/// `ω_k = 10000^(−k/(D/4))`, where patch `m` (row-major over the grid) has `w = m / g` and
+/// `h = m mod g`: the order `torch.meshgrid(grid_w, grid_h)` flattens to.
+fn sincos_2d(cfg: &ViTConfig, device: &candle_core::Device) -> Result<Tensor> {
+    let g = cfg.image_size / cfg.patch_size;
+    let d = cfg.embed_dim;
+    let q = d / 4;
+    let omega: Vec<f32> = (0..q)
+        .map(|k| 1.0 / 10000f32.powf(k as f32 / q as f32))
+        .collect();
+    let mut v = vec![0f32; (g * g + 1) * d];
+    for m in 0..g * g {
+        let (w, h) = ((m / g) as f32, (m % g) as f32);
+        let row = &mut v[(m + 1) * d..(m + 2) * d];
+        for k in 0..q {
+            row[k] = (w * omega[k]).sin();
+            row[q + k] = (w * omega[k]).cos();
+            row[2 * q + k] = (h * omega[k]).sin();
+            row[3 * q + k] = (h * omega[k]).cos();
+        }
+    }
+    Ok(Tensor::from_vec(v, (1, g * g + 1, d), device)?)
+}
+
 /// `softmax` over the last dimension with a gradient (Candle's fused one has none).
 fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
@@ -207,15 +269,15 @@ struct Block {
 
 impl Block {
     fn new(cfg: &ViTConfig, state: &mut ModelState, vb: &VarBuilder, i: usize) -> Result<Self> {
-        let (d, eps) = (cfg.embed_dim, cfg.layer_norm_eps);
+        let (d, eps, st) = (cfg.embed_dim, cfg.layer_norm_eps, cfg.style);
         let p = |s: &str| format!("blocks.{i}.{s}");
         Ok(Self {
             norm1: LayerNorm::new(state, vb, &p("norm1"), d, eps)?,
-            qkv: Linear::new(state, vb, &p("attn.qkv"), d, 3 * d)?,
-            proj: Linear::new(state, vb, &p("attn.proj"), d, d)?,
+            qkv: Linear::new(state, vb, &p("attn.qkv"), (d, 3 * d), st)?,
+            proj: Linear::new(state, vb, &p("attn.proj"), (d, d), st)?,
             norm2: LayerNorm::new(state, vb, &p("norm2"), d, eps)?,
-            fc1: Linear::new(state, vb, &p("mlp.fc1"), d, cfg.mlp_dim())?,
-            fc2: Linear::new(state, vb, &p("mlp.fc2"), cfg.mlp_dim(), d)?,
+            fc1: Linear::new(state, vb, &p("mlp.fc1"), (d, cfg.mlp_dim()), st)?,
+            fc2: Linear::new(state, vb, &p("mlp.fc2"), (cfg.mlp_dim(), d), st)?,
             num_heads: cfg.num_heads,
         })
     }
@@ -287,26 +349,53 @@ impl VisionTransformer {
             },
         )?;
         let cls_token = state.parameter("cls_token", cls)?;
-        let pos = vb.get_with_hints(
-            (1, cfg.num_patches() + 1, d),
-            "pos_embed",
-            Init::Randn {
-                mean: 0.0,
-                stdev: 0.02,
-            },
-        )?;
-        let pos_embed = state.parameter("pos_embed", pos)?;
+        let pos_embed = match cfg.style {
+            ViTStyle::Timm => {
+                let pos = vb.get_with_hints(
+                    (1, cfg.num_patches() + 1, d),
+                    "pos_embed",
+                    Init::Randn {
+                        mean: 0.0,
+                        stdev: 0.02,
+                    },
+                )?;
+                state.parameter("pos_embed", pos)?
+            }
+            ViTStyle::MoCoV3 => state.frozen("pos_embed", sincos_2d(cfg, vb.device())?)?,
+        };
         let p = cfg.patch_size;
         let fan_in = 3 * p * p;
-        let bound = 1.0 / (fan_in as f64).sqrt();
-        let conv_init = Init::Uniform {
-            lo: -bound,
-            up: bound,
+        let (w_init, b_init) = match cfg.style {
+            ViTStyle::Timm => {
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                let u = Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                };
+                (u, u)
+            }
+            ViTStyle::MoCoV3 => {
+                let bound = (6.0 / (fan_in + d) as f64).sqrt();
+                let u = Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                };
+                (u, Init::Const(0.0))
+            }
         };
-        let w = vb.get_with_hints((d, 3, p, p), "patch_embed.proj.weight", conv_init)?;
-        let patch_weight = state.parameter("patch_embed.proj.weight", w)?;
-        let b = vb.get_with_hints(d, "patch_embed.proj.bias", conv_init)?;
-        let patch_bias = state.parameter("patch_embed.proj.bias", b)?;
+        let w = vb.get_with_hints((d, 3, p, p), "patch_embed.proj.weight", w_init)?;
+        let b = vb.get_with_hints(d, "patch_embed.proj.bias", b_init)?;
+        let (patch_weight, patch_bias) = if cfg.freeze_patch_embed {
+            (
+                state.frozen("patch_embed.proj.weight", w)?,
+                state.frozen("patch_embed.proj.bias", b)?,
+            )
+        } else {
+            (
+                state.parameter("patch_embed.proj.weight", w)?,
+                state.parameter("patch_embed.proj.bias", b)?,
+            )
+        };
         let blocks = (0..cfg.depth)
             .map(|i| Block::new(cfg, &mut state, &vb, i))
             .collect::<Result<Vec<_>>>()?;

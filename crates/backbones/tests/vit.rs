@@ -170,3 +170,86 @@ fn images_of_another_size_are_refused_naming_the_expected_shape() {
         .to_string();
     assert!(err.contains("not a multiple of the patch size"), "{err}");
 }
+
+#[test]
+fn mocov3s_vit_has_its_fixed_sincos_position_embedding() {
+    use mocca_backbones::ViTStyle;
+    let golden = golden::load("backbones/sincos_mocov3.json");
+    for case in golden["cases"].as_array().unwrap() {
+        let int = |k: &str| case[k].as_u64().unwrap() as usize;
+        let base = if int("embed_dim") == 384 {
+            ViTConfig::small(int("image_size"), int("patch_size"))
+        } else {
+            ViTConfig::tiny(int("image_size"), int("patch_size"))
+        };
+        let cfg = ViTConfig {
+            depth: 1,
+            style: ViTStyle::MoCoV3,
+            ..base
+        };
+        let (m, _) = vit(&cfg);
+        let state: HashMap<String, Tensor> = m.state_dict().unwrap().into_iter().collect();
+        let expected = golden::Array::from_json(&case["pos_embed"]);
+        let (err, _) = max_err(&state["pos_embed"], &expected);
+        assert!(err < 1e-5, "{case:?}: max error {err:e}");
+    }
+}
+
+#[test]
+fn frozen_parts_stay_in_the_state_dict_but_out_of_training() {
+    use mocca_backbones::ViTStyle;
+    let cfg = ViTConfig {
+        depth: 1,
+        style: ViTStyle::MoCoV3,
+        freeze_patch_embed: true,
+        ..ViTConfig::tiny(16, 4)
+    };
+    let (m, _) = vit(&cfg);
+    let trained: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
+    let all: Vec<String> = m
+        .state_dict()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for frozen in [
+        "pos_embed",
+        "patch_embed.proj.weight",
+        "patch_embed.proj.bias",
+    ] {
+        assert!(
+            all.iter().any(|n| n == frozen),
+            "{frozen} missing from the state dict"
+        );
+        assert!(!trained.iter().any(|n| n == frozen), "{frozen} is trained");
+    }
+    assert_eq!(trained.len() + 3, all.len());
+    // A training step through every trainable parameter leaves the frozen ones as they were.
+    // Copies: a parameter's state-dict entry shows later steps through.
+    let before: Vec<(String, Tensor)> = m
+        .state_dict()
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.copy().unwrap()))
+        .collect();
+    let x = Tensor::rand(-1f32, 1.0, (2, 3, 16, 16), &Device::Cpu).unwrap();
+    let grads = m
+        .forward(&x)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (_, v) in m.named_parameters() {
+        let g = grads.get(&v).unwrap();
+        v.set(&(v.as_tensor() - g).unwrap()).unwrap();
+    }
+    let after: HashMap<String, Tensor> = m.state_dict().unwrap().into_iter().collect();
+    for (name, t) in before {
+        let same = resnet_support::values(&t) == resnet_support::values(&after[&name]);
+        let frozen = name == "pos_embed" || name.starts_with("patch_embed");
+        assert_eq!(same, frozen, "{name}");
+    }
+}

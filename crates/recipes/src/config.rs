@@ -344,6 +344,14 @@ pub struct ModelConfig {
     /// ViT-S has 12].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_heads: Option<usize>,
+    /// ViT only: timm's (learned position embedding, its initialisation) or mocov3's
+    /// (`vits.py`: fixed 2-D sin-cos position embedding, Xavier initialisation) [default: timm].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vit_style: Option<VitStyleName>,
+    /// ViT only: hold the patch embedding at its initial values (moco-v3's
+    /// `--stop-grad-conv1`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub freeze_patch_embed: bool,
     pub out_dim: usize,
     pub zero_init_residual: bool,
     /// Initialisation of the convolutions after the stem.
@@ -360,6 +368,13 @@ pub struct ModelConfig {
     /// so a resumed run keeps it.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum VitStyleName {
+    Timm,
+    Mocov3,
 }
 
 impl ModelConfig {
@@ -1297,10 +1312,14 @@ impl TrainConfig {
                     bail!("model.num_heads ({h}) must divide the ViT's width {d}");
                 }
             }
-        } else if self.model.patch_size.is_some() || self.model.num_heads.is_some() {
+        } else if self.model.patch_size.is_some()
+            || self.model.num_heads.is_some()
+            || self.model.vit_style.is_some()
+            || self.model.freeze_patch_embed
+        {
             bail!(
-                "model.patch_size and model.num_heads apply to ViTs only (model.arch = \"vit-tiny\" \
-                 or \"vit-small\")"
+                "model.patch_size, num_heads, vit_style and freeze_patch_embed apply to ViTs only \
+                 (model.arch = \"vit-tiny\" or \"vit-small\")"
             );
         }
         if self.model.hidden_dim == Some(0) || self.model.head_layers == Some(0) {

@@ -163,6 +163,11 @@ pub fn vit_config(cfg: &TrainConfig) -> Option<ViTConfig> {
     }
     .map(|v| ViTConfig {
         num_heads: cfg.model.num_heads.unwrap_or(v.num_heads),
+        style: match cfg.model.vit_style {
+            Some(crate::config::VitStyleName::Mocov3) => mocca_backbones::ViTStyle::MoCoV3,
+            _ => mocca_backbones::ViTStyle::Timm,
+        },
+        freeze_patch_embed: cfg.model.freeze_patch_embed,
         ..v
     })
 }

@@ -8,7 +8,15 @@ LayerNorm, timm's `forward_head(forward_features(x), pre_logits=True)`, of a 2-i
 under weights both sides generate from the integer hash of make_golden.py, in float64, for
 two small configurations: ViT-Tiny width at 32 px / patch 4 / depth 2, ViT-Small width at
 64 px / patch 16 / depth 1). Run: python3 make_golden_vit.py  (needs torch, timm)
+
+With --mocov3-vits PATH (facebookresearch/moco-v3's vits.py at c349e6e, taken by path, never
+copied) it also writes sincos_mocov3.json: the fixed position embedding its
+VisionTransformerMoCo builds (build_2d_sincos_position_embedding) for D 384 at 32 px / patch
+4 and 224 px / patch 16 and D 192 at 32 px / patch 4. Two patches let vits.py import under
+timm 1.0: `from timm.models.layers.helpers import to_2tuple` -> `from timm.layers import
+to_2tuple`, and `self.num_tokens` -> `self.num_prefix_tokens` (timm's renamed attribute).
 """
+import argparse
 import gzip
 import json
 import math
@@ -60,7 +68,33 @@ def arr(t):
     return {"shape": list(t.shape), "data": t.flatten().tolist()}
 
 
+def mocov3_sincos(vits_path):
+    from functools import partial
+
+    src = open(vits_path).read()
+    src = src.replace("from timm.models.layers.helpers import to_2tuple",
+                      "from timm.layers import to_2tuple")
+    src = src.replace("assert self.num_tokens == 1", "assert self.num_prefix_tokens == 1")
+    ns = {"__name__": "vits"}
+    exec(compile(src, vits_path, "exec"), ns)
+    cases = []
+    for d, heads, img, patch in [(384, 12, 32, 4), (384, 12, 224, 16), (192, 3, 32, 4)]:
+        m = ns["VisionTransformerMoCo"](img_size=img, patch_size=patch, embed_dim=d, depth=1,
+                                        num_heads=heads, mlp_ratio=4, qkv_bias=True,
+                                        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6))
+        assert not m.pos_embed.requires_grad
+        cases.append({"embed_dim": d, "image_size": img, "patch_size": patch,
+                      "pos_embed": arr(m.pos_embed.detach().double())})
+    write("sincos_mocov3.json.gz", {"vits_py": "facebookresearch/moco-v3 c349e6e vits.py",
+                                    "cases": cases})
+
+
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mocov3-vits", help="path of moco-v3's vits.py (c349e6e)")
+    a = ap.parse_args()
+    if a.mocov3_vits:
+        mocov3_sincos(a.mocov3_vits)
     for variant in ["tiny", "small"]:
         out = {}
         for img, patch in [(224, 16), (32, 4)]:
