@@ -128,6 +128,7 @@ pub mod optim;
 mod precision;
 mod predictor;
 pub mod schedule;
+mod siamese;
 pub mod simclr;
 pub mod simsiam;
 pub mod staleness;

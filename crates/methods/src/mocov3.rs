@@ -6,17 +6,16 @@ use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{Device, Tensor};
 use mocca_losses::{InfoNCEConfig, InfoNCELoss};
-use mocca_queue::MomentumUpdate;
 
-use crate::byol::trained_parameters;
-use crate::checkpoint::{self, u64_tensor};
+use crate::checkpoint;
 use crate::collapse::StepEmbeddings;
-use crate::encoder::{copy_state, Encoder};
-use crate::error::{input_err, MethodError, Result};
+use crate::encoder::Encoder;
+use crate::error::Result;
 use crate::eval::{EncoderRole, FeatureLayer, FeatureSource};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::predictor::Predictor;
 use crate::schedule::{LrSchedule, MomentumSchedule};
+use crate::siamese::Parts;
 use crate::step::{check_views, finite_loss, loss_result};
 use crate::{Method, StepStats};
 
@@ -45,14 +44,9 @@ pub struct MoCoV3Config {
 /// and the predictor. moco-v3 moves the momentum encoder between the query and the key passes;
 /// the base weights do not change in between, so doing it first is the same step.
 pub struct MoCoV3<E: Encoder> {
-    base: E,
-    momentum_encoder: E,
-    predictor: Predictor,
-    momentum_update: MomentumUpdate,
+    parts: Parts<E>,
     loss: InfoNCELoss,
-    optimizer: Optimizer,
     config: MoCoV3Config,
-    step: u64,
     device: Device,
     last_embeddings: Option<StepEmbeddings>,
 }
@@ -68,37 +62,20 @@ impl<E: Encoder> MoCoV3<E> {
     ) -> Result<Self> {
         config.momentum.validate()?;
         config.lr_schedule.validate()?;
-        let base = build()?;
-        if predictor.input_dim() != base.output_dim() {
-            return Err(MethodError::InvalidConfig(format!(
-                "the predictor takes {} inputs but the projector gives {}",
-                predictor.input_dim(),
-                base.output_dim()
-            )));
-        }
-        let momentum_encoder = build()?;
-        copy_state(&base, &momentum_encoder)?;
-        let momentum_update = MomentumUpdate::new(
-            &momentum_encoder.named_parameters(),
-            &base.named_parameters(),
+        let parts = Parts::new(
+            build()?,
+            Some(build()?),
+            predictor,
+            config.optimizer.clone(),
         )?;
         let loss = InfoNCELoss::new(InfoNCEConfig {
             temperature: config.temperature,
             ..Default::default()
         })?;
-        let optimizer = Optimizer::new(
-            trained_parameters(&base, &predictor),
-            config.optimizer.clone(),
-        )?;
         Ok(Self {
-            base,
-            momentum_encoder,
-            predictor,
-            momentum_update,
+            parts,
             loss,
-            optimizer,
             config,
-            step: 0,
             device: device.clone(),
             last_embeddings: None,
         })
@@ -110,33 +87,23 @@ impl<E: Encoder> MoCoV3<E> {
 
     /// The base encoder (backbone and projector), the one evaluated.
     pub fn base_encoder(&self) -> &E {
-        &self.base
+        &self.parts.online
     }
 
     pub fn momentum_encoder(&self) -> &E {
-        &self.momentum_encoder
+        self.parts.momentum_encoder()
     }
 
     pub fn predictor(&self) -> &Predictor {
-        &self.predictor
+        &self.parts.predictor
     }
 
     pub fn optimizer(&self) -> &Optimizer {
-        &self.optimizer
+        &self.parts.optimizer
     }
 
     fn restore(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let step = checkpoint::get_u64(state, "step")?;
-        self.base
-            .load_state_dict(&checkpoint::sub_state(state, "encoder_q"))?;
-        self.momentum_encoder
-            .load_state_dict(&checkpoint::sub_state(state, "encoder_k"))?;
-        self.predictor
-            .load_state_dict(&checkpoint::sub_state(state, "predictor"))?;
-        self.optimizer
-            .load_state_tensors(&checkpoint::sub_state(state, "optimizer"))?;
-        self.step = step;
-        Ok(())
+        self.parts.restore(state)
     }
 }
 
@@ -147,18 +114,18 @@ impl<E: Encoder> Method for MoCoV3<E> {
 
     fn step(&mut self, views: &[Tensor], _indices: &[usize]) -> Result<StepStats> {
         let n = check_views(views, 2)?;
-        let step = self.step;
+        let step = self.parts.step;
         let lr = self.config.lr_schedule.lr_at(step);
         let mut queries = Vec::with_capacity(2);
         for x in views {
-            let z = self.base.forward(x, true)?;
-            queries.push(self.predictor.forward(&z, true)?);
+            let z = self.parts.online.forward(x, true)?;
+            queries.push(self.parts.predictor.forward(&z, true)?);
         }
         let m = self.config.momentum.at(step);
-        self.momentum_update.update(m)?;
+        self.parts.update_momentum(m)?;
         let keys = views
             .iter()
-            .map(|x| Ok(self.momentum_encoder.forward(x, true)?.detach()))
+            .map(|x| Ok(self.parts.momentum_encoder().forward(x, true)?.detach()))
             .collect::<Result<Vec<_>>>()?;
         let a = loss_result(self.loss.forward_end_to_end(&queries[0], &keys[1]), step)?;
         let b = loss_result(self.loss.forward_end_to_end(&queries[1], &keys[0]), step)?;
@@ -169,15 +136,15 @@ impl<E: Encoder> Method for MoCoV3<E> {
             .to_dtype(candle_core::DType::F64)?
             .to_scalar::<f64>()?;
         let grads = loss_t.backward()?;
-        self.optimizer.set_lr(lr);
-        self.optimizer.step(&grads)?;
-        self.step += 1;
+        self.parts.optimizer.set_lr(lr);
+        self.parts.optimizer.step(&grads)?;
+        self.parts.step += 1;
         self.last_embeddings = Some(StepEmbeddings {
             view0: queries[0].detach(),
             view1: Some(keys[1].clone()),
         });
         Ok(StepStats {
-            step: self.step,
+            step: self.parts.step,
             loss,
             accuracy,
             lr,
@@ -187,7 +154,7 @@ impl<E: Encoder> Method for MoCoV3<E> {
     }
 
     fn steps_done(&self) -> u64 {
-        self.step
+        self.parts.step
     }
 
     fn last_embeddings(&self) -> Option<StepEmbeddings> {
@@ -195,13 +162,7 @@ impl<E: Encoder> Method for MoCoV3<E> {
     }
 
     fn encoder(&self, role: EncoderRole) -> Result<&dyn Encoder> {
-        match role {
-            EncoderRole::Query => Ok(&self.base),
-            EncoderRole::Key => Ok(&self.momentum_encoder),
-            EncoderRole::Shared => Err(input_err(
-                "MoCo v3 has a base (EncoderRole::Query) and a momentum (EncoderRole::Key) encoder",
-            )),
-        }
+        self.parts.encoder(role, "MoCo v3")
     }
 
     fn default_eval_source(&self) -> FeatureSource {
@@ -209,13 +170,7 @@ impl<E: Encoder> Method for MoCoV3<E> {
     }
 
     fn state(&self) -> Result<BTreeMap<String, Tensor>> {
-        let mut out = BTreeMap::new();
-        checkpoint::put_prefixed(&mut out, "encoder_q", self.base.state_dict()?)?;
-        checkpoint::put_prefixed(&mut out, "encoder_k", self.momentum_encoder.state_dict()?)?;
-        checkpoint::put_prefixed(&mut out, "predictor", self.predictor.state_dict()?)?;
-        checkpoint::put_prefixed(&mut out, "optimizer", self.optimizer.state_tensors()?)?;
-        out.insert("step".into(), u64_tensor(self.step)?);
-        Ok(out)
+        self.parts.state()
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {

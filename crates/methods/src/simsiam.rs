@@ -6,15 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 use candle_core::{Device, Tensor};
 use mocca_losses::NegativeCosineSimilarity;
 
-use crate::byol::trained_parameters;
-use crate::checkpoint::{self, u64_tensor};
+use crate::checkpoint;
 use crate::collapse::StepEmbeddings;
 use crate::encoder::Encoder;
-use crate::error::{input_err, MethodError, Result};
+use crate::error::Result;
 use crate::eval::{EncoderRole, FeatureLayer, FeatureSource};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::predictor::Predictor;
 use crate::schedule::LrSchedule;
+use crate::siamese::Parts;
 use crate::step::{check_views, finite_loss, loss_result};
 use crate::{Method, StepStats};
 
@@ -36,12 +36,9 @@ pub struct SimSiamConfig {
 /// ([`NegativeCosineSimilarity`]) with each `z` detached (stop-gradient: the gradient reaches
 /// the encoder only through `p`); the optimizer updates the encoder and the predictor.
 pub struct SimSiam<E: Encoder> {
-    encoder: E,
-    predictor: Predictor,
+    parts: Parts<E>,
     loss: NegativeCosineSimilarity,
-    optimizer: Optimizer,
     config: SimSiamConfig,
-    step: u64,
     device: Device,
     last_embeddings: Option<StepEmbeddings>,
 }
@@ -55,24 +52,11 @@ impl<E: Encoder> SimSiam<E> {
         device: &Device,
     ) -> Result<Self> {
         config.lr_schedule.validate()?;
-        if predictor.input_dim() != encoder.output_dim() {
-            return Err(MethodError::InvalidConfig(format!(
-                "the predictor takes {} inputs but the projection head gives {}",
-                predictor.input_dim(),
-                encoder.output_dim()
-            )));
-        }
-        let optimizer = Optimizer::new(
-            trained_parameters(&encoder, &predictor),
-            config.optimizer.clone(),
-        )?;
+        let parts = Parts::new(encoder, None, predictor, config.optimizer.clone())?;
         Ok(Self {
-            encoder,
-            predictor,
+            parts,
             loss: NegativeCosineSimilarity::default(),
-            optimizer,
             config,
-            step: 0,
             device: device.clone(),
             last_embeddings: None,
         })
@@ -84,27 +68,19 @@ impl<E: Encoder> SimSiam<E> {
 
     /// The trained encoder (backbone and projection head).
     pub fn shared_encoder(&self) -> &E {
-        &self.encoder
+        &self.parts.online
     }
 
     pub fn predictor(&self) -> &Predictor {
-        &self.predictor
+        &self.parts.predictor
     }
 
     pub fn optimizer(&self) -> &Optimizer {
-        &self.optimizer
+        &self.parts.optimizer
     }
 
     fn restore(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let step = checkpoint::get_u64(state, "step")?;
-        self.encoder
-            .load_state_dict(&checkpoint::sub_state(state, "encoder"))?;
-        self.predictor
-            .load_state_dict(&checkpoint::sub_state(state, "predictor"))?;
-        self.optimizer
-            .load_state_tensors(&checkpoint::sub_state(state, "optimizer"))?;
-        self.step = step;
-        Ok(())
+        self.parts.restore(state)
     }
 }
 
@@ -115,12 +91,12 @@ impl<E: Encoder> Method for SimSiam<E> {
 
     fn step(&mut self, views: &[Tensor], _indices: &[usize]) -> Result<StepStats> {
         let n = check_views(views, 2)?;
-        let step = self.step;
+        let step = self.parts.step;
         let lr = self.config.lr_schedule.lr_at(step);
         let mut zp = Vec::with_capacity(2);
         for x in views {
-            let z = self.encoder.forward(x, true)?;
-            let p = self.predictor.forward(&z, true)?;
+            let z = self.parts.online.forward(x, true)?;
+            let p = self.parts.predictor.forward(&z, true)?;
             zp.push((z, p));
         }
         let target = |z: &Tensor| {
@@ -135,15 +111,15 @@ impl<E: Encoder> Method for SimSiam<E> {
         let loss_t = ((a + b)? * 0.5)?;
         let loss = finite_loss(&loss_t, step)?;
         let grads = loss_t.backward()?;
-        self.optimizer.set_lr(lr);
-        self.optimizer.step(&grads)?;
-        self.step += 1;
+        self.parts.optimizer.set_lr(lr);
+        self.parts.optimizer.step(&grads)?;
+        self.parts.step += 1;
         self.last_embeddings = Some(StepEmbeddings {
             view0: zp[0].0.detach(),
             view1: Some(zp[1].0.detach()),
         });
         Ok(StepStats {
-            step: self.step,
+            step: self.parts.step,
             loss,
             // No positive to rank among negatives: SimSiam has none.
             accuracy: f64::NAN,
@@ -154,7 +130,7 @@ impl<E: Encoder> Method for SimSiam<E> {
     }
 
     fn steps_done(&self) -> u64 {
-        self.step
+        self.parts.step
     }
 
     fn last_embeddings(&self) -> Option<StepEmbeddings> {
@@ -162,12 +138,7 @@ impl<E: Encoder> Method for SimSiam<E> {
     }
 
     fn encoder(&self, role: EncoderRole) -> Result<&dyn Encoder> {
-        match role {
-            EncoderRole::Shared => Ok(&self.encoder),
-            other => Err(input_err(format!(
-                "SimSiam has one shared encoder (EncoderRole::Shared), no {other}"
-            ))),
-        }
+        self.parts.encoder(role, "SimSiam")
     }
 
     fn default_eval_source(&self) -> FeatureSource {
@@ -175,12 +146,7 @@ impl<E: Encoder> Method for SimSiam<E> {
     }
 
     fn state(&self) -> Result<BTreeMap<String, Tensor>> {
-        let mut out = BTreeMap::new();
-        checkpoint::put_prefixed(&mut out, "encoder", self.encoder.state_dict()?)?;
-        checkpoint::put_prefixed(&mut out, "predictor", self.predictor.state_dict()?)?;
-        checkpoint::put_prefixed(&mut out, "optimizer", self.optimizer.state_tensors()?)?;
-        out.insert("step".into(), u64_tensor(self.step)?);
-        Ok(out)
+        self.parts.state()
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {

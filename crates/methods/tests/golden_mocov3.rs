@@ -14,7 +14,7 @@ use golden_support::*;
 use mocca_backbones::{Backend, MoCoV3Mlp, ResNetConfig, Stem};
 use mocca_methods::optim::{OptimizerConfig, OptimizerKind};
 use mocca_methods::schedule::{LrSchedule, MomentumSchedule};
-use mocca_methods::{BackboneEncoder, Method, MoCoV3, MoCoV3Config, Predictor};
+use mocca_methods::{BackboneEncoder, MoCoV3, MoCoV3Config, Predictor};
 
 const CASES: [&str; 3] = [
     "resnet_proj2_lars_w1_32_b16_i12_t1.0_mcos0.9",
@@ -130,20 +130,7 @@ fn run_case(name: &str, backend: Backend) -> Check {
     };
     let mut moco = MoCoV3::new(config, build, predictor, &Device::Cpu).unwrap();
     let mut check = Check::default();
-    for (t, s) in c["steps"].as_array().unwrap().iter().enumerate() {
-        let views = [tensor(&array(&s["x1"])), tensor(&array(&s["x2"]))];
-        let stats = moco.step(&views, &[]).unwrap();
-        check.close(
-            &format!("{name} step {t} loss"),
-            &[stats.loss],
-            &[num(s, "loss")],
-        );
-        check.close(
-            &format!("{name} step {t} momentum"),
-            &[stats.momentum.unwrap()],
-            &[num(s, "momentum")],
-        );
-    }
+    check_steps(&mut check, name, &mut moco, &c, ["x1", "x2"], true);
     let fin = &c["final_state"];
     let same = |k: &str| k.to_string();
     for (what, encoder, prefix) in [

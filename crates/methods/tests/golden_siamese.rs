@@ -17,7 +17,7 @@ use mocca_backbones::{
 };
 use mocca_methods::optim::OptimizerConfig;
 use mocca_methods::schedule::{LrSchedule, MomentumSchedule};
-use mocca_methods::{BYOLConfig, BackboneEncoder, Method, Predictor, SimSiam, SimSiamConfig, BYOL};
+use mocca_methods::{BYOLConfig, BackboneEncoder, Predictor, SimSiam, SimSiamConfig, BYOL};
 
 const BYOL_CASES: [&str; 2] = ["w1_16_b8_i16_h32_o16_mcos0.9", "w1_32_b16_i12_h16_o8_m0.8"];
 const SIMSIAM_CASES: [&str; 2] = [
@@ -137,20 +137,7 @@ fn run_byol(name: &str, backend: Backend) -> Check {
     };
     let mut byol = BYOL::new(config, build, predictor, &Device::Cpu).unwrap();
     let mut check = Check::default();
-    for (t, s) in c["steps"].as_array().unwrap().iter().enumerate() {
-        let views = [tensor(&array(&s["x0"])), tensor(&array(&s["x1"]))];
-        let stats = byol.step(&views, &[]).unwrap();
-        check.close(
-            &format!("{name} step {t} loss"),
-            &[stats.loss],
-            &[num(s, "loss")],
-        );
-        check.close(
-            &format!("{name} step {t} momentum"),
-            &[stats.momentum.unwrap()],
-            &[num(s, "momentum")],
-        );
-    }
+    check_steps(&mut check, name, &mut byol, &c, ["x0", "x1"], true);
     let fin = &c["final_state"];
     let same = |k: &str| k.to_string();
     assert_state(
@@ -209,15 +196,7 @@ fn run_simsiam(name: &str, backend: Backend, stop_gradient: bool) -> Check {
     };
     let mut simsiam = SimSiam::new(config, encoder, predictor, &Device::Cpu).unwrap();
     let mut check = Check::default();
-    for (t, s) in c["steps"].as_array().unwrap().iter().enumerate() {
-        let views = [tensor(&array(&s["x0"])), tensor(&array(&s["x1"]))];
-        let stats = simsiam.step(&views, &[]).unwrap();
-        check.close(
-            &format!("{name} step {t} loss"),
-            &[stats.loss],
-            &[num(s, "loss")],
-        );
-    }
+    check_steps(&mut check, name, &mut simsiam, &c, ["x0", "x1"], false);
     let fin = &c["final_state"];
     assert_state(
         &mut check,

@@ -156,3 +156,31 @@ pub fn fc_head_key(key: &str) -> String {
         None => format!("backbone.{key}"),
     }
 }
+
+/// Every step of case `c` through `method` (the two views under `views`): each loss, and with
+/// `momentum` each recorded momentum, against the reference's.
+pub fn check_steps(
+    check: &mut Check,
+    name: &str,
+    method: &mut dyn mocca_methods::Method,
+    c: &serde_json::Value,
+    views: [&str; 2],
+    momentum: bool,
+) {
+    for (t, s) in c["steps"].as_array().unwrap().iter().enumerate() {
+        let x = [tensor(&array(&s[views[0]])), tensor(&array(&s[views[1]]))];
+        let stats = method.step(&x, &[]).unwrap();
+        check.close(
+            &format!("{name} step {t} loss"),
+            &[stats.loss],
+            &[num(s, "loss")],
+        );
+        if momentum {
+            check.close(
+                &format!("{name} step {t} momentum"),
+                &[stats.momentum.unwrap()],
+                &[num(s, "momentum")],
+            );
+        }
+    }
+}
