@@ -1,5 +1,7 @@
-//! Image augmentation for contrastive self-supervised learning (MoCo v1/v2,
-//! SimCLR), exact to torchvision and fast enough to never be the bottleneck.
+//! Image augmentation for self-supervised learning (MoCo v1/v2/v3, SimCLR,
+//! BYOL, SimSiam, InstDisc), exact to torchvision and fast enough to never be
+//! the bottleneck. [`Preset`] names each paper's (and each reference code's)
+//! recipe; BYOL's two views differ ([`Preset::views`]).
 //!
 //! Every operation reproduces `torchvision.transforms.v2` on float tensors within
 //! the tolerances of `tests/golden/aug/README.md` (most bit for bit), and every

@@ -15,7 +15,9 @@
 //! Presets by method and recipe ([`MethodName::recipes`]): MoCo v1/v2 and
 //! SimCLR on CIFAR-10 / CIFAR-100 / STL-10 (the MoCo colab, lightly's
 //! benchmarks) and ImageNet (`paper`: the papers' settings), InstDisc on
-//! CIFAR (lemniscate's `cifar.py`).
+//! CIFAR (lemniscate's `cifar.py`), BYOL and SimSiam on CIFAR-10 (lightly's
+//! benchmark) and ImageNet, MoCo v3 on CIFAR-10 and ImageNet (moco-v3's
+//! `main_moco.py`, with a ResNet; `paper-vit`: its ViT-S/16 command).
 //!
 //! # Example
 //!
