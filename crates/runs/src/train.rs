@@ -559,13 +559,26 @@ fn describe_run(
         SchedulePer::Step => "per step".to_string(),
         SchedulePer::Epoch => format!("per epoch from epoch {}", c.schedule.first_epoch),
     };
+    let backbone = match setup::vit_config(c) {
+        Some(v) => format!(
+            "{:?} patch {} ({} heads{})",
+            c.model.arch,
+            v.patch_size,
+            v.num_heads,
+            match v.style {
+                mocca_backbones::ViTStyle::MoCoV3 => ", moco-v3's sin-cos position embedding",
+                mocca_backbones::ViTStyle::Timm => "",
+            }
+        ),
+        None => format!(
+            "{:?} {:?}-stem width {}",
+            c.model.arch, c.model.stem, c.model.width
+        ),
+    };
     eprintln!(
-        "{} ({} recipe): {:?} {:?}-stem width {} {:?} head, batch {}, lr {lr} {:?} {per}, tau {}{negatives}",
+        "{} ({} recipe): {backbone} {:?} head, batch {}, lr {lr} {:?} {per}, tau {}{negatives}",
         c.method.as_str(),
         c.recipe.as_str(),
-        c.model.arch,
-        c.model.stem,
-        c.model.width,
         c.model.head,
         c.batch_size,
         c.schedule.kind,
