@@ -22,7 +22,7 @@ with `cargo xtask eval knn` on every layer the recipe monitors. Its metrics.json
 reference_curves.py writes; the full-protocol results go to `full.jsonl` in the same schema.
 
 `report` reads every run folder under a directory (`<who>-<method>-s<seed>`: ours-moco,
-colab-moco, ours-simclr, lightly-simclr, ours-instdisc, lemniscate-instdisc, ours-byol, lightly-byol, ours-simsiam, lightly-simsiam), and prints per
+colab-moco, ours-simclr, lightly-simclr, ours-instdisc, lemniscate-instdisc, ours-byol, lightly-byol, ours-simsiam, lightly-simsiam, ours-mocov3, official-mocov3), and prints per
 epoch and layer the reference's seed-to-seed range and each of our seeds, flagging epochs >= 3
 where our mean is outside the reference's range or a seed of ours is below the reference's worst
 by more than its spread. Nothing here needs torch; the reference runs do (pip install torch
@@ -38,13 +38,14 @@ import time
 from collections import defaultdict
 
 RECIPES = {"moco": "moco", "simclr": "simclr", "instdisc": "instdisc", "byol": "byol",
-           "simsiam": "simsiam"}
+           "simsiam": "simsiam", "mocov3": "mocov3"}
 # The batch each reference trains with at these settings (reference_curves.py's default for the
 # colab and lightly; cifar.py's fixed 128 for lemniscate).
-BATCH_SIZES = {"moco": 256, "simclr": 256, "instdisc": 128, "byol": 256, "simsiam": 256}
+BATCH_SIZES = {"moco": 256, "simclr": 256, "instdisc": 128, "byol": 256, "simsiam": 256,
+               "mocov3": 256}
 # Whose code each method's curves are compared with (the reference run folders' prefix).
 REFERENCES = {"moco": "colab", "simclr": "lightly", "instdisc": "lemniscate", "byol": "lightly",
-              "simsiam": "lightly"}
+              "simsiam": "lightly", "mocov3": "official"}
 # Our metrics name layers as the trainer prints them.
 LAYER_NAMES = {"backbone features": "backbone", "projection-head output": "head"}
 

@@ -18,6 +18,11 @@ This script runs three references beside mocca, so that our curves can be compar
                   git clone https://github.com/zhirongw/lemniscate.pytorch && git -C lemniscate.pytorch
                   checkout f7cfe29
 
+  mocov3-official MoCo v3 (Chen, Xie & He 2021), its authors' code: facebookresearch/moco-v3,
+                  commit c349e6e24f40d3fedb22d973f92defa4cedf37a7, a checkout of the repository
+                  (moco/builder.py, moco/optimizer.py, moco/loader.py and main_moco.py's train
+                  loop). Download: git clone https://github.com/facebookresearch/moco-v3
+
 The reference files are NOT part of this repository and must never be copied into it: they are
 taken by path (--colab, --lightly-benchmark, --lemniscate), their sha256 is checked (a mismatch
 warns), and their code is executed (`exec` of the notebook's code cells / of the benchmark
@@ -107,6 +112,34 @@ Patches, lightly-simclr / lightly-moco (cifar10_benchmark.py), all text replacem
       block `(512, 2048, ...)` -> `(W*512, 2048, ...)`:
       the heads' input is the narrow backbone's feature width; their hidden and output widths,
       the predictors and everything else are the benchmark's.
+
+Patches, mocov3-official (moco-v3 at c349e6e; moco/builder.py, moco/optimizer.py,
+moco/loader.py imported from the checkout; from main_moco.py the text of train(),
+adjust_learning_rate(), adjust_moco_momentum(), AverageMeter and ProgressMeter is executed, not
+its main(), which needs a distributed process group and ImageFolder):
+  V1  torch.Tensor.cuda / nn.Module.cuda return self; torch.set_num_threads(1),
+      set_num_interop_threads(1) (one core, as C1/C2).
+  V2  one process: moco.builder.concat_all_gather is the identity and
+      torch.distributed.get_rank() is 0 (the keys are the batch's own, as on one GPU).
+  V3  base_encoder: torchvision's resnet18(zero_init_residual=True) at the width (the colab's
+      WidthResNet, C4) with the CIFAR stem put in before MoCo builds and copies its encoders
+      (conv1 3x3 stride 1 padding 1 without bias, PyTorch's default init; maxpool Identity);
+      MoCo_ResNet(base_encoder, dim 256, mlp_dim 4096, T 1.0) as main_moco.py's defaults.
+  V4  data: main_moco.py's augmentation1 / augmentation2 (BYOL's recipe, TwoCropsTransform, its
+      Solarize) with two changes for 32 px CIFAR-10: RandomResizedCrop(224 -> 32) and no
+      GaussianBlur (the two RandomApply([GaussianBlur]) lines dropped), as the CIFAR BYOL
+      recipes of lightly and solo-learn; ImageNet normalisation as main_moco.py; the training
+      images from the local binary files; DataLoader(shuffle=True, drop_last=True,
+      num_workers=0) with --batch-size.
+  V5  args: lr 0.6 x batch / 256 (main_moco.py scales it so), weight decay 1e-6, momentum 0.9,
+      moco_m 0.99 with --moco-m-cos, warmup 10 epochs, --epochs; optimizer moco.optimizer.LARS
+      as main_moco.py builds it; GradScaler and autocast as it calls them (both disabled on a
+      CPU, which they say in a warning).
+  V6  kNN monitor (not in moco-v3): lightly.utils.benchmarking.knn_predict (k 200, t 0.1),
+      the protocol of the other runs, on the base encoder's pooled backbone features
+      (L2-normalised), every epoch and at epoch 0 on the subsets, then on the full sets; the
+      per-step loss is read from the SummaryWriter train() writes to (a recording stand-in).
+  V7  --limit-train N (smoke tests only): the training set is Subset(range(N)).
 
 Patches, lemniscate-instdisc (lemniscate.pytorch at f7cfe29: cifar.py, test.py, models/, lib/,
 datasets/; every file's sha256 is checked, a mismatch warns):
@@ -1111,6 +1144,149 @@ def run_lemniscate(a):
                    (["I15"] if a.limit_train else []) + ["I16"]})
 
 
+# ----------------------------------------------------------------------------- moco-v3 runner
+
+MOCOV3_COMMIT = "c349e6e24f40d3fedb22d973f92defa4cedf37a7"
+MOCOV3_URL = "https://github.com/facebookresearch/moco-v3"
+
+
+def mocov3_train_functions(root):
+    """main_moco.py's train loop and its helpers, executed from its text (not its main())."""
+    import math  # noqa: F401  (adjust_* use it)
+    import torch
+
+    src = open(os.path.join(root, "main_moco.py")).read()
+    start = src.index("def train(train_loader, model, optimizer, scaler, summary_writer, epoch, args):")
+    end = src.index("if __name__ == '__main__':")
+    ns = {"torch": torch, "math": __import__("math"), "time": time, "shutil": __import__("shutil")}
+    exec(compile(src[start:end], os.path.join(root, "main_moco.py"), "exec"), ns)
+    return ns
+
+
+def run_mocov3(a):
+    import functools as ft
+
+    import torch
+    import torch.nn as nn
+    import torchvision.transforms as T
+    from lightly.utils.benchmarking import knn_predict
+    from torch.utils.data import DataLoader, Subset
+
+    set_threads()  # V1
+    patch_cuda_noop()
+    seed_all(a.seed)
+    out = os.path.abspath(a.out)
+    os.makedirs(out, exist_ok=True)
+    info = run_info_start(a, "mocov3-official", {"mocov3": {
+        "path": os.path.abspath(a.mocov3), "commit": MOCOV3_COMMIT, "url": MOCOV3_URL}})
+    t_start = time.time()
+    sys.path.insert(0, os.path.abspath(a.mocov3))
+    import moco.builder
+    import moco.loader
+    import moco.optimizer
+
+    moco.builder.concat_all_gather = lambda t: t  # V2
+    torch.distributed.get_rank = lambda *args, **kw: 0
+    fns = mocov3_train_functions(a.mocov3)
+
+    width_mod = make_width_resnet_module(a.width)  # V3
+    stem = int(64 * a.width)
+
+    def base_encoder(num_classes=1000, **kw):
+        m = width_mod.WidthResNet(__import__("torchvision").models.resnet.BasicBlock,
+                                  [2, 2, 2, 2], num_classes=num_classes,
+                                  zero_init_residual=True)
+        m.conv1 = nn.Conv2d(3, stem, kernel_size=3, stride=1, padding=1, bias=False)
+        m.maxpool = nn.Identity()
+        return m
+
+    model = moco.builder.MoCo_ResNet(base_encoder, 256, 4096, 1.0)
+    print(model, flush=True)
+
+    normalize = T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])  # V4
+    aug1 = [T.RandomResizedCrop(32, scale=(0.08, 1.)),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomHorizontalFlip(), T.ToTensor(), normalize]
+    aug2 = [T.RandomResizedCrop(32, scale=(0.08, 1.)),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([moco.loader.Solarize()], p=0.2),
+            T.RandomHorizontalFlip(), T.ToTensor(), normalize]
+    CIFAR10 = make_bin_cifar10(a.data)
+    train_set = CIFAR10(train=True, transform=moco.loader.TwoCropsTransform(
+        T.Compose(aug1), T.Compose(aug2)))
+    if a.limit_train:  # V7
+        train_set = Subset(train_set, range(a.limit_train))
+    loader = DataLoader(train_set, batch_size=a.batch_size, shuffle=True, num_workers=0,
+                        drop_last=True)
+    args = types.SimpleNamespace(  # V5
+        lr=0.6 * a.batch_size / 256, weight_decay=1e-6, momentum=0.9, moco_m=0.99,
+        moco_m_cos=True, warmup_epochs=10, epochs=a.epochs, gpu=None, rank=0,
+        print_freq=10 ** 9)
+    optimizer = moco.optimizer.LARS(model.parameters(), args.lr,
+                                    weight_decay=args.weight_decay, momentum=args.momentum)
+    scaler = torch.cuda.amp.GradScaler()
+
+    class Recorder:  # V6: train() writes every step's loss here
+        def __init__(self):
+            self.losses = []
+
+        def add_scalar(self, tag, value, step):
+            if tag == "loss":
+                self.losses.append(float(value))
+
+    eval_t = T.Compose([T.ToTensor(), normalize])
+    knn_train, knn_test = CIFAR10(train=True, transform=eval_t), CIFAR10(train=False,
+                                                                         transform=eval_t)
+    tr_idx = even_indices(len(knn_train), a.knn_train_limit)
+    te_idx = even_indices(len(knn_test), a.knn_test_limit)
+    metrics = Metrics(out)
+
+    @torch.no_grad()
+    def features(ds):
+        net = model.base_encoder
+        was = net.training
+        net.eval()
+        body = nn.Sequential(*list(net.children())[:-1])  # the pooled backbone, without fc
+        feats, labels = [], []
+        for x, y in DataLoader(ds, batch_size=256, shuffle=False, num_workers=0):
+            feats.append(nn.functional.normalize(body(x).flatten(1), dim=1))
+            labels.append(torch.as_tensor(y))
+        net.train(was)
+        return torch.cat(feats), torch.cat(labels)
+
+    def monitor(epoch, step, tr, te):
+        fb, lb = features(tr)
+        ft_, lt = features(te)
+        pred = knn_predict(ft_, fb.t().contiguous(), lb, 10, 200, 0.1)
+        acc = 100.0 * (pred[:, 0] == lt).float().mean().item()
+        metrics.knn(step, epoch, acc, 200, 0.1, "backbone", len(tr), len(te))
+        print(f"  kNN backbone: {acc:.2f}%", flush=True)
+
+    sub_tr, sub_te = Subset(knn_train, tr_idx), Subset(knn_test, te_idx)
+    monitor(0, 0, sub_tr, sub_te)
+    train_seconds, steps = 0.0, 0
+    for epoch in range(a.epochs):
+        rec = Recorder()
+        t0 = time.time()
+        fns["train"](loader, model, optimizer, scaler, rec, epoch, args)
+        dt = time.time() - t0
+        train_seconds += dt
+        steps += len(rec.losses)
+        mean = sum(rec.losses) / max(len(rec.losses), 1)
+        metrics.epoch(steps, epoch + 1, mean, dt)
+        print(f"epoch {epoch + 1}/{a.epochs} loss {mean:.4f} {dt:.1f}s "
+              f"({len(rec.losses) * a.batch_size / max(dt, 1e-9):.1f} img/s)", flush=True)
+        monitor(epoch + 1, steps, sub_tr, sub_te)
+    monitor(a.epochs, steps, knn_train, knn_test)
+    run_info_end(info, out, t_start, train_seconds, steps * a.batch_size,
+                 extra={"lr": args.lr, "steps_per_epoch": len(loader),
+                        "width_planes": [int(64 * a.width * f) for f in (1, 2, 4, 8)],
+                        "patches": ["V1", "V2", "V3", "V4", "V5", "V6"] +
+                                   (["V7"] if a.limit_train else [])})
+
+
 # ----------------------------------------------------------------------------- run.json
 
 def versions():
@@ -1259,6 +1435,20 @@ def main():
                    help="smoke tests only: train on the first N images")
     p.add_argument("--no-full-knn", action="store_true",
                    help="smoke tests and timing only: skip the full-protocol kNN at the end")
+    p = sub.add_parser("mocov3-official",
+                       help="MoCo v3 (ResNet): moco-v3's builder, LARS and train loop (V1-V7)")
+    p.add_argument("--mocov3", required=True,
+                   help=f"a checkout of {MOCOV3_URL} at {MOCOV3_COMMIT[:7]}")
+    p.add_argument("--data", required=True, help="folder with cifar-10-batches-bin files")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--width", type=float, default=0.125)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--knn-train-limit", type=int, default=10000)
+    p.add_argument("--knn-test-limit", type=int, default=2000)
+    p.add_argument("--limit-train", type=int, default=None,
+                   help="smoke tests only: train on the first N images")
     p = sub.add_parser("init-stats")
     p.add_argument("--out", required=True)
     p.add_argument("--width", type=float, default=0.125)
@@ -1278,6 +1468,8 @@ def main():
         run_lightly(a, "SimSiamModel")
     elif a.cmd == "lemniscate-instdisc":
         run_lemniscate(a)
+    elif a.cmd == "mocov3-official":
+        run_mocov3(a)
     else:
         init_stats(a)
 
