@@ -28,7 +28,9 @@ pub enum LrSchedule {
     /// ```
     /// The warmup uses `s + 1` (as lightly's `cosine_warmup_schedule`) so the
     /// first update is not wasted at `start = 0`, and reaches `base` on the
-    /// last warmup step. The cosine part is `torch.optim.lr_scheduler.
+    /// last warmup step; with `warmup_from_zero` it uses `s` (moco-v3's
+    /// `adjust_learning_rate`, the SimCLR and BYOL papers' code): the first
+    /// update is at `start`, the rate reaches `base` on the first cosine step. The cosine part is `torch.optim.lr_scheduler.
     /// CosineAnnealingLR` with `T_max = T − W`, stepped per iteration; steps
     /// past `T` stay at `final`.
     WarmupCosine {
@@ -36,6 +38,8 @@ pub enum LrSchedule {
         warmup_steps: u64,
         total_steps: u64,
         warmup_start_lr: f64,
+        /// Warm up over `s / W` instead of `(s + 1) / W`.
+        warmup_from_zero: bool,
         final_lr: f64,
     },
     /// `torch.optim.lr_scheduler.StepLR`: `base·γ^⌊s / step_size⌋`.
@@ -77,6 +81,7 @@ impl LrSchedule {
             warmup_steps: 0,
             total_steps,
             warmup_start_lr: 0.0,
+            warmup_from_zero: false,
             final_lr: 0.0,
         }
     }
@@ -161,11 +166,12 @@ impl LrSchedule {
                 warmup_steps,
                 total_steps,
                 warmup_start_lr,
+                warmup_from_zero,
                 final_lr,
             } => {
                 if step < *warmup_steps {
-                    warmup_start_lr
-                        + (base_lr - warmup_start_lr) * (step + 1) as f64 / *warmup_steps as f64
+                    let s = if *warmup_from_zero { step } else { step + 1 };
+                    warmup_start_lr + (base_lr - warmup_start_lr) * s as f64 / *warmup_steps as f64
                 } else {
                     let span = total_steps.saturating_sub(*warmup_steps);
                     let t = step - warmup_steps;
@@ -321,6 +327,21 @@ pub mod rules {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_warmup_from_zero_starts_at_zero_and_reaches_base_on_the_first_cosine_step() {
+        let s = LrSchedule::WarmupCosine {
+            base_lr: 1.0,
+            warmup_steps: 4,
+            total_steps: 12,
+            warmup_start_lr: 0.0,
+            warmup_from_zero: true,
+            final_lr: 0.0,
+        };
+        // moco-v3: lr = base * epoch / warmup with epoch = step / steps_per_epoch.
+        let got: Vec<f64> = (0..5).map(|t| s.lr_at(t)).collect();
+        assert_eq!(got, vec![0.0, 0.25, 0.5, 0.75, 1.0]);
+    }
+
     use super::*;
 
     fn close(a: f64, b: f64) {
@@ -334,6 +355,7 @@ mod tests {
             warmup_steps: 4,
             total_steps: 14,
             warmup_start_lr: 0.0,
+            warmup_from_zero: false,
             final_lr: 0.0,
         };
         close(s.lr_at(0), 0.1);
@@ -348,6 +370,7 @@ mod tests {
             warmup_steps: 4,
             total_steps: 14,
             warmup_start_lr: 0.0,
+            warmup_from_zero: false,
             final_lr: 0.01,
         };
         close(s.lr_at(4), 0.4);
@@ -399,6 +422,7 @@ mod tests {
             warmup_steps: 11,
             total_steps: 10,
             warmup_start_lr: 0.0,
+            warmup_from_zero: false,
             final_lr: 0.0,
         };
         assert!(s.validate().is_ok());
@@ -464,6 +488,7 @@ mod tests {
             warmup_steps: 3,
             total_steps: 3,
             warmup_start_lr: 0.0,
+            warmup_from_zero: false,
             final_lr: 0.0,
         };
         let s = LrSchedule::per_epoch(inner, 10, 0);

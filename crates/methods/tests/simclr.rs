@@ -63,6 +63,7 @@ fn lr_follows_the_schedule() {
             warmup_steps: 2,
             total_steps: 4,
             warmup_start_lr: 0.0,
+            warmup_from_zero: false,
             final_lr: 0.0,
         },
     };

@@ -664,6 +664,10 @@ pub struct ScheduleConfig {
     pub first_epoch: u64,
     /// Linear warmup from 0, in epochs (fractions allowed).
     pub warmup_epochs: f64,
+    /// Warm up as `s / W` (moco-v3's `adjust_learning_rate`, the SimCLR and BYOL papers'
+    /// code: the first step at lr 0) instead of lightly's `(s + 1) / W`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub warmup_from_zero: bool,
     /// `step` only: epochs at which the lr is multiplied by `gamma`.
     pub milestones: Vec<usize>,
     pub gamma: f64,

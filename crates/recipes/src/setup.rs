@@ -215,6 +215,7 @@ fn schedule_in_steps(cfg: &TrainConfig, steps_per_epoch: u64) -> Result<LrSchedu
             warmup_steps: warmup,
             total_steps: total,
             warmup_start_lr: 0.0,
+            warmup_from_zero: cfg.schedule.warmup_from_zero,
             final_lr: 0.0,
         },
         _ => LrSchedule::MultiStep {
