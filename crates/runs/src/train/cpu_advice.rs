@@ -18,7 +18,7 @@ pub const ESTIMATE_AFTER_STEPS: u64 = 6;
 /// Whether `cfg` is sized for a GPU: the recipes' full-size networks (ResNet-18 at width 1
 /// trains at about 10 images/s on two CPU cores, so one CIFAR-10 epoch takes over an hour).
 pub fn gpu_sized(cfg: &TrainConfig) -> bool {
-    cfg.model.width >= 0.5
+    cfg.model.width >= 0.5 || cfg.model.arch.is_vit()
 }
 
 /// A run of the same method and dataset sized for a 2-core CPU (docs/results.md): on CIFAR,
@@ -60,13 +60,22 @@ pub fn cpu_sized_command(method: MethodName, recipe: Recipe) -> String {
 
 /// The note printed before a GPU-sized run starts on the CPU.
 pub fn gpu_recipe_note(cfg: &TrainConfig, total_steps: u64) -> String {
+    // A ViT has no width knob: even ViT-Tiny at 32 px is about twice ResNet-18's work per image.
+    let (size, try_) = if cfg.model.arch.is_vit() {
+        (
+            format!("{:?}", cfg.model.arch),
+            "the recipe's ResNet at a CPU size instead",
+        )
+    } else {
+        (format!("width {}", cfg.model.width), "")
+    };
+    let sep = if try_.is_empty() { "" } else { ", " };
     format!(
-        "note: the {} {} recipe is sized for a GPU (width {}, batch {}, {} epochs = {total_steps} \
+        "note: the {} {} recipe is sized for a GPU ({size}, batch {}, {} epochs = {total_steps} \
          steps) and runs here on the CPU; an estimate of its time follows its first steps. It is \
-         run as asked; for a run sized for this CPU try\n  {}",
+         run as asked; for a run sized for this CPU try{sep}{try_}\n  {}",
         cfg.method.as_str(),
         cfg.recipe.as_str(),
-        cfg.model.width,
         cfg.batch_size,
         cfg.epochs,
         cpu_sized_command(cfg.method, cfg.recipe)
@@ -142,6 +151,18 @@ mod tests {
         for m in [MethodName::Moco, MethodName::Mocov2, MethodName::Simclr] {
             assert!(gpu_sized(&preset(m)), "{}", m.as_str());
         }
+    }
+
+    #[test]
+    fn a_vit_is_gpu_sized_and_the_note_says_the_suggestion_is_a_resnet() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Mocov3, Recipe::Cifar).unwrap();
+        b.set("model.arch=\"vit-tiny\"").unwrap();
+        let cfg = b.build().unwrap();
+        assert!(gpu_sized(&cfg));
+        let note = gpu_recipe_note(&cfg, 100);
+        assert!(note.contains("(VitTiny, batch 256"), "{note}");
+        assert!(note.contains("the recipe's ResNet at a CPU size"), "{note}");
+        assert!(!note.contains("width 1"), "{note}");
     }
 
     #[test]
