@@ -98,6 +98,19 @@ fn mlp(
     blocks
 }
 
+/// lightly's two-layer head with BatchNorm in the middle: `Linear → BN → ReLU → Linear` (the
+/// BYOL projector and predictor, SimSiam's predictor).
+fn bn_mlp2(input_dim: usize, hidden_dim: usize, output_dim: usize) -> ProjectionHeadConfig {
+    ProjectionHeadConfig::new(mlp(
+        input_dim,
+        hidden_dim,
+        output_dim,
+        2,
+        HeadNorm::BatchNorm,
+        HeadNorm::None,
+    ))
+}
+
 fn norm_if(batch_norm: bool) -> HeadNorm {
     if batch_norm {
         HeadNorm::BatchNorm
@@ -220,14 +233,7 @@ impl Default for BYOLProjectionHead {
 
 impl From<BYOLProjectionHead> for ProjectionHeadConfig {
     fn from(h: BYOLProjectionHead) -> Self {
-        Self::new(mlp(
-            h.input_dim,
-            h.hidden_dim,
-            h.output_dim,
-            2,
-            HeadNorm::BatchNorm,
-            HeadNorm::None,
-        ))
+        bn_mlp2(h.input_dim, h.hidden_dim, h.output_dim)
     }
 }
 
@@ -348,14 +354,7 @@ impl Default for BYOLPredictionHead {
 
 impl From<BYOLPredictionHead> for ProjectionHeadConfig {
     fn from(h: BYOLPredictionHead) -> Self {
-        Self::new(mlp(
-            h.input_dim,
-            h.hidden_dim,
-            h.output_dim,
-            2,
-            HeadNorm::BatchNorm,
-            HeadNorm::None,
-        ))
+        bn_mlp2(h.input_dim, h.hidden_dim, h.output_dim)
     }
 }
 
@@ -381,14 +380,7 @@ impl Default for SimSiamPredictionHead {
 
 impl From<SimSiamPredictionHead> for ProjectionHeadConfig {
     fn from(h: SimSiamPredictionHead) -> Self {
-        Self::new(mlp(
-            h.input_dim,
-            h.hidden_dim,
-            h.output_dim,
-            2,
-            HeadNorm::BatchNorm,
-            HeadNorm::None,
-        ))
+        bn_mlp2(h.input_dim, h.hidden_dim, h.output_dim)
     }
 }
 

@@ -197,7 +197,12 @@ impl LayerNorm {
     /// from Candle ops so that it has a gradient.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32.max_precision(dtype))?;
+        // f32 statistics for f32/bf16/f16 activations; f64 stays f64.
+        let x = x.to_dtype(if dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        })?;
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -206,21 +211,6 @@ impl LayerNorm {
             .broadcast_mul(&self.weight.to_dtype(y.dtype())?)?
             .broadcast_add(&self.bias.to_dtype(y.dtype())?)?;
         Ok(y.to_dtype(dtype)?)
-    }
-}
-
-/// The widest of two float dtypes (f64 stays f64).
-trait MaxPrecision {
-    fn max_precision(self, other: DType) -> DType;
-}
-
-impl MaxPrecision for DType {
-    fn max_precision(self, other: DType) -> DType {
-        if other == DType::F64 {
-            DType::F64
-        } else {
-            self
-        }
     }
 }
 

@@ -9,7 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use mocca_backbones::{StateDict, ViTConfig, VisionTransformer};
 
 mod resnet_support;
-use resnet_support::{golden, hash_u01, max_err, tensor};
+use resnet_support::{golden, hashed_value, max_err, tensor};
 
 fn vit(cfg: &ViTConfig) -> (VisionTransformer, VarMap) {
     let varmap = VarMap::new();
@@ -51,31 +51,15 @@ fn tiny_and_small_have_timms_keys_and_shapes_at_224_and_32_px() {
     }
 }
 
-/// The golden files' weights: tensor `k` of the state dict (timm's order) from the hash,
-/// Linear / patch weights `(u − 0.5)·2·√(3/fan_in)`, LayerNorm weights `0.5 + u`, biases
-/// `u − 0.5`, class token and position embedding `(u − 0.5)·0.04`.
+/// The golden file's weights: tensor `k` of the state dict (timm's order) from the README's hash.
 fn hashed(m: &VisionTransformer) -> HashMap<String, Tensor> {
     m.state_dict()
         .unwrap()
         .into_iter()
         .enumerate()
         .map(|(k, (name, t))| {
-            let n = t.elem_count();
-            let fan_in: usize = t.dims().iter().skip(1).product();
-            let v: Vec<f32> = (0..n as u64)
-                .map(|j| {
-                    let u = hash_u01(k as u64, j);
-                    let x = if name == "cls_token" || name == "pos_embed" {
-                        (u - 0.5) * 0.04
-                    } else if name.ends_with("weight") && t.rank() > 1 {
-                        (u - 0.5) * 2.0 * (3.0 / fan_in as f64).sqrt()
-                    } else if name.ends_with("weight") {
-                        0.5 + u
-                    } else {
-                        u - 0.5
-                    };
-                    x as f32
-                })
+            let v: Vec<f32> = (0..t.elem_count())
+                .map(|j| hashed_value(&name, t.dims(), k, j) as f32)
                 .collect();
             let t = Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap();
             (name, t)

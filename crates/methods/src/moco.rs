@@ -53,8 +53,7 @@ use std::collections::{BTreeMap, HashMap};
 use candle_core::{Device, Tensor};
 use mocca_losses::{InfoNCEConfig, InfoNCELoss, SymmetricReduction};
 use mocca_queue::{
-    cosine_momentum, MemoryBank, MemoryBankConfig, MomentumQueue, MomentumQueueConfig,
-    MomentumUpdate, QueueMode,
+    MemoryBank, MemoryBankConfig, MomentumQueue, MomentumQueueConfig, MomentumUpdate, QueueMode,
 };
 
 use crate::checkpoint::{self, u64_tensor};
@@ -65,7 +64,7 @@ use mocca_queue::rules;
 use crate::error::{config_err, input_err, MethodError, Result};
 use crate::eval::{l2_normalize, EncoderRole, FeatureLayer, FeatureSource};
 use crate::optim::{Optimizer, OptimizerConfig};
-use crate::schedule::LrSchedule;
+use crate::schedule::{LrSchedule, MomentumSchedule};
 use crate::step::{check_views, finite_loss, loss_result};
 use crate::{Method, StepStats};
 use mocca_core::SplitMix64;
@@ -390,15 +389,15 @@ impl<E: Encoder> MoCo<E> {
 
     /// Key-encoder momentum of update `step` (0-based).
     pub fn momentum_at(&self, step: u64) -> f64 {
-        if self.config.cosine_momentum {
-            cosine_momentum(
-                self.config.momentum,
-                step as usize,
-                self.config.total_steps as usize,
-            )
+        let schedule = if self.config.cosine_momentum {
+            MomentumSchedule::Cosine {
+                base: self.config.momentum,
+                total_steps: self.config.total_steps,
+            }
         } else {
-            self.config.momentum
-        }
+            MomentumSchedule::Constant(self.config.momentum)
+        };
+        schedule.at(step)
     }
 
     fn queue_negatives(&self) -> &Tensor {

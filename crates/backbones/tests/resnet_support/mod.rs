@@ -52,9 +52,13 @@ pub fn hash_u01(k: u64, j: u64) -> f64 {
     x as f64 / 4_294_967_296.0
 }
 
-/// The README's value for element `j` of the state-dict tensor at position `k`.
-fn hashed_value(name: &str, shape: &[usize], k: usize, j: usize) -> f64 {
+/// The README's value for element `j` of the state-dict tensor at position `k` (ResNets, and
+/// the ViTs: LayerNorm weights take the BatchNorm rule, `cls_token` and `pos_embed` their own).
+pub fn hashed_value(name: &str, shape: &[usize], k: usize, j: usize) -> f64 {
     let u = hash_u01(k as u64, j as u64);
+    if name == "cls_token" || name == "pos_embed" {
+        return (u - 0.5) * 0.04;
+    }
     let leaf = name.rsplit('.').next().expect("leaf");
     let is_bn = shape.len() == 1 && !name.starts_with("fc.");
     match leaf {
