@@ -10,11 +10,15 @@ JPEG, quality 95, 4:2:0 (PIL's default subsampling), at ImageNet's most common s
 500x333, 375x500). The files average 100 KB, ImageNet's training images about 110 KB.
 
 Usage: python3 scripts/make_jpeg_folder.py CIFAR_BIN_DIR OUT_DIR [--per-class N]
+                                           [--flat N]
 Writes OUT_DIR/train/<class>/<class>_<i>.JPEG (10 classes, default 50 each) and prints the mean
-file size. Needs numpy and Pillow.
+file size. With --flat N, also OUT_DIR/flat-N/ holding N files directly (no class folders),
+hard links to those JPEGs in turn: a folder of any number of files at the disk cost of the
+distinct ones, for measuring what the number of files costs (listing, memory) apart from
+decoding. Needs numpy and Pillow.
 """
+import argparse
 import os
-import sys
 
 import numpy as np
 from PIL import Image
@@ -25,13 +29,13 @@ SIZES = [(500, 375), (500, 333), (375, 500)]
 
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    if len(args) != 2:
-        sys.exit(__doc__)
-    per_class = 50
-    if "--per-class" in sys.argv:
-        per_class = int(sys.argv[sys.argv.index("--per-class") + 1])
-    bins, out = args
+    ap = argparse.ArgumentParser(usage=__doc__)
+    ap.add_argument("bins")
+    ap.add_argument("out")
+    ap.add_argument("--per-class", type=int, default=50)
+    ap.add_argument("--flat", type=int, default=0)
+    a = ap.parse_args()
+    bins, out, per_class = a.bins, a.out, a.per_class
     raw = np.fromfile(os.path.join(bins, "data_batch_1.bin"), dtype=np.uint8).reshape(-1, 3073)
     labels = raw[:, 0]
     images = raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -59,6 +63,20 @@ def main():
             sizes.append(os.path.getsize(path))
     print(f"{len(sizes)} JPEGs in {out}/train, mean {np.mean(sizes) / 1e3:.0f} KB "
           f"(ImageNet's training images: about 110 KB)")
+    if a.flat:
+        flat(out, a.flat)
+
+
+def flat(out, n):
+    sources = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(out, "train"))
+                     for f in fs if f.endswith(".JPEG"))
+    folder = os.path.join(out, f"flat-{n}")
+    os.makedirs(folder, exist_ok=True)
+    for i in range(n):
+        path = os.path.join(folder, f"img_{i:07d}.JPEG")
+        if not os.path.exists(path):
+            os.link(sources[i % len(sources)], path)
+    print(f"{n} files in {folder} (hard links to the {len(sources)} JPEGs above)")
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ fn truncated_cifar_file_is_named_with_its_sizes() {
 }
 
 #[test]
-fn corrupt_image_in_an_image_folder_is_named() {
+fn corrupt_image_in_an_image_folder_is_named_and_skipped_or_under_strict_refused() {
     let fx = Fixture::new(2, 8, 2, 16);
     std::fs::write(
         fx.path("data/train/class_1/zz_corrupt.png"),
@@ -157,14 +157,20 @@ fn corrupt_image_in_an_image_folder_is_named() {
     )
     .unwrap();
     let cfg = tiny(&fx, "simclr");
-    let out = run(
+    let args = |out| vec!["train", "--config", &cfg, "--data", "data", "--out", out];
+    let strict = run(
         BIN,
         fx.dir.path(),
-        &[
-            "train", "--config", &cfg, "--data", "data", "--out", "runs/x",
-        ],
+        &[args("runs/x"), vec!["--strict"]].concat(),
     );
-    assert_clean_failure(&out, &["zz_corrupt.png", "decode"]);
+    assert_clean_failure(&strict, &["zz_corrupt.png", "decode"]);
+    let skipped = run(BIN, fx.dir.path(), &args("runs/y"));
+    assert!(skipped.success(), "{skipped:?}");
+    assert!(
+        skipped.stderr.contains("warning: step") && skipped.stderr.contains("zz_corrupt.png"),
+        "{}",
+        skipped.stderr
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod aug;
 mod losses;
 mod pipeline;
 mod step;
+mod stream;
 
 /// The 1, 5 and 15 minute load averages, printed with every figure (a busy machine's figures
 /// are not comparable).
@@ -18,7 +19,7 @@ fn load_average() -> String {
 /// `cargo xtask bench`: which benchmark, then its options.
 #[derive(clap::Args, Debug)]
 #[command(
-    about = "Throughput benchmarks: aug|losses|step|pipeline",
+    about = "Throughput benchmarks: aug|losses|step|pipeline|stream",
     subcommand_required = true
 )]
 pub struct Args {
@@ -36,6 +37,8 @@ pub(crate) enum What {
     Pipeline(pipeline::Options),
     /// Images/s of a ResNet-18 SimCLR (or the trainer's own) training step
     Step(step::Options),
+    /// The trainer's streaming input path on an image folder: images/s and peak memory
+    Stream(stream::Options),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -44,6 +47,7 @@ pub fn run(args: Args) -> Result<()> {
         What::Losses(o) => losses::run(o),
         What::Pipeline(o) => pipeline::run(o),
         What::Step(o) => step::run(o),
+        What::Stream(o) => stream::run(o),
     }
 }
 

@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long, value_name = "METHOD")]
     method: Option<String>,
     /// The recipe of every point [default: the file's, else cifar]
-    #[arg(long, value_name = "cifar|cifar100|stl10|paper|paper-vit")]
+    #[arg(long, value_name = "cifar|cifar100|stl10|paper|paper-vit|imagenet100")]
     recipe: Option<String>,
     /// A config override of every point, after the file's `set` (as train's --set)
     /// [default: none]

@@ -24,9 +24,9 @@ pub struct Args {
     method: Option<MethodName>,
     /// Preset family: cifar (the MoCo CIFAR-10 colab, lightly's CIFAR-10 benchmark), cifar100
     /// (the same on CIFAR-100), stl10 (96 px on STL-10's train+unlabeled images), paper
-    /// (ImageNet), paper-vit (MoCo v3's ViT-S/16) [default: the config file's `recipe`, else
-    /// cifar]
-    #[arg(long, value_name = "cifar|cifar100|stl10|paper|paper-vit",
+    /// (ImageNet), paper-vit (MoCo v3's ViT-S/16), imagenet100 (solo-learn's ImageNet-100
+    /// settings) [default: the config file's `recipe`, else cifar]
+    #[arg(long, value_name = "cifar|cifar100|stl10|paper|paper-vit|imagenet100",
           value_parser = |s: &str| Recipe::parse(s).map_err(|e| e.to_string()))]
     recipe: Option<Recipe>,
     /// Overrides, any subset of the config's keys [default: none, the preset alone]
@@ -41,6 +41,10 @@ pub struct Args {
     /// and where. MOCCA_DOWNLOAD_MIRROR=URL downloads from URL/<file>
     #[arg(long)]
     no_download: bool,
+    /// Stop the run (with a checkpoint of the steps done) at a file that does not decode,
+    /// instead of skipping it with a warning (config key run.skip_bad_files = false)
+    #[arg(long)]
+    strict: bool,
     /// Run folder [default: runs/<method>-<recipe>]
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -315,7 +319,13 @@ impl Args {
             method: self.method,
             recipe: self.recipe,
             config_file: self.config_file.clone(),
-            sets: self.overrides.sets.clone(),
+            sets: self
+                .overrides
+                .sets
+                .iter()
+                .cloned()
+                .chain(self.strict.then(|| "run.skip_bad_files=false".to_string()))
+                .collect(),
             out: self.out.clone(),
             resume: self.resume.clone(),
             allow_download: mocca_runs::fetch::downloads_allowed(self.no_download),
@@ -477,6 +487,13 @@ mod tests {
             .to_toml()
             .contains("download"));
         assert!(!parse_args("moco").unwrap().no_download);
+    }
+
+    #[test]
+    fn strict_turns_off_skipping_files_that_do_not_decode() {
+        let plan = |args| mocca_runs::train::plan(&parse_args(args).unwrap().request()).unwrap();
+        assert!(!plan("moco --strict").config().run.skip_bad_files);
+        assert!(plan("moco").config().run.skip_bad_files);
     }
 
     #[test]

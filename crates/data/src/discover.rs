@@ -4,6 +4,8 @@
 use crate::dataset::{ImageDataset, Split};
 use crate::download::Dataset;
 use crate::error::{DataError, Result};
+use crate::files::ImageFiles;
+use crate::images::{Images, OnBadFile};
 use crate::{cifar10, cifar100, image_folder, mnist, stl10};
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -111,6 +113,93 @@ pub fn open(path: impl AsRef<Path>, split: Split) -> Result<ImageDataset> {
         Format::MnistIdx => mnist::open(dir, split),
         Format::ImageFolder => image_folder::open(dir, split),
     }
+}
+
+/// Whether an image folder is decoded into memory when opened or file by file as batches
+/// need it ([`open_images`]). The binary formats (CIFAR, STL-10, MNIST) are always read into
+/// memory: they are small, and their fast path is a copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Streaming {
+    /// Stream when the decoded images would take more than [`OpenOptions::memory_budget`].
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// How [`open_images`] reads a dataset.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    pub streaming: Streaming,
+    /// Bytes of decoded pixels an image folder may take in memory before [`Streaming::Auto`]
+    /// streams it (estimated from the sizes in the headers of up to 64 files spread over the
+    /// listing). Default 4 GiB: CIFAR-10 as JPEGs (0.2 GB) and STL-10 stay in memory,
+    /// Imagenette (4 GB) and anything of ImageNet's size stream.
+    pub memory_budget: u64,
+    /// Class subset, flat-split labels, progress and the listing cache for image folders.
+    pub list: image_folder::ListOptions,
+    /// With [`OnBadFile::Skip`], a folder that [`Streaming::Auto`] would hold in memory but
+    /// that has a file that does not decode is streamed instead, so that the file is skipped
+    /// batch by batch as in any streamed set (and reported each time); with
+    /// [`OnBadFile::Fail`] (or [`Streaming::Never`]) it is an error naming the file.
+    pub on_bad_file: OnBadFile,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            streaming: Streaming::Auto,
+            memory_budget: 4 << 30,
+            list: image_folder::ListOptions::default(),
+            on_bad_file: OnBadFile::Skip,
+        }
+    }
+}
+
+/// Reads `split` of the dataset at `path` as [`Images`]: the binary formats into memory, an
+/// image folder into memory or as files decoded per batch, as `options` say.
+pub fn open_images(path: impl AsRef<Path>, split: Split, options: &OpenOptions) -> Result<Images> {
+    let (format, dir) = detect(path)?;
+    if format != Format::ImageFolder {
+        return Ok(Images::Memory(open(dir, split)?));
+    }
+    let listing = image_folder::list_with(&dir, split, &options.list)?;
+    let stream = match options.streaming {
+        Streaming::Always => true,
+        Streaming::Never => false,
+        Streaming::Auto => estimated_bytes(&listing.files) > options.memory_budget,
+    };
+    let files = ImageFiles::from_listing(listing);
+    if stream {
+        return Ok(Images::Files(files));
+    }
+    match files.decode_all() {
+        Ok(d) => Ok(Images::Memory(d)),
+        Err(DataError::Decode { .. })
+            if options.streaming == Streaming::Auto && options.on_bad_file == OnBadFile::Skip =>
+        {
+            Ok(Images::Files(files))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Decoded size of every file, from the headers of up to 64 of them spread over the listing.
+pub fn estimated_bytes(files: &[PathBuf]) -> u64 {
+    let n = files.len();
+    if n == 0 {
+        return 0;
+    }
+    let probes = n.min(64);
+    let sizes: Vec<u64> = (0..probes)
+        .filter_map(|k| image::image_dimensions(&files[k * n / probes]).ok())
+        .map(|(w, h)| w as u64 * h as u64 * 3)
+        .collect();
+    if sizes.is_empty() {
+        return 0;
+    }
+    let mean = sizes.iter().sum::<u64>() as f64 / sizes.len() as f64;
+    (mean * n as f64) as u64
 }
 
 /// Finds a dataset folder for the trainer, without the network.
@@ -360,5 +449,58 @@ mod tests {
         assert!(msg.contains("without --no-download"), "{msg}");
         assert!(msg.contains("c32a1d4ab5d03f1284b67883e8d87530"), "{msg}");
         assert!(!msg.contains("shared"), "{msg}");
+    }
+
+    #[test]
+    fn an_image_folder_streams_when_its_pixels_exceed_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            png(&dir.path().join(format!("a/{i}.png")));
+        }
+        // 3 images of 2x2x3 bytes: 36 bytes decoded.
+        let open_with = |streaming, memory_budget| {
+            let o = OpenOptions {
+                streaming,
+                memory_budget,
+                ..Default::default()
+            };
+            open_images(dir.path(), Split::Train, &o).unwrap()
+        };
+        assert!(open_with(Streaming::Auto, 35).is_streamed());
+        assert!(!open_with(Streaming::Auto, 36).is_streamed());
+        assert!(open_with(Streaming::Always, 1 << 40).is_streamed());
+        assert!(!open_with(Streaming::Never, 0).is_streamed());
+        assert_eq!(open_with(Streaming::Always, 0).len(), 3);
+    }
+
+    #[test]
+    fn binary_formats_stay_in_memory_whatever_the_streaming_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = vec![0u8; cifar10::RECORD_BYTES * 10_000];
+        std::fs::write(dir.path().join("test_batch.bin"), records).unwrap();
+        let o = OpenOptions {
+            streaming: Streaming::Always,
+            ..Default::default()
+        };
+        let test = open_images(dir.path(), Split::Test, &o).unwrap();
+        assert!(!test.is_streamed());
+        assert_eq!(test.len(), 10_000);
+    }
+
+    #[test]
+    fn a_folder_with_a_bad_file_is_streamed_so_that_batches_skip_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            png(&dir.path().join(format!("a/{i}.png")));
+        }
+        std::fs::write(dir.path().join("a/1.png"), b"\x89PNG cut").unwrap();
+        let skip = open_images(dir.path(), Split::Train, &OpenOptions::default()).unwrap();
+        assert!(skip.is_streamed());
+        let fail = OpenOptions {
+            on_bad_file: OnBadFile::Fail,
+            ..Default::default()
+        };
+        let err = open_images(dir.path(), Split::Train, &fail).unwrap_err();
+        assert!(err.to_string().contains("1.png: cannot decode"), "{err}");
     }
 }

@@ -17,8 +17,9 @@
 
 use crate::dataset::{ImageDataset, ImageShape, Split};
 use crate::error::{DataError, Result};
+use crate::files::ImageFiles;
 use crate::fsutil::{self, sorted_entries};
-use rayon::prelude::*;
+use crate::listing_cache;
 use std::path::{Path, PathBuf};
 
 /// File extensions read (case-insensitive).
@@ -88,7 +89,12 @@ fn class_dirs(dir: &Path) -> Result<Vec<String>> {
 const MAX_DEPTH: usize = 16;
 
 /// Image files below `dir`, recursively, in sorted path order.
-fn image_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+fn image_files(
+    dir: &Path,
+    depth: usize,
+    out: &mut Vec<PathBuf>,
+    progress: &mut Progress<'_>,
+) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(DataError::malformed(
             dir,
@@ -100,9 +106,10 @@ fn image_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
             continue;
         }
         if is_dir {
-            image_files(&path, depth + 1, out)?;
+            image_files(&path, depth + 1, out, progress)?;
         } else if is_image(&path) {
             out.push(path);
+            progress.tick(out.len());
         }
     }
     Ok(())
@@ -114,14 +121,7 @@ fn image_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
 /// train split, and asking for the test split is an error (evaluating on the
 /// training images would be silently wrong).
 pub fn open(root: impl AsRef<Path>, split: Split) -> Result<ImageDataset> {
-    let listing = list(root, split)?;
-    let decoded: Vec<Result<(ImageShape, Vec<u8>)>> =
-        listing.files.par_iter().map(|p| decode(p)).collect();
-    let mut images = Vec::with_capacity(decoded.len());
-    for d in decoded {
-        images.push(d?);
-    }
-    ImageDataset::from_images(images, listing.labels, listing.class_names)
+    ImageFiles::from_listing(list(root, split)?).decode_all()
 }
 
 /// The image files of one split of an image folder, in the order [`open`] reads them.
@@ -137,7 +137,81 @@ pub struct Listing {
 /// Lists `split` of the image folder at `root` without decoding anything (for a loader that
 /// decodes each batch as it needs it, where a whole set would not fit in memory).
 pub fn list(root: impl AsRef<Path>, split: Split) -> Result<Listing> {
+    list_with(root, split, &ListOptions::default())
+}
+
+/// What [`list_with`] does beyond the folder's layout.
+#[derive(Clone, Default)]
+pub struct ListOptions {
+    /// Only these classes (a subset such as ImageNet-100, [`read_class_list`]): each must be
+    /// a class folder of the dataset; labels index them in sorted order, as torchvision's
+    /// `ImageFolder` does on a folder holding only them.
+    pub classes: Option<Vec<String>>,
+    /// The labels of a split whose images lie flat in its folder (ImageNet's `val/` as
+    /// unpacked) when class folders name the classes elsewhere: a file of `name label` lines
+    /// (label: a class name, or a class index in sorted order) or Kaggle's
+    /// `LOC_val_solution.csv`. `None`: look for `LOC_val_solution.csv`, or the devkit's
+    /// `ILSVRC2012_validation_ground_truth.txt` with `map_clsloc.txt`, in the dataset folder,
+    /// the split folder and `ILSVRC2012_devkit_t12/data/`.
+    pub labels_file: Option<PathBuf>,
+    /// Called with the number of files listed so far, every [`PROGRESS_EVERY`] files, and
+    /// once at the end.
+    pub progress: Option<std::sync::Arc<dyn Fn(usize) + Send + Sync>>,
+    /// Keep listings of [`CACHE_MIN_FILES`] files or more in this folder, and use them while
+    /// the folders listed are unchanged (the times of the dataset, split and class folders
+    /// decide; a change deeper down needs the cache file removed).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The smallest listing [`ListOptions::cache_dir`] keeps: smaller trees list in well under a
+/// second.
+pub const CACHE_MIN_FILES: usize = 20_000;
+
+impl std::fmt::Debug for ListOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListOptions")
+            .field("classes", &self.classes.as_ref().map(Vec::len))
+            .field("labels_file", &self.labels_file)
+            .field("progress", &self.progress.is_some())
+            .field("cache_dir", &self.cache_dir)
+            .finish()
+    }
+}
+
+/// How often [`ListOptions::progress`] hears from a listing.
+pub const PROGRESS_EVERY: usize = 10_000;
+
+/// [`list`] with a class subset, a label file for a flat split, a progress callback and a
+/// cache.
+pub fn list_with(root: impl AsRef<Path>, split: Split, options: &ListOptions) -> Result<Listing> {
     let root = root.as_ref();
+    let Some(cache_dir) = &options.cache_dir else {
+        return walk(root, split, options);
+    };
+    let key = format!(
+        "{}\t{split}\t{:?}\t{:?}",
+        root.canonicalize()
+            .unwrap_or_else(|_| root.to_path_buf())
+            .display(),
+        options.classes,
+        options.labels_file
+    );
+    let path = listing_cache::cache_path(cache_dir, &key);
+    if let Some(listing) = listing_cache::load(&path, &key) {
+        if let Some(f) = &options.progress {
+            f(listing.files.len());
+        }
+        return Ok(listing);
+    }
+    let listing = walk(root, split, options)?;
+    if listing.files.len() >= CACHE_MIN_FILES {
+        // A cache that cannot be written costs the next run a walk, nothing more.
+        let _ = listing_cache::store(&path, &key, root, &listing);
+    }
+    Ok(listing)
+}
+
+fn walk(root: &Path, split: Split, options: &ListOptions) -> Result<Listing> {
     if !root.is_dir() {
         return Err(DataError::MissingFile {
             path: root.to_path_buf(),
@@ -147,7 +221,7 @@ pub fn list(root: impl AsRef<Path>, split: Split) -> Result<Listing> {
     if matches!(split, Split::Unlabeled | Split::TrainUnlabeled) {
         return Err(split.missing_from(root, "an image folder"));
     }
-    let (dir, class_names) = if has_split_dirs(root) {
+    let (dir, mut class_names) = if has_split_dirs(root) {
         let dir = split_dir(root, split).ok_or_else(|| DataError::NoSuchSplit {
             path: root.to_path_buf(),
             message: format!(
@@ -178,35 +252,61 @@ pub fn list(root: impl AsRef<Path>, split: Split) -> Result<Listing> {
         }
         (root.to_path_buf(), class_dirs(root)?)
     };
+    if let Some(subset) = &options.classes {
+        class_names = choose_classes(root, subset, &class_names)?;
+    }
 
+    let mut progress = Progress::new(options.progress.as_deref());
     let mut files = Vec::new();
     let mut labels = Vec::new();
-    for (label, name) in class_names.iter().enumerate() {
-        let class_dir = dir.join(name);
-        if !class_dir.is_dir() {
-            continue; // a class only the other split has
+    let flat = !class_names.is_empty() && class_dirs(&dir)?.is_empty();
+    if flat {
+        let table = flat_labels(root, &dir, options.labels_file.as_deref())?;
+        for (name, path, is_dir) in sorted_entries(&dir)? {
+            if is_dir || !visible(&name) || !is_image(&path) {
+                continue;
+            }
+            let stem = path
+                .file_stem()
+                .map_or(name.clone(), |s| s.to_string_lossy().into());
+            let label = table.label_of(&stem, &class_names, options.classes.is_some())?;
+            // A file of a class outside the subset belongs to no class read.
+            if let Some(label) = label {
+                files.push(path);
+                labels.push(label);
+                progress.tick(files.len());
+            }
         }
-        let before = files.len();
-        image_files(&class_dir, 0, &mut files)?;
-        if files.len() == before {
-            return Err(DataError::malformed(
-                &class_dir,
-                format!(
-                    "class folder holds no images (read: .{})",
-                    EXTENSIONS.join(", .")
-                ),
-            ));
+    } else {
+        for (label, name) in class_names.iter().enumerate() {
+            let class_dir = dir.join(name);
+            if !class_dir.is_dir() {
+                continue; // a class only the other split has
+            }
+            let before = files.len();
+            image_files(&class_dir, 0, &mut files, &mut progress)?;
+            if files.len() == before {
+                return Err(DataError::malformed(
+                    &class_dir,
+                    format!(
+                        "class folder holds no images (read: .{})",
+                        EXTENSIONS.join(", .")
+                    ),
+                ));
+            }
+            labels.resize(files.len(), label as u32);
         }
-        labels.resize(files.len(), label as u32);
     }
     let labeled = !class_names.is_empty();
     if !labeled {
         for (name, path, is_dir) in sorted_entries(&dir)? {
             if !is_dir && visible(&name) && is_image(&path) {
                 files.push(path);
+                progress.tick(files.len());
             }
         }
     }
+    progress.done(files.len());
     if files.is_empty() {
         return Err(DataError::malformed(
             &dir,
@@ -223,12 +323,275 @@ pub fn list(root: impl AsRef<Path>, split: Split) -> Result<Listing> {
     })
 }
 
+struct Progress<'a> {
+    f: Option<&'a (dyn Fn(usize) + Send + Sync)>,
+    next: usize,
+}
+
+impl<'a> Progress<'a> {
+    fn new(f: Option<&'a (dyn Fn(usize) + Send + Sync)>) -> Self {
+        Progress {
+            f,
+            next: PROGRESS_EVERY,
+        }
+    }
+
+    fn tick(&mut self, n: usize) {
+        if n >= self.next {
+            if let Some(f) = self.f {
+                f(n);
+            }
+            self.next += PROGRESS_EVERY;
+        }
+    }
+
+    fn done(&self, n: usize) {
+        if let Some(f) = self.f {
+            f(n);
+        }
+    }
+}
+
+/// ImageNet-100's classes (Tian et al. 2019, "Contrastive Multiview Coding"; solo-learn's
+/// `imagenet100_classes.txt`), as [`class_list`] reads them for `"imagenet100"`.
+pub const IMAGENET100_CLASSES: &str = include_str!("imagenet100_classes.txt");
+
+/// A class list by name (`"imagenet100"`) or from a file ([`read_class_list`]).
+pub fn class_list(name_or_path: &str) -> Result<Vec<String>> {
+    if name_or_path == "imagenet100" {
+        return Ok(parse_class_list(IMAGENET100_CLASSES));
+    }
+    read_class_list(Path::new(name_or_path))
+}
+
+fn parse_class_list(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(|l| l.split(|c: char| c.is_whitespace() || c == ','))
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Reads a class list: class names separated by white space or commas (solo-learn's
+/// `imagenet100_classes.txt` is one line of 100 WordNet ids); `#` starts a comment.
+pub fn read_class_list(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let names = parse_class_list(&text);
+    if names.is_empty() {
+        return Err(DataError::malformed(path, "the class list names no class"));
+    }
+    Ok(names)
+}
+
+fn choose_classes(root: &Path, subset: &[String], present: &[String]) -> Result<Vec<String>> {
+    let mut chosen: Vec<String> = subset.to_vec();
+    chosen.sort();
+    chosen.dedup();
+    let missing: Vec<&String> = chosen
+        .iter()
+        .filter(|c| present.binary_search(c).is_err())
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(DataError::malformed(
+            root,
+            format!(
+                "{} of the {} classes of the class list have no class folder here (the first: \
+                 {first}); the folder's classes are {}",
+                missing.len(),
+                chosen.len(),
+                preview(present)
+            ),
+        ));
+    }
+    if chosen.is_empty() {
+        return Err(DataError::InvalidArgument("an empty class list".into()));
+    }
+    Ok(chosen)
+}
+
+fn preview(names: &[String]) -> String {
+    match names.len() {
+        0 => "none".into(),
+        n if n <= 4 => names.join(", "),
+        n => format!("{}, … ({n} in all)", names[..3].join(", ")),
+    }
+}
+
+/// The labels of a flat split: file stem → class name or index.
+struct FlatLabels {
+    source: PathBuf,
+    by_stem: std::collections::HashMap<String, String>,
+}
+
+impl FlatLabels {
+    /// The label of the file with this stem; `None` for a class outside the subset read.
+    fn label_of(&self, stem: &str, class_names: &[String], subset: bool) -> Result<Option<u32>> {
+        let class = self.by_stem.get(stem).ok_or_else(|| {
+            DataError::malformed(
+                &self.source,
+                format!("gives no label for {stem} (its split folder holds it)"),
+            )
+        })?;
+        if let Ok(i) = class_names.binary_search(class) {
+            return Ok(Some(i as u32));
+        }
+        Ok(match class.parse::<usize>() {
+            Ok(i) if i < class_names.len() => Some(i as u32),
+            Ok(i) => {
+                return Err(DataError::malformed(
+                    &self.source,
+                    format!(
+                        "label {i} of {stem} is out of range for {} classes",
+                        class_names.len()
+                    ),
+                ))
+            }
+            Err(_) if subset => None,
+            Err(_) => {
+                return Err(DataError::malformed(
+                    &self.source,
+                    format!(
+                        "labels {stem} `{class}`, which is not a class folder of the dataset \
+                         ({})",
+                        preview(class_names)
+                    ),
+                ))
+            }
+        })
+    }
+}
+
+const KAGGLE_VAL: &str = "LOC_val_solution.csv";
+const DEVKIT_TRUTH: &str = "ILSVRC2012_validation_ground_truth.txt";
+const DEVKIT_MAP: &str = "map_clsloc.txt";
+
+fn flat_labels(root: &Path, dir: &Path, explicit: Option<&Path>) -> Result<FlatLabels> {
+    if let Some(path) = explicit {
+        return read_label_file(path);
+    }
+    let places = [
+        root.to_path_buf(),
+        dir.to_path_buf(),
+        root.join("ILSVRC2012_devkit_t12/data"),
+    ];
+    let find = |name: &str| places.iter().map(|p| p.join(name)).find(|p| p.is_file());
+    if let Some(kaggle) = find(KAGGLE_VAL) {
+        return read_label_file(&kaggle);
+    }
+    if let Some(truth) = find(DEVKIT_TRUTH) {
+        let map = find(DEVKIT_MAP).ok_or_else(|| {
+            DataError::malformed(
+                &truth,
+                format!(
+                    "gives ILSVRC2012 class ids, whose WordNet ids are in the devkit's meta.mat \
+                     (not read here): put the CLS-LOC devkit's {DEVKIT_MAP} (\"n02119789 1 \
+                     kit_fox\" lines) beside it, or sort {} into class folders",
+                    dir.display()
+                ),
+            )
+        })?;
+        return devkit_labels(&truth, &map);
+    }
+    Err(DataError::malformed(
+        dir,
+        format!(
+            "holds images but no class folders, and no labels for them were found: sort them \
+             into <class>/ folders (ImageNet's valprep.sh), or put Kaggle's {KAGGLE_VAL}, or the \
+             devkit's {DEVKIT_TRUTH} with {DEVKIT_MAP}, in {}, or name a label file \
+             (`name label` lines)",
+            root.display()
+        ),
+    ))
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))
+}
+
+/// `name label` lines (white space or a comma between), or Kaggle's
+/// `ImageId,PredictionString` CSV whose prediction starts with the WordNet id.
+fn read_label_file(path: &Path) -> Result<FlatLabels> {
+    let text = read_text(path)?;
+    let mut by_stem = std::collections::HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || (n == 0 && line.starts_with("ImageId,")) {
+            continue;
+        }
+        let mut parts = line
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty());
+        let (Some(name), Some(label)) = (parts.next(), parts.next()) else {
+            return Err(DataError::malformed(
+                path,
+                format!("line {}: expected `name label`, found `{line}`", n + 1),
+            ));
+        };
+        let stem = Path::new(name)
+            .file_stem()
+            .map_or(name.to_string(), |s| s.to_string_lossy().into_owned());
+        by_stem.insert(stem, label.to_string());
+    }
+    Ok(FlatLabels {
+        source: path.to_path_buf(),
+        by_stem,
+    })
+}
+
+/// The devkit's ground truth (line k: the ILSVRC2012 id of `ILSVRC2012_val_000k.JPEG`) through
+/// `map_clsloc.txt` (`wnid id name` lines) to WordNet ids.
+fn devkit_labels(truth: &Path, map: &Path) -> Result<FlatLabels> {
+    let mut wnid_of = std::collections::HashMap::new();
+    for (n, line) in read_text(map)?.lines().enumerate() {
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next().map(str::parse::<u32>)) {
+            (Some(wnid), Some(Ok(id))) => {
+                wnid_of.insert(id, wnid.to_string());
+            }
+            (None, _) => {}
+            _ => {
+                return Err(DataError::malformed(
+                    map,
+                    format!("line {}: expected `wnid id name`, found `{line}`", n + 1),
+                ))
+            }
+        }
+    }
+    let mut by_stem = std::collections::HashMap::new();
+    for (n, line) in read_text(truth)?.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let wnid = line
+            .parse::<u32>()
+            .ok()
+            .and_then(|id| wnid_of.get(&id))
+            .ok_or_else(|| {
+                DataError::malformed(
+                    truth,
+                    format!(
+                        "line {}: `{line}` is not a class id of {}",
+                        n + 1,
+                        map.display()
+                    ),
+                )
+            })?;
+        by_stem.insert(format!("ILSVRC2012_val_{:08}", n + 1), wnid.clone());
+    }
+    Ok(FlatLabels {
+        source: truth.to_path_buf(),
+        by_stem,
+    })
+}
+
 /// Reads and decodes one image file (JPEG or PNG, by its contents) into 8-bit RGB, HWC.
 pub fn decode(path: &Path) -> Result<(ImageShape, Vec<u8>)> {
     let bytes = fsutil::read(path)?;
     let img = image::load_from_memory(&bytes).map_err(|e| DataError::Decode {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: e.to_string().trim().to_string(),
     })?;
     // No copy when the file is RGB already (every JPEG photo).
     let rgb = img.into_rgb8();
@@ -384,5 +747,162 @@ mod tests {
         assert_eq!(ds.labels(), None);
         assert!(ds.class_names().is_empty());
         assert_eq!(ds.image(1).pixels, &[1, 1, 1]);
+    }
+
+    /// ImageNet's layout: train/<wnid>/ and a flat val/ of ILSVRC2012_val_0000000k.JPEG.
+    fn imagenet_like(r: &Path) {
+        for (i, wnid) in ["n01", "n02", "n03"].iter().enumerate() {
+            save_rgb(
+                &r.join(format!("train/{wnid}/{wnid}_1.png")),
+                1,
+                1,
+                [i as u8; 3],
+            );
+        }
+        for k in 1..=4u8 {
+            save_rgb(
+                &r.join(format!("val/ILSVRC2012_val_{k:08}.png")),
+                1,
+                1,
+                [k; 3],
+            );
+        }
+    }
+
+    #[test]
+    fn flat_val_takes_its_labels_from_kaggles_solution_file() {
+        let dir = tempfile::tempdir().unwrap();
+        imagenet_like(dir.path());
+        std::fs::write(
+            dir.path().join("LOC_val_solution.csv"),
+            "ImageId,PredictionString\nILSVRC2012_val_00000002,n03 1 2 3 4 n03 5 6 7 8\n\
+             ILSVRC2012_val_00000001,n02 1 1 9 9\nILSVRC2012_val_00000004,n01 0 0 1 1\n\
+             ILSVRC2012_val_00000003,n03 0 0 1 1\n",
+        )
+        .unwrap();
+        let val = list(dir.path(), Split::Test).unwrap();
+        assert_eq!(val.class_names, ["n01", "n02", "n03"]);
+        assert_eq!(val.labels, Some(vec![1, 2, 2, 0]));
+        assert!(val.files[0].ends_with("ILSVRC2012_val_00000001.png"));
+    }
+
+    #[test]
+    fn flat_val_maps_the_devkits_class_ids_through_map_clsloc() {
+        let dir = tempfile::tempdir().unwrap();
+        imagenet_like(dir.path());
+        let data = dir.path().join("ILSVRC2012_devkit_t12/data");
+        std::fs::create_dir_all(&data).unwrap();
+        // Devkit ids are not sorted WordNet order: id 1 is n03 here.
+        std::fs::write(
+            data.join("ILSVRC2012_validation_ground_truth.txt"),
+            "3\n1\n2\n1\n",
+        )
+        .unwrap();
+        let err = list(dir.path(), Split::Test).unwrap_err().to_string();
+        assert!(err.contains("map_clsloc.txt"), "{err}");
+        std::fs::write(data.join("map_clsloc.txt"), "n03 1 c\nn01 2 a\nn02 3 b\n").unwrap();
+        let val = list(dir.path(), Split::Test).unwrap();
+        assert_eq!(val.labels, Some(vec![1, 2, 0, 2]));
+    }
+
+    #[test]
+    fn flat_val_without_labels_is_an_error_saying_where_they_go() {
+        let dir = tempfile::tempdir().unwrap();
+        imagenet_like(dir.path());
+        let err = list(dir.path(), Split::Test).unwrap_err().to_string();
+        assert!(
+            err.contains("no class folders") && err.contains("LOC_val_solution.csv"),
+            "{err}"
+        );
+        // The train split is unaffected.
+        assert_eq!(list(dir.path(), Split::Train).unwrap().files.len(), 3);
+    }
+
+    #[test]
+    fn a_label_file_of_names_and_indices_labels_a_flat_split() {
+        let dir = tempfile::tempdir().unwrap();
+        imagenet_like(dir.path());
+        let file = dir.path().join("val.txt");
+        std::fs::write(
+            &file,
+            "ILSVRC2012_val_00000001.JPEG 2\nILSVRC2012_val_00000002.JPEG n01\n\
+             ILSVRC2012_val_00000003.JPEG 0\n",
+        )
+        .unwrap();
+        let options = ListOptions {
+            labels_file: Some(file.clone()),
+            ..Default::default()
+        };
+        let err = list_with(dir.path(), Split::Test, &options)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no label for ILSVRC2012_val_00000004"),
+            "{err}"
+        );
+        std::fs::write(
+            &file,
+            format!(
+                "{}ILSVRC2012_val_00000004 n09\n",
+                std::fs::read_to_string(&file).unwrap()
+            ),
+        )
+        .unwrap();
+        let err = list_with(dir.path(), Split::Test, &options)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`n09`, which is not a class folder"), "{err}");
+    }
+
+    #[test]
+    fn a_class_list_keeps_only_its_classes_relabelled_in_sorted_order() {
+        let dir = tempfile::tempdir().unwrap();
+        imagenet_like(dir.path());
+        let list_file = dir.path().join("classes.txt");
+        std::fs::write(&list_file, "# subset\nn03 n02\n").unwrap();
+        let options = ListOptions {
+            classes: Some(read_class_list(&list_file).unwrap()),
+            ..Default::default()
+        };
+        let train = list_with(dir.path(), Split::Train, &options).unwrap();
+        assert_eq!(train.class_names, ["n02", "n03"]);
+        assert_eq!(train.labels, Some(vec![0, 1]));
+        let missing = ListOptions {
+            classes: Some(vec!["n02".into(), "n77".into()]),
+            ..Default::default()
+        };
+        let err = list_with(dir.path(), Split::Train, &missing)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1 of the 2 classes") && err.contains("n77"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listing_reports_progress_and_its_final_count() {
+        let dir = tempfile::tempdir().unwrap();
+        imagenet_like(dir.path());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&seen);
+        let options = ListOptions {
+            progress: Some(std::sync::Arc::new(move |n| sink.lock().unwrap().push(n))),
+            ..Default::default()
+        };
+        list_with(dir.path(), Split::Train, &options).unwrap();
+        assert_eq!(*seen.lock().unwrap(), [3]);
+    }
+
+    #[test]
+    fn imagenet100_is_solo_learns_hundred_wordnet_ids() {
+        let c = class_list("imagenet100").unwrap();
+        assert_eq!(c.len(), 100);
+        assert_eq!(c[..3], ["n02869837", "n01749939", "n02488291"]);
+        assert!(c.iter().all(|w| w.len() == 9 && w.starts_with('n')));
+        let mut sorted = c.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 100);
     }
 }

@@ -61,8 +61,11 @@ mod dataset;
 mod discover;
 pub mod download;
 mod error;
+mod files;
 mod fsutil;
 pub mod image_folder;
+mod images;
+mod listing_cache;
 mod loader;
 pub mod mnist;
 mod sampler;
@@ -70,8 +73,12 @@ pub mod stl10;
 pub mod synthetic;
 
 pub use dataset::{ImageDataset, ImageShape, ImageView, Split};
-pub use discover::{detect, locate, open, Format};
+pub use discover::{
+    detect, estimated_bytes, locate, open, open_images, Format, OpenOptions, Streaming,
+};
 pub use error::{DataError, Result};
+pub use files::ImageFiles;
+pub use images::{BadFile, BatchImages, Images, OnBadFile};
 pub use loader::{LoadedBatch, Loader};
 pub use sampler::{shuffled_indices, Batch, BatchSampler, Batches, Order};
 pub use synthetic::SyntheticConfig;

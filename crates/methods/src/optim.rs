@@ -22,6 +22,7 @@
 //! of an *adapted* group with `‖p‖ ≠ 0` and `‖g‖ ≠ 0`,
 //! ```text
 //! η_l = trust · ‖p‖ / (‖g‖ + λ·‖p‖ + eps)
+//! η_l ← min(η_l / lr, 1)          (with clip_lr, solo-learn's option)
 //! g ← η_l · (g + λ·p)
 //! ```
 //! then momentum and the update as above, with no second weight decay. Groups
@@ -72,6 +73,10 @@ pub enum OptimizerKind {
         trust_coefficient: f64,
         /// Added to the denominator of the local learning rate (1e-8).
         eps: f64,
+        /// solo-learn's `clip_lr`: the local rate is divided by the learning rate and capped
+        /// at 1, `η_l ← min(η_l / lr, 1)`, so that a layer never steps by more than `lr`
+        /// times its (decayed) gradient.
+        clip_lr: bool,
     },
     /// LARS as MoCo v3 writes it (facebookresearch/moco-v3 `moco/optimizer.py`): the
     /// weight decay goes in first and the trust ratio is taken against the decayed gradient,
@@ -124,6 +129,7 @@ impl OptimizerConfig {
             kind: OptimizerKind::Lars {
                 trust_coefficient: 1e-3,
                 eps: 1e-8,
+                clip_lr: false,
             },
             lr,
             momentum,
@@ -185,6 +191,7 @@ impl OptimizerConfig {
         if let OptimizerKind::Lars {
             trust_coefficient,
             eps,
+            ..
         } = self.kind
         {
             field(
@@ -418,6 +425,7 @@ impl Optimizer {
             OptimizerKind::Lars {
                 trust_coefficient,
                 eps,
+                clip_lr,
             } => {
                 if !group.lars_adapt {
                     return Ok(Direction {
@@ -428,7 +436,10 @@ impl Optimizer {
                 let p_norm = l2_norm(p)?;
                 let g_norm = l2_norm(grad)?;
                 if p_norm != 0.0 && g_norm != 0.0 {
-                    let local_lr = trust_coefficient * p_norm / (g_norm + p_norm * wd + eps);
+                    let mut local_lr = trust_coefficient * p_norm / (g_norm + p_norm * wd + eps);
+                    if clip_lr {
+                        local_lr = (local_lr / self.lr).min(1.0);
+                    }
                     Direction {
                         wd,
                         scale: Some(local_lr),

@@ -15,6 +15,23 @@ use mocca_core::check::Invalid;
 
 use crate::error::{config_err, Result};
 
+/// How the linear warmup of [`LrSchedule::WarmupCosine`] counts its `W` steps (`s` from 0):
+/// each reference code writes it its own way, and the first steps differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Warmup {
+    /// `start + (base − start)·(s + 1)/W`: lightly's `cosine_warmup_schedule`; the first
+    /// update is not wasted at `start = 0`, `base` is reached on the last warmup step.
+    #[default]
+    Lightly,
+    /// `start + (base − start)·s/W`: moco-v3's `adjust_learning_rate`, the SimCLR and BYOL
+    /// papers' code; the first update is at `start`, `base` comes on the first cosine step.
+    FromZero,
+    /// `start + (base − start)·s/(W − 1)`: PyTorch Lightning Bolts'
+    /// `LinearWarmupCosineAnnealingLR`, which solo-learn steps per update; the first update is
+    /// at `start`, `base` is reached on the last warmup step.
+    Lightning,
+}
+
 /// A learning rate as a function of the step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LrSchedule {
@@ -38,8 +55,8 @@ pub enum LrSchedule {
         warmup_steps: u64,
         total_steps: u64,
         warmup_start_lr: f64,
-        /// Warm up over `s / W` instead of `(s + 1) / W`.
-        warmup_from_zero: bool,
+        /// Which of the references' linear warmups.
+        warmup: Warmup,
         final_lr: f64,
     },
     /// `torch.optim.lr_scheduler.StepLR`: `base·γ^⌊s / step_size⌋`.
@@ -81,7 +98,7 @@ impl LrSchedule {
             warmup_steps: 0,
             total_steps,
             warmup_start_lr: 0.0,
-            warmup_from_zero: false,
+            warmup: Warmup::Lightly,
             final_lr: 0.0,
         }
     }
@@ -166,12 +183,17 @@ impl LrSchedule {
                 warmup_steps,
                 total_steps,
                 warmup_start_lr,
-                warmup_from_zero,
+                warmup,
                 final_lr,
             } => {
                 if step < *warmup_steps {
-                    let s = if *warmup_from_zero { step } else { step + 1 };
-                    warmup_start_lr + (base_lr - warmup_start_lr) * s as f64 / *warmup_steps as f64
+                    let (s, w) = match warmup {
+                        Warmup::Lightly => (step + 1, *warmup_steps),
+                        Warmup::FromZero => (step, *warmup_steps),
+                        // One warmup step is all at `start` (as Lightning Bolts computes it).
+                        Warmup::Lightning => (step, warmup_steps.saturating_sub(1).max(1)),
+                    };
+                    warmup_start_lr + (base_lr - warmup_start_lr) * s as f64 / w as f64
                 } else {
                     let span = total_steps.saturating_sub(*warmup_steps);
                     let t = step - warmup_steps;
@@ -328,13 +350,54 @@ pub mod rules {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn lightning_warmup_matches_solo_learns_scheduler_step_by_step() {
+        // solo-learn's LinearWarmupCosineAnnealingLR(warmup_epochs=5, max_epochs=20,
+        // warmup_start_lr=3e-5, eta_min=0) on SGD(lr=0.3), stepped once per update
+        // (vturrisi/solo-learn 9187ea39, solo/utils/lr_scheduler.py, run with torch 2.15).
+        let want = [
+            3e-05,
+            0.0750225,
+            0.150015,
+            0.22500750000000003,
+            0.30000000000000004,
+            0.3,
+            0.29672214011007086,
+            0.2870318186463901,
+            0.27135254915624213,
+            0.25036959095382877,
+            0.22500000000000003,
+            0.19635254915624215,
+            0.16567926949014805,
+            0.13432073050985202,
+            0.10364745084375791,
+            0.07500000000000004,
+            0.04963040904617132,
+            0.0286474508437579,
+            0.012968181353609854,
+            0.003277859889929147,
+        ];
+        let s = LrSchedule::WarmupCosine {
+            base_lr: 0.3,
+            warmup_steps: 5,
+            total_steps: 20,
+            warmup_start_lr: 3e-5,
+            warmup: Warmup::Lightning,
+            final_lr: 0.0,
+        };
+        for (step, w) in want.iter().enumerate() {
+            let got = s.lr_at(step as u64);
+            assert!((got - w).abs() < 1e-15, "step {step}: {got} vs {w}");
+        }
+    }
+
+    #[test]
     fn a_warmup_from_zero_starts_at_zero_and_reaches_base_on_the_first_cosine_step() {
         let s = LrSchedule::WarmupCosine {
             base_lr: 1.0,
             warmup_steps: 4,
             total_steps: 12,
             warmup_start_lr: 0.0,
-            warmup_from_zero: true,
+            warmup: Warmup::FromZero,
             final_lr: 0.0,
         };
         // moco-v3: lr = base * epoch / warmup with epoch = step / steps_per_epoch.
@@ -355,7 +418,7 @@ mod tests {
             warmup_steps: 4,
             total_steps: 14,
             warmup_start_lr: 0.0,
-            warmup_from_zero: false,
+            warmup: Warmup::Lightly,
             final_lr: 0.0,
         };
         close(s.lr_at(0), 0.1);
@@ -370,7 +433,7 @@ mod tests {
             warmup_steps: 4,
             total_steps: 14,
             warmup_start_lr: 0.0,
-            warmup_from_zero: false,
+            warmup: Warmup::Lightly,
             final_lr: 0.01,
         };
         close(s.lr_at(4), 0.4);
@@ -422,7 +485,7 @@ mod tests {
             warmup_steps: 11,
             total_steps: 10,
             warmup_start_lr: 0.0,
-            warmup_from_zero: false,
+            warmup: Warmup::Lightly,
             final_lr: 0.0,
         };
         assert!(s.validate().is_ok());
@@ -488,7 +551,7 @@ mod tests {
             warmup_steps: 3,
             total_steps: 3,
             warmup_start_lr: 0.0,
-            warmup_from_zero: false,
+            warmup: Warmup::Lightly,
             final_lr: 0.0,
         };
         let s = LrSchedule::per_epoch(inner, 10, 0);

@@ -39,7 +39,7 @@ impl SimCLRConfig {
                 warmup_steps: (10 * steps_per_epoch).min(steps_per_epoch * epochs),
                 total_steps: steps_per_epoch * epochs,
                 warmup_start_lr: 0.0,
-                warmup_from_zero: false,
+                warmup: crate::schedule::Warmup::Lightly,
                 final_lr: 0.0,
             },
         }

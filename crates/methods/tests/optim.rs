@@ -287,6 +287,36 @@ fn lars_scales_weights_by_trust_ratio_and_skips_bias_and_norm() {
 }
 
 #[test]
+fn lars_with_clip_lr_caps_the_local_rate_at_the_learning_rate() {
+    // solo-learn's clip_lr: η_l ← min(η_l / lr, 1). ‖w‖ = 5, ‖g‖ = 1, no decay, eta 0.02:
+    // η_l = 0.1, so lr 0.5 gives 0.2 (the step is lr·0.2·g = 0.1·g) and lr 0.05 gives 1 (the
+    // step is capped at lr·g = 0.05·g).
+    for (lr, step) in [(0.5, 0.1), (0.05, 0.05)] {
+        let w = Var::new(&[[3.0f32, 4.0]], &Device::Cpu).unwrap();
+        let mut cfg = OptimizerConfig::lars(lr, 0.0, 0.0);
+        cfg.kind = OptimizerKind::Lars {
+            trust_coefficient: 0.02,
+            eps: 0.0,
+            clip_lr: true,
+        };
+        let mut opt = Optimizer::new(vec![("fc.weight".into(), w.clone())], cfg).unwrap();
+        let g = Tensor::new(&[[0.6f32, -0.8]], &Device::Cpu).unwrap();
+        let loss = (w.as_tensor() * g).unwrap().sum_all().unwrap();
+        opt.step(&loss.backward().unwrap()).unwrap();
+        let got: Vec<f64> = w
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        assert_close(&got, &[3.0 - step * 0.6, 4.0 + step * 0.8], 1e-6);
+    }
+}
+
+#[test]
 fn lars_leaves_zero_norm_parameters_unscaled() {
     // ‖p‖ = 0: no adaptation and no weight decay, a plain SGD step.
     let w = Var::new(&[[0.0f32, 0.0]], &Device::Cpu).unwrap();
@@ -373,6 +403,7 @@ fn invalid_hyper_parameters_are_rejected_with_their_name() {
     cfg.kind = OptimizerKind::Lars {
         trust_coefficient: 0.0,
         eps: 1e-8,
+        clip_lr: false,
     };
     assert!(Optimizer::new(vec![("w".into(), w)], cfg).is_err());
 }

@@ -63,7 +63,7 @@ fn lr_follows_the_schedule() {
             warmup_steps: 2,
             total_steps: 4,
             warmup_start_lr: 0.0,
-            warmup_from_zero: false,
+            warmup: mocca_methods::schedule::Warmup::Lightly,
             final_lr: 0.0,
         },
     };

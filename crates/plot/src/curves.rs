@@ -141,7 +141,7 @@ impl RunSeries {
                         s.knn2.push((epoch, top1));
                     }
                 }
-                Record::Epoch { .. } => {}
+                Record::Epoch { .. } | Record::SkippedFile { .. } => {}
             }
         }
         if s.loss.is_empty() && s.knn.is_empty() {

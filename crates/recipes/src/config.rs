@@ -82,8 +82,20 @@ impl MethodName {
     pub fn recipes(self) -> &'static [Recipe] {
         match self {
             Self::Instdisc => &[Recipe::Cifar, Recipe::Cifar100],
-            Self::Byol | Self::Simsiam => &[Recipe::Cifar, Recipe::Paper],
-            Self::Mocov3 => &[Recipe::Cifar, Recipe::Paper, Recipe::PaperVit],
+            Self::Byol | Self::Simsiam => &[Recipe::Cifar, Recipe::Paper, Recipe::Imagenet100],
+            Self::Mocov3 => &[
+                Recipe::Cifar,
+                Recipe::Paper,
+                Recipe::PaperVit,
+                Recipe::Imagenet100,
+            ],
+            Self::Simclr => &[
+                Recipe::Cifar,
+                Recipe::Cifar100,
+                Recipe::Stl10,
+                Recipe::Paper,
+                Recipe::Imagenet100,
+            ],
             _ => &[
                 Recipe::Cifar,
                 Recipe::Cifar100,
@@ -109,15 +121,19 @@ pub enum Recipe {
     Paper,
     /// MoCo v3's ImageNet ViT setting (ViT-S/16, AdamW).
     PaperVit,
+    /// solo-learn's ImageNet-100 settings (ResNet-18, 400 epochs, batch 256), on an ImageNet
+    /// folder read through the ImageNet-100 class list.
+    Imagenet100,
 }
 
 impl Recipe {
-    pub const ALL: [Recipe; 5] = [
+    pub const ALL: [Recipe; 6] = [
         Self::Cifar,
         Self::Cifar100,
         Self::Stl10,
         Self::Paper,
         Self::PaperVit,
+        Self::Imagenet100,
     ];
 
     pub fn parse(s: &str) -> Result<Self> {
@@ -126,7 +142,8 @@ impl Recipe {
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
                 invalid!(
-                    "unknown recipe `{s}`: expected cifar, cifar100, stl10, paper or paper-vit"
+                    "unknown recipe `{s}`: expected cifar, cifar100, stl10, paper, paper-vit or \
+                     imagenet100"
                 )
             })
     }
@@ -137,6 +154,7 @@ impl Recipe {
             Self::Stl10 => "stl10",
             Self::Paper => "paper",
             Self::PaperVit => "paper-vit",
+            Self::Imagenet100 => "imagenet100",
         }
     }
 }
@@ -266,6 +284,17 @@ pub struct DataConfig {
     pub train_split: TrainSplit,
     /// Side of the square crops the encoder sees.
     pub image_size: usize,
+    /// Train and evaluate on these classes of an image folder only: a class-list file (class
+    /// names separated by white space, e.g. solo-learn's `imagenet100_classes.txt`), or
+    /// `"imagenet100"` for that list as solo-learn ships it (100 WordNet ids, CMC's subset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<String>,
+    /// Labels for a test split whose images lie flat in `val/` (ImageNet as unpacked): a file
+    /// of `name label` lines or Kaggle's `LOC_val_solution.csv`. Absent: found in the dataset
+    /// folder when there (`LOC_val_solution.csv`, or the devkit's ground truth with
+    /// `map_clsloc.txt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_labels: Option<String>,
 }
 
 impl DataConfig {
@@ -640,6 +669,10 @@ pub struct OptimizerConfig {
     /// LARS trust coefficient η (You et al. 2017).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_coefficient: Option<f64>,
+    /// LARS (`name = "lars"`) only: solo-learn's `clip_lr`, the layer's rate capped at the
+    /// learning rate (`η_l ← min(η_l / lr, 1)`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub clip_lr: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -662,15 +695,49 @@ pub struct ScheduleConfig {
     /// not used with `per = "step"`.
     #[serde(default)]
     pub first_epoch: u64,
-    /// Linear warmup from 0, in epochs (fractions allowed).
+    /// Linear warmup from `warmup_start_lr`, in epochs (fractions allowed).
     pub warmup_epochs: f64,
-    /// Warm up as `s / W` (moco-v3's `adjust_learning_rate`, the SimCLR and BYOL papers'
-    /// code: the first step at lr 0) instead of lightly's `(s + 1) / W`.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub warmup_from_zero: bool,
+    /// How the warmup counts its steps: `"lightly"` (`(s + 1)/W`, lightly's), `"from-zero"`
+    /// (`s/W`: moco-v3's `adjust_learning_rate`, the SimCLR and BYOL papers' code, the first
+    /// step at `warmup_start_lr`) or `"lightning"` (`s/(W − 1)`: Lightning Bolts'
+    /// `LinearWarmupCosineAnnealingLR`, solo-learn's). Files that say
+    /// `warmup_from_zero = true` mean `"from-zero"`.
+    #[serde(default, skip_serializing_if = "WarmupStyle::is_lightly")]
+    pub warmup: WarmupStyle,
+    /// Where the warmup starts (solo-learn: 3e-5; everyone else: 0).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub warmup_start_lr: f64,
     /// `step` only: epochs at which the lr is multiplied by `gamma`.
     pub milestones: Vec<usize>,
     pub gamma: f64,
+}
+
+/// [`ScheduleConfig::warmup`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WarmupStyle {
+    #[default]
+    Lightly,
+    FromZero,
+    Lightning,
+}
+
+impl WarmupStyle {
+    fn is_lightly(&self) -> bool {
+        *self == Self::Lightly
+    }
+
+    pub fn warmup(self) -> mocca_methods::schedule::Warmup {
+        match self {
+            Self::Lightly => mocca_methods::schedule::Warmup::Lightly,
+            Self::FromZero => mocca_methods::schedule::Warmup::FromZero,
+            Self::Lightning => mocca_methods::schedule::Warmup::Lightning,
+        }
+    }
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -788,6 +855,64 @@ pub struct RunConfig {
     pub knn_train_limit: usize,
     #[serde(default)]
     pub knn_test_limit: usize,
+    /// Image folders: `"auto"` decodes them into memory when their pixels fit in
+    /// `memory_budget_gb`, else file by file as batches need them; `"always"` / `"never"`
+    /// force either. The trained weights are the same both ways. CIFAR, STL-10 and MNIST
+    /// files are always read into memory.
+    #[serde(default, skip_serializing_if = "StreamingMode::is_auto")]
+    pub streaming: StreamingMode,
+    /// Decoded pixels an image folder may take in memory (`streaming = "auto"`), in GiB.
+    #[serde(
+        default = "default_memory_budget_gb",
+        skip_serializing_if = "is_default_memory_budget"
+    )]
+    pub memory_budget_gb: f64,
+    /// A streamed file that does not decode (truncated, corrupt) is skipped with a warning
+    /// naming it and a `skipped_file` record in metrics.jsonl, its place in the batch taken by
+    /// the next image of the batch; `false` (`--strict`) stops the run instead, with a
+    /// checkpoint of the steps done.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub skip_bad_files: bool,
+    /// Keep the listings of large image folders in the per-user cache (`…/mocca/listings`)
+    /// so that the next run starts without walking the tree.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub cache_listings: bool,
+}
+
+/// [`RunConfig::streaming`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamingMode {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl StreamingMode {
+    fn is_auto(&self) -> bool {
+        *self == Self::Auto
+    }
+
+    pub fn streaming(self) -> mocca_data::Streaming {
+        match self {
+            Self::Auto => mocca_data::Streaming::Auto,
+            Self::Always => mocca_data::Streaming::Always,
+            Self::Never => mocca_data::Streaming::Never,
+        }
+    }
+}
+
+fn default_memory_budget_gb() -> f64 {
+    4.0
+}
+
+fn is_default_memory_budget(v: &f64) -> bool {
+    *v == default_memory_budget_gb()
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 fn is_zero(v: &usize) -> bool {
@@ -836,6 +961,22 @@ const PRESETS: &[(&str, &str)] = &[
         include_str!("presets/mocov3-paper-vit.toml"),
     ),
     (
+        "simclr-imagenet100",
+        include_str!("presets/simclr-imagenet100.toml"),
+    ),
+    (
+        "byol-imagenet100",
+        include_str!("presets/byol-imagenet100.toml"),
+    ),
+    (
+        "simsiam-imagenet100",
+        include_str!("presets/simsiam-imagenet100.toml"),
+    ),
+    (
+        "mocov3-imagenet100",
+        include_str!("presets/mocov3-imagenet100.toml"),
+    ),
+    (
         "instdisc-cifar",
         include_str!("presets/instdisc-cifar.toml"),
     ),
@@ -870,8 +1011,21 @@ pub const LEGACY_KEYS: &[(&str, &str, &str)] = &[
     ("moco", "split_bn_grouping", "bn_grouping"),
 ];
 
-/// Rewrites `LEGACY_KEYS` in a (partial) document to their current names.
+/// Rewrites `LEGACY_KEYS` in a (partial) document to their current names, and
+/// `schedule.warmup_from_zero` (a flag until `schedule.warmup` had three values) to its value.
 fn rename_legacy_keys(doc: &mut toml::Table) {
+    if let Some(toml::Value::Table(t)) = doc.get_mut("schedule") {
+        match t.remove("warmup_from_zero") {
+            Some(toml::Value::Boolean(true)) => {
+                t.insert("warmup".into(), toml::Value::String("from-zero".into()));
+            }
+            Some(toml::Value::Boolean(false)) | None => {}
+            Some(other) => {
+                // Not a flag: left for the deserialiser to name as an unknown key.
+                t.insert("warmup_from_zero".into(), other);
+            }
+        }
+    }
     for (section, old, new) in LEGACY_KEYS {
         if let Some(toml::Value::Table(t)) = doc.get_mut(*section) {
             if let Some(v) = t.remove(*old) {
@@ -994,7 +1148,9 @@ impl ConfigBuilder {
     }
 
     pub fn build(&self) -> Result<TrainConfig> {
-        let text = toml::to_string(&self.doc).expect("a toml table serialises");
+        let mut doc = self.doc.clone();
+        rename_legacy_keys(&mut doc);
+        let text = toml::to_string(&doc).expect("a toml table serialises");
         let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
             let at = e
                 .span()
@@ -1191,9 +1347,16 @@ impl TrainConfig {
             }
             _ => {}
         }
+        if o.clip_lr && o.name != OptimizerName::Lars {
+            bail!("optimizer.clip_lr applies to LARS only (optimizer.name = \"lars\")");
+        }
         if !(self.schedule.warmup_epochs.is_finite() && self.schedule.warmup_epochs >= 0.0) {
             bail!("schedule.warmup_epochs must be >= 0");
         }
+        lib(
+            "schedule.warmup_start_lr",
+            optim::lr(self.schedule.warmup_start_lr),
+        )?;
         if self.schedule.kind == ScheduleKind::Step {
             lib(
                 "schedule.milestones",
@@ -1393,7 +1556,7 @@ fn serde_plain_head(h: HeadKind) -> &'static str {
 }
 
 /// The settings that decide the trained weights (everything but `[run]`,
-/// `[eval]` and `data.path`) on which `a` and `b` differ, as dotted keys. A
+/// `[eval]`, `data.path` and `data.val_labels`) on which `a` and `b` differ, as dotted keys. A
 /// resumed run must agree with its checkpoint on all of them.
 pub fn trajectory_diff(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
     let table = |c: &TrainConfig| {
@@ -1402,6 +1565,7 @@ pub fn trajectory_diff(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
         t.remove("eval");
         if let Some(toml::Value::Table(d)) = t.get_mut("data") {
             d.remove("path");
+            d.remove("val_labels");
         }
         t
     };
@@ -1906,6 +2070,40 @@ mod tests {
         b.set("moco.split_bn=16").unwrap();
         assert_eq!(b.build().unwrap().moco.unwrap().bn_splits, 16);
         assert!(!b.build().unwrap().to_toml().contains("split_bn"));
+    }
+
+    #[test]
+    fn the_old_warmup_from_zero_flag_still_reads_as_the_from_zero_warmup() {
+        let saved = ConfigBuilder::from_preset(MethodName::Mocov3, Recipe::Cifar)
+            .unwrap()
+            .build()
+            .unwrap()
+            .to_toml();
+        assert!(saved.contains("warmup = \"from-zero\""), "{saved}");
+        let old = saved.replace("warmup = \"from-zero\"", "warmup_from_zero = true");
+        let cfg = ConfigBuilder::from_text(&old, "old run")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(cfg.schedule.warmup, WarmupStyle::FromZero);
+        let mut b = ConfigBuilder::from_preset(MethodName::Simclr, Recipe::Cifar).unwrap();
+        b.set("schedule.warmup_from_zero=true").unwrap();
+        assert_eq!(b.build().unwrap().schedule.warmup, WarmupStyle::FromZero);
+        b.set("schedule.warmup_from_zero=false").unwrap();
+        assert_eq!(b.build().unwrap().schedule.warmup, WarmupStyle::Lightly);
+        b.set("schedule.warmup=\"lightning\"").unwrap();
+        assert_eq!(b.build().unwrap().schedule.warmup, WarmupStyle::Lightning);
+    }
+
+    #[test]
+    fn clip_lr_is_a_lars_option_only() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar).unwrap();
+        b.set("optimizer.clip_lr=true").unwrap();
+        let err = b.build().unwrap_err().to_string();
+        assert!(
+            err.contains("optimizer.clip_lr applies to LARS only"),
+            "{err}"
+        );
     }
 
     #[test]

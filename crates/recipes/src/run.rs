@@ -6,7 +6,7 @@ use crate::config::TrainConfig;
 use crate::error::{invalid, Result};
 use crate::setup;
 use candle_core::Device;
-use mocca_data::{BatchSampler, ImageDataset, Order};
+use mocca_data::{BatchSampler, Images, OnBadFile, Order};
 use mocca_train::{CheckpointPolicy, Trainer, TrainerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,20 +16,30 @@ use std::sync::Arc;
 pub struct RunData {
     /// What the encoder trains on: `data.train_split` (the train split unless
     /// the recipe says otherwise, e.g. STL-10's train+unlabeled).
-    pub ssl: Arc<ImageDataset>,
+    pub ssl: Arc<Images>,
     /// The kNN monitor's labeled memory set: the train split.
-    pub train: Arc<ImageDataset>,
+    pub train: Arc<Images>,
     /// The test split, when the dataset has one (no kNN monitor without it).
-    pub test: Option<Arc<ImageDataset>>,
+    pub test: Option<Arc<Images>>,
 }
 
 impl RunData {
     /// Opens the splits `cfg` trains and monitors on from dataset folder `dir`
-    /// (CIFAR-10/100 binaries, STL-10, or an image folder).
+    /// (CIFAR-10/100 binaries, STL-10, or an image folder, streamed when large:
+    /// [`setup::open_options`]).
     pub fn open(cfg: &TrainConfig, dir: &Path) -> Result<Self> {
-        let (train, test) = setup::open_splits(dir)?;
+        Self::open_with(dir, cfg, &setup::open_options(cfg, None)?)
+    }
+
+    /// [`RunData::open`] with the options given (a progress callback for long listings).
+    pub fn open_with(
+        dir: &Path,
+        cfg: &TrainConfig,
+        options: &mocca_data::OpenOptions,
+    ) -> Result<Self> {
+        let (train, test) = setup::open_splits(dir, options)?;
         let train = Arc::new(train);
-        let ssl = setup::open_train_split(dir, cfg.data.train_split, &train)?;
+        let ssl = setup::open_train_split(dir, cfg.data.train_split, &train, options)?;
         Ok(Self {
             ssl,
             train,
@@ -77,6 +87,11 @@ pub fn build_trainer(
         collapse_every: cfg.run.collapse_every,
         stop_after_steps,
         prefetch: 2,
+        on_bad_file: if cfg.run.skip_bad_files {
+            OnBadFile::Skip
+        } else {
+            OnBadFile::Fail
+        },
         checkpoint: CheckpointPolicy {
             path: checkpoint,
             every_epochs: cfg.run.checkpoint_every.max(1),

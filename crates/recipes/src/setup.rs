@@ -16,7 +16,8 @@ use mocca_backbones::{
     ResNetConfig, SimCLRProjectionHead, SimSiamPredictionHead, SimSiamProjectionHead,
     Stem as BackboneStem, ViTConfig,
 };
-use mocca_data::{ImageDataset, Split};
+use mocca_data::image_folder::ListOptions;
+use mocca_data::{Images, OpenOptions, Split};
 use mocca_methods::optim::{OptimizerConfig, OptimizerKind};
 use mocca_methods::schedule::{LrSchedule, MomentumSchedule};
 use mocca_methods::{
@@ -214,8 +215,8 @@ fn schedule_in_steps(cfg: &TrainConfig, steps_per_epoch: u64) -> Result<LrSchedu
             base_lr: lr,
             warmup_steps: warmup,
             total_steps: total,
-            warmup_start_lr: 0.0,
-            warmup_from_zero: cfg.schedule.warmup_from_zero,
+            warmup_start_lr: cfg.schedule.warmup_start_lr,
+            warmup: cfg.schedule.warmup.warmup(),
             final_lr: 0.0,
         },
         _ => LrSchedule::MultiStep {
@@ -239,6 +240,7 @@ pub fn optimizer_config(cfg: &TrainConfig) -> OptimizerConfig {
             OptimizerName::Lars => OptimizerKind::Lars {
                 trust_coefficient: o.trust_coefficient.unwrap_or(1e-3),
                 eps: 1e-8,
+                clip_lr: o.clip_lr,
             },
             OptimizerName::Adamw => {
                 return mocca_methods::optim::OptimizerConfig {
@@ -498,7 +500,7 @@ pub fn views_per_image(cfg: &TrainConfig) -> usize {
 /// centre square crop resized to `image_size` when the images are not
 /// already that size (a `RandomResizedCrop` with scale and ratio fixed at 1
 /// always takes torchvision's central-crop fallback, so it is deterministic).
-pub fn eval_pipeline(cfg: &TrainConfig, data: &ImageDataset) -> Result<Compose> {
+pub fn eval_pipeline(cfg: &TrainConfig, data: &Images) -> Result<Compose> {
     let s = cfg.data.image_size;
     let recipe = train_pipeline(cfg)?;
     let normalize = recipe
@@ -521,7 +523,7 @@ pub fn eval_pipeline(cfg: &TrainConfig, data: &ImageDataset) -> Result<Compose> 
 /// `main_lincls.py`'s training views: RandomResizedCrop to `image_size`
 /// (scale (0.08, 1), torchvision's ratio), horizontal flip, the recipe's
 /// normalisation.
-pub fn lincls_pipeline(cfg: &TrainConfig, data: &ImageDataset) -> Result<Compose> {
+pub fn lincls_pipeline(cfg: &TrainConfig, data: &Images) -> Result<Compose> {
     let s = cfg.data.image_size;
     let normalize = eval_pipeline(cfg, data)?
         .transforms()
@@ -539,8 +541,8 @@ pub fn lincls_pipeline(cfg: &TrainConfig, data: &ImageDataset) -> Result<Compose
 pub fn knn_monitor(
     cfg: &TrainConfig,
     sources: Vec<FeatureSource>,
-    train: Arc<ImageDataset>,
-    test: Arc<ImageDataset>,
+    train: Arc<Images>,
+    test: Arc<Images>,
 ) -> Result<KnnMonitor> {
     Ok(KnnMonitor {
         train_pipeline: eval_pipeline(cfg, &train)?,
@@ -570,10 +572,54 @@ pub fn monitor_sources(cfg: &TrainConfig) -> Result<Vec<FeatureSource>> {
         .collect()
 }
 
+/// How `cfg` opens its dataset ([`mocca_data::open_images`]): streaming or in memory
+/// (`run.streaming`, `run.memory_budget_gb`), the class subset (`data.classes`), the labels of
+/// a flat `val/` (`data.val_labels`), the listing cache (`run.cache_listings`) and `progress`
+/// for long listings.
+pub fn open_options(
+    cfg: &TrainConfig,
+    progress: Option<Arc<dyn Fn(usize) + Send + Sync>>,
+) -> Result<OpenOptions> {
+    let classes = match &cfg.data.classes {
+        Some(spec) => Some(
+            mocca_data::image_folder::class_list(spec).map_err(|source| RecipeError::DataAt {
+                context: format!("data.classes = \"{spec}\""),
+                source: Box::new(source),
+            })?,
+        ),
+        None => None,
+    };
+    if !(cfg.run.memory_budget_gb >= 0.0 && cfg.run.memory_budget_gb.is_finite()) {
+        return Err(invalid!(
+            "run.memory_budget_gb must be a finite number of GiB ≥ 0, got {}",
+            cfg.run.memory_budget_gb
+        ));
+    }
+    Ok(OpenOptions {
+        on_bad_file: if cfg.run.skip_bad_files {
+            mocca_data::OnBadFile::Skip
+        } else {
+            mocca_data::OnBadFile::Fail
+        },
+        streaming: cfg.run.streaming.streaming(),
+        memory_budget: (cfg.run.memory_budget_gb * (1u64 << 30) as f64) as u64,
+        list: ListOptions {
+            classes,
+            labels_file: cfg.data.val_labels.as_ref().map(std::path::PathBuf::from),
+            progress,
+            cache_dir: cfg
+                .run
+                .cache_listings
+                .then(|| mocca_data::download::default_root().map(|r| r.join("listings")))
+                .flatten(),
+        },
+    })
+}
+
 /// The training split, and the test split when the dataset has one.
-pub fn open_splits(dir: &Path) -> Result<(ImageDataset, Option<ImageDataset>)> {
-    let train = mocca_data::open(dir, Split::Train)?;
-    let test = match mocca_data::open(dir, Split::Test) {
+pub fn open_splits(dir: &Path, options: &OpenOptions) -> Result<(Images, Option<Images>)> {
+    let train = mocca_data::open_images(dir, Split::Train, options)?;
+    let test = match mocca_data::open_images(dir, Split::Test, options) {
         Ok(t) => Some(t),
         Err(mocca_data::DataError::NoSuchSplit { .. }) => None,
         Err(e) => return Err(e.into()),
@@ -586,13 +632,14 @@ pub fn open_splits(dir: &Path) -> Result<(ImageDataset, Option<ImageDataset>)> {
 pub fn open_train_split(
     dir: &Path,
     split: TrainSplit,
-    train: &Arc<ImageDataset>,
-) -> Result<Arc<ImageDataset>> {
+    train: &Arc<Images>,
+    options: &OpenOptions,
+) -> Result<Arc<Images>> {
     if split == TrainSplit::Train {
         return Ok(Arc::clone(train));
     }
     let s = split.split();
-    let ssl = mocca_data::open(dir, s).map_err(|source| RecipeError::DataAt {
+    let ssl = mocca_data::open_images(dir, s, options).map_err(|source| RecipeError::DataAt {
         context: format!(
             "data.train_split = \"{s}\" cannot be read from {}",
             dir.display()

@@ -134,7 +134,7 @@ pub fn evaluate(what: Evaluation, common: EvalOptions) -> Result<()> {
     let encoder = setup::encoder_from_state(&cfg, source.encoder, &state, &device)?;
 
     let data_dir = fetch::locate_data(&cfg, allow_download)?;
-    let (train, test) = setup::open_splits(&data_dir)?;
+    let (train, test) = setup::open_splits(&data_dir, &setup::open_options(&cfg, None)?)?;
     let test = test.ok_or_else(|| {
         anyhow!(
             "{}: the dataset has no test split to evaluate on",
@@ -276,7 +276,7 @@ impl Options {
 /// The training images of a lincls run and the frozen encoder that embeds them.
 struct LinclsData<'a> {
     encoder: &'a dyn Encoder,
-    data: &'a mocca_data::ImageDataset,
+    data: &'a mocca_data::Images,
     indices: &'a [usize],
     labels: &'a [u32],
     /// Seeds the data order and the views (the run's seed).
@@ -307,14 +307,16 @@ fn lincls(
         for chunk in order.chunks(batch) {
             let idx: Vec<usize> = chunk.iter().map(|&j| train.indices[j as usize]).collect();
             let labels: Vec<u32> = chunk.iter().map(|&j| train.labels[j as usize]).collect();
-            let images = idx
-                .iter()
-                .map(|&i| Ok(mocca_train::image_u8(train.data, i)?))
-                .collect::<Result<Vec<_>>>()?;
             let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
-            let x = views
-                .apply_batch(&images, &ids, train.seed, epoch as u64, 0)?
-                .into_tensor(device)?;
+            let x = mocca_train::with_images(
+                train.data,
+                &idx,
+                |images| -> Result<candle_core::Tensor> {
+                    Ok(views
+                        .apply_batch(images, &ids, train.seed, epoch as u64, 0)?
+                        .into_tensor(device)?)
+                },
+            )?;
             let h = train.encoder.features(&x, false)?.detach();
             loss_sum += clf.train_batch(&Features::new(h, test.source())?, &labels, epoch)?
                 * idx.len() as f64;

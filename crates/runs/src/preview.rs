@@ -93,7 +93,12 @@ pub fn preview(o: &PreviewOptions) -> Result<()> {
     if [o.images, o.views].contains(&0) || o.size == Some(0) || o.scale == Some(0) {
         bail!("images, views, size and scale must be at least 1");
     }
-    let ds = mocca_data::open(&o.data, o.split)
+    // Only the images shown are decoded, whatever the folder's size.
+    let streamed = mocca_data::OpenOptions {
+        streaming: mocca_data::Streaming::Always,
+        ..Default::default()
+    };
+    let ds = mocca_data::open_images(&o.data, o.split, &streamed)
         .with_context(|| format!("opening {}", o.data.display()))?;
     if ds.is_empty() {
         bail!(
@@ -113,12 +118,11 @@ pub fn preview(o: &PreviewOptions) -> Result<()> {
 
     let rows = o.images.min(ds.len());
     let indices: Vec<usize> = (0..rows).map(|r| r * ds.len() / rows).collect();
-    let images = indices
+    let loaded = ds.load(&indices, mocca_data::OnBadFile::Fail)?;
+    let images = loaded
+        .views()
         .iter()
-        .map(|&i| {
-            let v = ds.image(i);
-            ImageU8::new(v.pixels, v.height, v.width, v.channels)
-        })
+        .map(|v| ImageU8::new(v.pixels, v.height, v.width, v.channels))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let ids: Vec<u64> = indices.iter().map(|&i| i as u64).collect();
     let batches = views.apply_batch(&images, &ids, o.seed, 0)?;

@@ -14,7 +14,7 @@ use crate::fetch;
 use crate::folder::{self, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use mocca_data::ImageDataset;
+use mocca_data::Images;
 use mocca_methods::schedule::ScheduleWarning;
 use mocca_methods::FeatureSource;
 use mocca_recipes::config::{
@@ -269,7 +269,7 @@ fn start(
     let device = folder::select_device(cfg.run.device)?;
     let sources = setup::monitor_sources(&cfg)?;
     let data_dir = fetch::locate_data(&cfg, allow_download)?;
-    let data = RunData::open(&cfg, &data_dir)?;
+    let data = open_data(&cfg, &data_dir)?;
     // The saved config names the data actually read, so `eval` and
     // `--resume` find it from any working directory.
     let abs = std::fs::canonicalize(&data_dir).unwrap_or_else(|_| data_dir.clone());
@@ -421,8 +421,8 @@ struct Reporter {
     spe: u64,
     cfg: TrainConfig,
     sources: Vec<FeatureSource>,
-    train: Arc<ImageDataset>,
-    test: Option<Arc<ImageDataset>>,
+    train: Arc<Images>,
+    test: Option<Arc<Images>>,
     device: Device,
 }
 
@@ -455,6 +455,21 @@ impl Reporter {
                 }
             }
             Event::Collapse { step, metrics } => progress.collapse(*step, metrics),
+            Event::SkippedFile {
+                step,
+                file,
+                first: true,
+            } => {
+                progress.break_line();
+                eprintln!(
+                    "warning: step {step}: skipped {} ({}); image {} took its place. Each time a \
+                     batch meets it, it is counted in metrics.jsonl (kind \"skipped_file\"); \
+                     --strict stops instead",
+                    file.path.display(),
+                    file.message,
+                    file.stand_in
+                );
+            }
             Event::EpochEnd { .. } => progress.break_line(),
             Event::KnnStarting { step: 0, method } if self.device.is_cpu() => {
                 let (Some(test), Ok(encoder)) =
@@ -701,10 +716,33 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
+/// [`RunData::open`] with a progress line while a large image folder is listed.
+fn open_data(cfg: &TrainConfig, dir: &Path) -> Result<RunData> {
+    let started = Instant::now();
+    let shown = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (name, on_line) = (dir.display().to_string(), Arc::clone(&shown));
+    let progress: Arc<dyn Fn(usize) + Send + Sync> = Arc::new(move |n| {
+        if n >= mocca_data::image_folder::PROGRESS_EVERY {
+            on_line.store(true, std::sync::atomic::Ordering::Relaxed);
+            eprint!(
+                "\rlisting {name}: {n} files ({:.1}s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    });
+    let options = setup::open_options(cfg, Some(progress))?;
+    let data = RunData::open_with(dir, cfg, &options);
+    if shown.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!();
+    }
+    Ok(data?)
+}
+
 fn describe_data(dir: &Path, cfg: &TrainConfig, data: &RunData) {
     let ssl = &data.ssl;
     let shape = match ssl.uniform_shape() {
         Some(s) => format!("{}x{}x{}", s.height, s.width, s.channels),
+        None if ssl.is_streamed() => "files decoded per batch".into(),
         None => "mixed sizes".into(),
     };
     let split = cfg.data.train_split.split();

@@ -30,6 +30,24 @@ pub enum TrainError {
         last_checkpoint: Option<u64>,
     },
 
+    /// A batch could not be made (a file that does not decode, with skipping off; an
+    /// unreadable file) after `step` steps; `last_checkpoint` is where a resumed run starts.
+    #[error(
+        "{cause}; the run stopped after step {step}: {}. Fix or remove the file and resume{}",
+        checkpoint_note(*last_checkpoint),
+        if matches!(**cause, TrainError::Data(mocca_data::DataError::Decode { .. })) {
+            " (or let the run skip files that do not decode)"
+        } else {
+            ""
+        }
+    )]
+    DataStopped {
+        step: u64,
+        last_checkpoint: Option<u64>,
+        /// What stopped it (shown in the message, not as a separate cause).
+        cause: Box<TrainError>,
+    },
+
     /// A checkpoint cannot continue this run: another dataset, another
     /// configuration, or a step past the run's end.
     #[error("{0}")]

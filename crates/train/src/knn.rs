@@ -6,7 +6,7 @@
 use crate::error::{Result, TrainError};
 use candle_core::{Device, Tensor};
 use mocca_aug::{Compose, ImageU8};
-use mocca_data::ImageDataset;
+use mocca_data::{ImageView, Images, OnBadFile};
 use mocca_methods::eval::{knn_evaluate, KnnConfig, KnnResult};
 use mocca_methods::{Encoder, FeatureLayer, FeatureSource, Features, Method};
 use std::sync::Arc;
@@ -16,8 +16,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct KnnMonitor {
     /// The labeled memory set (its features are the neighbours).
-    pub train: Arc<ImageDataset>,
-    pub test: Arc<ImageDataset>,
+    pub train: Arc<Images>,
+    pub test: Arc<Images>,
     /// What to evaluate, the headline source first; all of one encoder.
     pub sources: Vec<FeatureSource>,
     /// Preprocessing of the train and of the test images (deterministic:
@@ -46,8 +46,8 @@ impl KnnMonitor {
     /// k = 200, t = 0.1, batches of 256, whole sets, one pipeline for both
     /// sets: the MoCo colab's and lightly's monitor.
     pub fn new(
-        train: Arc<ImageDataset>,
-        test: Arc<ImageDataset>,
+        train: Arc<Images>,
+        test: Arc<Images>,
         source: FeatureSource,
         pipeline: Compose,
     ) -> Self {
@@ -116,11 +116,31 @@ impl KnnMonitor {
     }
 }
 
-/// Image `i` of `data` as the augmentation crate's view of it.
-pub fn image_u8(data: &ImageDataset, i: usize) -> Result<ImageU8<'_>> {
-    let v = data.image(i);
+/// An image of a dataset as the augmentation crate's view of it (`i`: its index, for the
+/// error message).
+pub fn image_u8<'a>(v: &ImageView<'a>, i: usize) -> Result<ImageU8<'a>> {
     ImageU8::new(v.pixels, v.height, v.width, v.channels)
         .map_err(|e| TrainError::BadInput(format!("image {i}: {e}")))
+}
+
+/// The images `indices` of `data` as the augmentation crate's views, handed to `f` (decoded
+/// for the call when `data` streams; a file that does not decode is skipped as
+/// [`OnBadFile::Skip`] says, so evaluation never stops on one).
+pub fn with_images<R, E: From<TrainError>>(
+    data: &Images,
+    indices: &[usize],
+    f: impl FnOnce(&[ImageU8<'_>]) -> std::result::Result<R, E>,
+) -> std::result::Result<R, E> {
+    let batch = data
+        .load(indices, OnBadFile::Skip)
+        .map_err(TrainError::from)?;
+    let views = batch.views();
+    let images = views
+        .iter()
+        .zip(indices)
+        .map(|(v, &i)| image_u8(v, i))
+        .collect::<Result<Vec<_>>>()?;
+    f(&images)
 }
 
 /// `limit` evenly spaced indices of `0..len` (all when `limit` is 0 or ≥ len):
@@ -133,7 +153,7 @@ pub fn spread_subset(len: usize, limit: usize) -> Vec<usize> {
 }
 
 /// Labels of `indices`, and the number of classes, or why there are none.
-pub fn labels_of(data: &ImageDataset, indices: &[usize], what: &str) -> Result<(Vec<u32>, usize)> {
+pub fn labels_of(data: &Images, indices: &[usize], what: &str) -> Result<(Vec<u32>, usize)> {
     let all = data.labels().ok_or_else(|| {
         TrainError::InvalidConfig(format!(
             "the {what} set has no labels: kNN / linear evaluation needs them"
@@ -152,7 +172,7 @@ pub fn labels_of(data: &ImageDataset, indices: &[usize], what: &str) -> Result<(
 pub fn embed(
     encoder: &dyn Encoder,
     source: FeatureSource,
-    data: &ImageDataset,
+    data: &Images,
     indices: &[usize],
     pipeline: &Compose,
     batch: usize,
@@ -167,7 +187,7 @@ pub fn embed(
 pub fn embed_sources(
     encoder: &dyn Encoder,
     sources: &[FeatureSource],
-    data: &ImageDataset,
+    data: &Images,
     indices: &[usize],
     pipeline: &Compose,
     batch: usize,
@@ -175,14 +195,12 @@ pub fn embed_sources(
 ) -> Result<Vec<Features>> {
     let mut parts: Vec<Vec<Features>> = vec![Vec::new(); sources.len()];
     for chunk in indices.chunks(batch.max(1)) {
-        let images = chunk
-            .iter()
-            .map(|&i| image_u8(data, i))
-            .collect::<Result<Vec<_>>>()?;
         let ids: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
-        let x = pipeline
-            .apply_batch(&images, &ids, 0, 0, 0)?
-            .into_tensor(device)?;
+        let x = with_images(data, chunk, |images| -> Result<Tensor> {
+            Ok(pipeline
+                .apply_batch(images, &ids, 0, 0, 0)?
+                .into_tensor(device)?)
+        })?;
         let h = encoder.features(&x, false)?.detach();
         let mut z = None;
         for (part, source) in parts.iter_mut().zip(sources) {

@@ -19,7 +19,7 @@
 //! | [`files`] | atomic writes, safetensors with metadata |
 //! | [`RunLock`] | one writer per run folder: a second trainer fails at once naming the holder (pid, host, start) |
 //!
-//! Data flow: [`mocca_data::ImageDataset`] → [`mocca_data::BatchSampler`] (seeded
+//! Data flow: [`mocca_data::Images`] (in memory, or files decoded per batch) → [`mocca_data::BatchSampler`] (seeded
 //! order) → [`mocca_aug::MultiView`] on a loader thread → [`mocca_methods::Method::step`]
 //! → records, kNN, checkpoints.
 //!
@@ -37,14 +37,14 @@
 //! use candle_core::Device;
 //! use mocca_aug::{MultiView, Preset};
 //! use mocca_backbones::{ResNetConfig, SimCLRProjectionHead, Stem};
-//! use mocca_data::{synthetic, Split};
+//! use mocca_data::{synthetic, Images, Split};
 //! use mocca_methods::{Method, BackboneEncoder, SimCLR, SimCLRConfig};
 //! use mocca_train::{KnnMonitor, Outcome, Record, Trainer, TrainerConfig};
 //!
 //! let dev = Device::Cpu;
 //! let set = |split| synthetic::generate(&synthetic::SyntheticConfig {
 //!     images_per_class: 4, height: 16, width: 16, ..Default::default() }, split);
-//! let (train, test) = (Arc::new(set(Split::Train)?), Arc::new(set(Split::Test)?));
+//! let (train, test) = (Arc::new(Images::from(set(Split::Train)?)), Arc::new(Images::from(set(Split::Test)?)));
 //! let method = || -> mocca_methods::Result<Box<dyn Method>> {
 //!     let backbone = ResNetConfig { stem: Stem::Cifar, width: 0.125, ..ResNetConfig::resnet18() };
 //!     let head = SimCLRProjectionHead::new(backbone.feature_dim());
@@ -99,10 +99,12 @@ pub use checkpoint::{
     save_checkpoint_keeping, CheckpointMeta, LoadedCheckpoint, SkippedCheckpoint, CHECKPOINT_FILE,
 };
 pub use error::{Result, TrainError};
-pub use knn::{embed, embed_sources, image_u8, labels_of, spread_subset, KnnMonitor, KnnReport};
+pub use knn::{
+    embed, embed_sources, image_u8, labels_of, spread_subset, with_images, KnnMonitor, KnnReport,
+};
 pub use lock::{LockHolder, RunLock, LOCK_FILE};
 pub use metrics::{
     read_records, truncate_after, BankStaleness, Collapse, JsonlMetrics, MetricsSink, Record,
     METRICS_FILE,
 };
-pub use trainer::{CheckpointPolicy, Event, Outcome, Resumed, Trainer, TrainerConfig};
+pub use trainer::{batch_views, CheckpointPolicy, Event, Outcome, Resumed, Trainer, TrainerConfig};

@@ -62,6 +62,16 @@ pub enum Record {
         loss_mean: f64,
         seconds: f64,
     },
+    /// A file that did not decode, skipped in step `step` (its place in the batch taken by
+    /// image `stand_in`); one record each time a batch meets it.
+    SkippedFile {
+        step: u64,
+        epoch: f64,
+        index: usize,
+        path: String,
+        error: String,
+        stand_in: usize,
+    },
 }
 
 /// [`CollapseMetrics`] as written in a step record (`"collapse": {...}`), with
@@ -143,9 +153,10 @@ impl From<&CollapseMetrics> for Collapse {
 impl Record {
     pub fn step(&self) -> u64 {
         match self {
-            Record::Step { step, .. } | Record::Knn { step, .. } | Record::Epoch { step, .. } => {
-                *step
-            }
+            Record::Step { step, .. }
+            | Record::Knn { step, .. }
+            | Record::Epoch { step, .. }
+            | Record::SkippedFile { step, .. } => *step,
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::knn::{image_u8, KnnMonitor, KnnReport};
 use crate::metrics::{Collapse, MetricsSink, Record};
 use candle_core::{Device, Tensor};
 use mocca_aug::{MultiView, ViewBatch};
-use mocca_data::{BatchSampler, ImageDataset, Loader, Order};
+use mocca_data::{BadFile, BatchSampler, Images, Loader, OnBadFile, Order};
 use mocca_methods::staleness::{bank_cosines, BankCosines};
 use mocca_methods::{CollapseMetrics, Method, MethodError, StepStats};
 use std::path::{Path, PathBuf};
@@ -44,6 +44,10 @@ pub struct TrainerConfig {
     pub stop_after_steps: Option<u64>,
     /// Batches the loader thread prepares ahead of the step running.
     pub prefetch: usize,
+    /// What a batch does with a file that does not decode (streamed image folders): skip it
+    /// (reported as [`Event::SkippedFile`] and [`Record::SkippedFile`]) or stop the run with
+    /// a checkpoint of the last finished step.
+    pub on_bad_file: OnBadFile,
     pub checkpoint: CheckpointPolicy,
 }
 
@@ -60,6 +64,7 @@ impl TrainerConfig {
             collapse_every: 10,
             stop_after_steps: None,
             prefetch: 2,
+            on_bad_file: OnBadFile::Skip,
             checkpoint: CheckpointPolicy::default(),
         }
     }
@@ -132,6 +137,13 @@ pub enum Event<'a> {
     },
     /// A checkpoint of step `step` is complete at `path`.
     Checkpoint { step: u64, path: &'a Path },
+    /// A file that did not decode was skipped in step `step`; `first` is true the first
+    /// time this call of [`Trainer::run`] meets it.
+    SkippedFile {
+        step: u64,
+        file: &'a BadFile,
+        first: bool,
+    },
 }
 
 /// What [`Trainer::resume_newest`] resumed from.
@@ -165,7 +177,7 @@ struct KnnSchedule {
 
 type ProgressFn = Box<dyn FnMut(&Event<'_>)>;
 
-/// Trains any [`Method`] on an [`ImageDataset`] through a [`MultiView`]
+/// Trains any [`Method`] on [`Images`] (in memory or streamed) through a [`MultiView`]
 /// augmentation: the loop `cargo xtask train` runs.
 ///
 /// Exact resume: the data order is a function of `(data_seed, epoch)`, each
@@ -176,7 +188,7 @@ type ProgressFn = Box<dyn FnMut(&Event<'_>)>;
 /// ends with the same weights, bit for bit, as one that was never stopped.
 pub struct Trainer {
     method: Box<dyn Method>,
-    data: Arc<ImageDataset>,
+    data: Arc<Images>,
     views: MultiView,
     cfg: TrainerConfig,
     device: Device,
@@ -194,7 +206,7 @@ impl Trainer {
     /// labels unused) with `views` drawn per image, on `device`.
     pub fn new(
         method: Box<dyn Method>,
-        data: Arc<ImageDataset>,
+        data: Arc<Images>,
         views: MultiView,
         cfg: TrainerConfig,
         device: &Device,
@@ -452,6 +464,27 @@ impl Trainer {
         Ok(Some(bank_cosines(&e.view0, own, bank, batch, written)?))
     }
 
+    /// A batch could not be made (a file that does not decode under [`OnBadFile::Fail`], an
+    /// unreadable file): the steps done so far are checkpointed (when there is somewhere to
+    /// write) so that the run resumes there once the file is fixed or removed.
+    fn stop_on_data_error(&mut self, e: TrainError) -> TrainError {
+        let step = self.method.steps_done();
+        let saved =
+            if step > 0 && self.cfg.checkpoint.path.is_some() && self.last_saved != Some(step) {
+                self.save(step).map(|()| Some(step))
+            } else {
+                Ok(self.last_saved)
+            };
+        match saved {
+            Ok(last_checkpoint) => TrainError::DataStopped {
+                step,
+                last_checkpoint,
+                cause: Box::new(e),
+            },
+            Err(save_error) => save_error,
+        }
+    }
+
     /// Trains from the method's current step to the end of the run (or to
     /// `stop_after_steps`, or a stop request). A NaN / infinite loss ends the
     /// run with [`TrainError::Diverged`], the update not applied.
@@ -492,27 +525,26 @@ impl Trainer {
                 written.extend_from_slice(&b.indices);
             }
         }
+        let on_bad = self.cfg.on_bad_file;
         let loader = Loader::new(
             batches,
             self.cfg.prefetch,
-            move |batch: &mocca_data::Batch| -> Result<Vec<ViewBatch>> {
-                let images = batch
-                    .indices
-                    .iter()
-                    .map(|&i| image_u8(&data, i))
-                    .collect::<Result<Vec<_>>>()?;
-                let ids: Vec<u64> = batch.indices.iter().map(|&i| i as u64).collect();
-                Ok(views.apply_batch(&images, &ids, seed, batch.epoch)?)
+            move |batch: &mocca_data::Batch| {
+                batch_views(&data, &batch.indices, &views, seed, batch.epoch, on_bad)
             },
         )?;
+        let mut warned = std::collections::HashSet::new();
 
         let mut epoch_loss = (0.0f64, 0u64);
         let mut epoch_started = Instant::now();
         let mut window = (start, Instant::now());
         for item in loader {
-            let loaded = item?;
-            let x: Vec<Tensor> = loaded
-                .data
+            let loaded = match item {
+                Ok(l) => l,
+                Err(e) => return Err(self.stop_on_data_error(e)),
+            };
+            let (views, skipped) = loaded.data;
+            let x: Vec<Tensor> = views
                 .into_iter()
                 .map(|v| v.into_tensor(&self.device))
                 .collect::<candle_core::Result<_>>()?;
@@ -529,6 +561,18 @@ impl Trainer {
                 Err(e) => return Err(e.into()),
             };
             let step = stats.step;
+            for file in &skipped {
+                let first = warned.insert(file.index);
+                self.emit(Event::SkippedFile { step, file, first });
+                self.record(Record::SkippedFile {
+                    step,
+                    epoch: step as f64 / spe as f64,
+                    index: file.index,
+                    path: file.path.display().to_string(),
+                    error: file.message.clone(),
+                    stand_in: file.stand_in,
+                })?;
+            }
             epoch_loss.0 += stats.loss;
             epoch_loss.1 += 1;
             let collapse = self.collapse_metrics(step)?;
@@ -628,7 +672,31 @@ impl Trainer {
     }
 }
 
-fn sampler(data: &ImageDataset, cfg: &TrainerConfig) -> Result<BatchSampler> {
+/// The views of one batch as the trainer's loader thread makes them: the images `indices` of
+/// `data` (decoded in parallel when streamed, a bad file handled as `on_bad` says), each view
+/// drawn from `(seed, epoch, index, view)`; with the files skipped.
+pub fn batch_views(
+    data: &Images,
+    indices: &[usize],
+    views: &MultiView,
+    seed: u64,
+    epoch: u64,
+    on_bad: OnBadFile,
+) -> Result<(Vec<ViewBatch>, Vec<BadFile>)> {
+    // Decoded pixels (streamed sets) live only while their views are drawn.
+    let loaded = data.load(indices, on_bad)?;
+    let images = loaded
+        .views()
+        .iter()
+        .zip(indices)
+        .map(|(v, &i)| image_u8(v, i))
+        .collect::<Result<Vec<_>>>()?;
+    let ids: Vec<u64> = indices.iter().map(|&i| i as u64).collect();
+    let views = views.apply_batch(&images, &ids, seed, epoch)?;
+    Ok((views, loaded.bad))
+}
+
+fn sampler(data: &Images, cfg: &TrainerConfig) -> Result<BatchSampler> {
     BatchSampler::new(
         data.len(),
         cfg.batch_size,

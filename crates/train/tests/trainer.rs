@@ -4,7 +4,7 @@
 use candle_core::Device;
 use mocca_aug::{MultiView, Preset};
 use mocca_backbones::{ResNetConfig, SimCLRProjectionHead, Stem};
-use mocca_data::{synthetic, ImageDataset, Split};
+use mocca_data::{synthetic, Images, Split};
 use mocca_methods::optim::OptimizerConfig;
 use mocca_methods::schedule::LrSchedule;
 use mocca_methods::{BackboneEncoder, Method, SimCLR, SimCLRConfig};
@@ -19,14 +19,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// 40 images of 16 px: 5 steps of 8 per epoch.
-fn images(per_class: usize) -> Arc<ImageDataset> {
+fn images(per_class: usize) -> Arc<Images> {
     let c = synthetic::SyntheticConfig {
         images_per_class: per_class,
         height: 16,
         width: 16,
         ..Default::default()
     };
-    Arc::new(synthetic::generate(&c, Split::Train).unwrap())
+    Arc::new(synthetic::generate(&c, Split::Train).unwrap().into())
 }
 
 fn simclr(lr: f64) -> Box<dyn Method> {
@@ -248,6 +248,7 @@ fn metrics_go_to_every_sink_and_a_resumed_jsonl_drops_what_comes_after_the_check
                 Record::Step { step, .. } => format!("step {step}"),
                 Record::Epoch { step, .. } => format!("epoch {step}"),
                 Record::Knn { step, .. } => format!("knn {step}"),
+                Record::SkippedFile { step, .. } => format!("skipped {step}"),
             })
         })
         .run()

@@ -5,7 +5,7 @@
 use crate::train::progress::fmt_duration;
 use anyhow::Result;
 use candle_core::Device;
-use mocca_data::ImageDataset;
+use mocca_data::Images;
 use mocca_methods::{Encoder, FeatureSource};
 use mocca_recipes::config::{MethodName, Recipe, TrainConfig};
 use mocca_recipes::setup;
@@ -48,7 +48,7 @@ pub fn cpu_sized_command(method: MethodName, recipe: Recipe) -> String {
          --knn-test-limit 2000"
     );
     match recipe {
-        Recipe::Cifar | Recipe::Paper | Recipe::PaperVit => cifar,
+        Recipe::Cifar | Recipe::Paper | Recipe::PaperVit | Recipe::Imagenet100 => cifar,
         Recipe::Cifar100 => format!("{cifar} --recipe cifar100"),
         Recipe::Stl10 => format!(
             "cargo xtask train {m} --recipe stl10 {sized} --epochs {} --knn-every 1 \
@@ -109,8 +109,8 @@ pub fn first_knn_note(
     cfg: &TrainConfig,
     encoder: &dyn Encoder,
     sources: &[FeatureSource],
-    train: &ImageDataset,
-    test: &ImageDataset,
+    train: &Images,
+    test: &Images,
     device: &Device,
 ) -> Result<String> {
     let b = cfg.run.eval_batch_size.max(1);
