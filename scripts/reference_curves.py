@@ -1163,6 +1163,30 @@ def mocov3_train_functions(root):
     return ns
 
 
+def mocov3_model(width):
+    """moco-v3's MoCo_ResNet (projector 4096 -> 256, predictor 4096, T 1.0) over a
+    torchvision ResNet-18 at `width` with the CIFAR stem (V2, V3); moco-v3's checkout must be
+    on sys.path."""
+    import torch
+    import torch.nn as nn
+    import moco.builder
+
+    moco.builder.concat_all_gather = lambda t: t  # V2
+    torch.distributed.get_rank = lambda *args, **kw: 0
+    width_mod = make_width_resnet_module(width)  # V3
+    stem = int(64 * width)
+
+    def base_encoder(num_classes=1000, **kw):
+        m = width_mod.WidthResNet(__import__("torchvision").models.resnet.BasicBlock,
+                                  [2, 2, 2, 2], num_classes=num_classes,
+                                  zero_init_residual=True)
+        m.conv1 = nn.Conv2d(3, stem, kernel_size=3, stride=1, padding=1, bias=False)
+        m.maxpool = nn.Identity()
+        return m
+
+    return moco.builder.MoCo_ResNet(base_encoder, 256, 4096, 1.0)
+
+
 def run_mocov3(a):
     import functools as ft
 
@@ -1185,22 +1209,8 @@ def run_mocov3(a):
     import moco.loader
     import moco.optimizer
 
-    moco.builder.concat_all_gather = lambda t: t  # V2
-    torch.distributed.get_rank = lambda *args, **kw: 0
     fns = mocov3_train_functions(a.mocov3)
-
-    width_mod = make_width_resnet_module(a.width)  # V3
-    stem = int(64 * a.width)
-
-    def base_encoder(num_classes=1000, **kw):
-        m = width_mod.WidthResNet(__import__("torchvision").models.resnet.BasicBlock,
-                                  [2, 2, 2, 2], num_classes=num_classes,
-                                  zero_init_residual=True)
-        m.conv1 = nn.Conv2d(3, stem, kernel_size=3, stride=1, padding=1, bias=False)
-        m.maxpool = nn.Identity()
-        return m
-
-    model = moco.builder.MoCo_ResNet(base_encoder, 256, 4096, 1.0)
+    model = mocov3_model(a.width)
     print(model, flush=True)
 
     normalize = T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])  # V4

@@ -190,3 +190,26 @@ fn with_skipping_off_a_bad_file_stops_the_run_keeping_a_checkpoint_of_the_steps_
     assert_eq!(resumed.run().unwrap(), Outcome::Finished { step: 6 });
     assert_eq!(weights(resumed.method()), weights(whole.method()));
 }
+
+#[test]
+fn streamed_views_are_the_same_whatever_the_thread_count() {
+    let dir = tmpdir("threads");
+    folder(&dir.join("data"), &[]);
+    let files = Images::Files(ImageFiles::open(dir.join("data"), Split::Train).unwrap());
+    let views = Preset::SimClrCifar.two_views(16).unwrap();
+    let indices = mocca_data::shuffled_indices(24, 9, 0);
+    let draw = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            mocca_train::batch_views(&files, &indices[..16], &views, 11, 3, OnBadFile::Fail)
+                .unwrap()
+                .0
+                .into_iter()
+                .flat_map(|v| v.into_vec().into_iter().map(f32::to_bits).collect::<Vec<_>>())
+                .collect::<Vec<u32>>()
+        })
+    };
+    let one = draw(1);
+    assert_eq!(one.len(), 2 * 16 * 3 * 16 * 16);
+    assert_eq!(one, draw(3));
+}
