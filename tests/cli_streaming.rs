@@ -206,3 +206,34 @@ fn the_imagenet100_recipe_reads_its_classes_from_an_imagenet_folder_and_trains()
         "{records:?}"
     );
 }
+
+#[test]
+fn a_csv_list_of_image_files_is_a_dataset() {
+    let fx = fixture();
+    let mut csv = String::from("path,label\n");
+    for class in 0..4 {
+        for i in 0..8 {
+            csv.push_str(&format!(
+                "data/train/class_{class}/{i:03}.png,class_{class}\n"
+            ));
+        }
+    }
+    let list = fx.write("list.csv", &csv);
+    let cfg = fx.write("tiny.toml", &tiny_config("simclr", 1, 16));
+    let out = run(
+        BIN,
+        fx.dir.path(),
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data",
+            list.to_str().unwrap(),
+            "--out",
+            "runs/list",
+        ],
+    );
+    assert!(out.success(), "{out:?}");
+    assert!(out.stderr.contains("32 training images"), "{}", out.stderr);
+    assert!(out.stderr.contains("no test split"), "{}", out.stderr);
+}

@@ -25,6 +25,9 @@ pub enum Format {
     /// `<class>/*.{jpg,jpeg,png}`, optionally under `train/` and `test/`
     /// ([`image_folder`]).
     ImageFolder,
+    /// A text or CSV file listing image files, one per line, each optionally followed by its
+    /// class ([`image_folder::read_file_list`]): one split, decoded as batches need it.
+    FileList,
 }
 
 /// Subfolders `open` looks into when the folder itself holds no dataset, in
@@ -74,10 +77,14 @@ pub fn detect(path: impl AsRef<Path>) -> Result<(Format, PathBuf)> {
             what: "dataset folder".into(),
         });
     }
+    if path.is_file() && image_folder::is_file_list(path) {
+        return Ok((Format::FileList, path.to_path_buf()));
+    }
     if !path.is_dir() {
         return Err(DataError::malformed(
             path,
-            "is a file; give the folder that holds the dataset",
+            "is a file; give the folder that holds the dataset (or a .txt / .csv list of \
+             image files)",
         ));
     }
     // Files directly inside win over subfolders, so pointing at a batches
@@ -112,6 +119,9 @@ pub fn open(path: impl AsRef<Path>, split: Split) -> Result<ImageDataset> {
         Format::Stl10Binary => stl10::open(dir, split),
         Format::MnistIdx => mnist::open(dir, split),
         Format::ImageFolder => image_folder::open(dir, split),
+        Format::FileList => {
+            ImageFiles::from_listing(image_folder::read_file_list(&dir, split)?).decode_all()
+        }
     }
 }
 
@@ -160,10 +170,11 @@ impl Default for OpenOptions {
 /// image folder into memory or as files decoded per batch, as `options` say.
 pub fn open_images(path: impl AsRef<Path>, split: Split, options: &OpenOptions) -> Result<Images> {
     let (format, dir) = detect(path)?;
-    if format != Format::ImageFolder {
-        return Ok(Images::Memory(open(dir, split)?));
-    }
-    let listing = image_folder::list_with(&dir, split, &options.list)?;
+    let listing = match format {
+        Format::ImageFolder => image_folder::list_with(&dir, split, &options.list)?,
+        Format::FileList => image_folder::read_file_list(&dir, split)?,
+        _ => return Ok(Images::Memory(open(dir, split)?)),
+    };
     let stream = match options.streaming {
         Streaming::Always => true,
         Streaming::Never => false,

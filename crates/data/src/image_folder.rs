@@ -586,6 +586,98 @@ fn devkit_labels(truth: &Path, map: &Path) -> Result<FlatLabels> {
     })
 }
 
+/// True for a file [`read_file_list`] reads: a `.txt` or `.csv`.
+pub(crate) fn is_file_list(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("txt") || e.eq_ignore_ascii_case("csv"))
+}
+
+/// The images of a file list: one image path per line (relative paths from the list's folder),
+/// optionally followed by its class after a comma, a tab or spaces (`train/cat/1.jpg,cat`); a
+/// header line whose second field is `label` or `class` is skipped, `#` starts a comment. With
+/// classes on every line, the class names are the distinct classes sorted and labels index
+/// them (as class folders would); on no line, the set is unlabeled. A list is one split, the
+/// train split.
+pub fn read_file_list(path: &Path, split: Split) -> Result<Listing> {
+    if split != Split::Train {
+        return Err(DataError::NoSuchSplit {
+            path: path.to_path_buf(),
+            message: format!(
+                "a file list is one split (train); for a {split} split, give a folder with \
+                 train/ and test/ (or evaluate with another list)"
+            ),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut entries: Vec<(PathBuf, Option<String>)> = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (file, class) = match line.find([',', '\t']) {
+            Some(i) => (line[..i].trim(), Some(line[i + 1..].trim())),
+            None => match line.rsplit_once(' ') {
+                // A space is a separator only when what follows is not part of an image name.
+                Some((f, c)) if is_image(Path::new(f.trim())) && !is_image(Path::new(c)) => {
+                    (f.trim(), Some(c.trim()))
+                }
+                _ => (line, None),
+            },
+        };
+        if n == 0 && matches!(class, Some("label" | "class")) {
+            continue;
+        }
+        let class = class.filter(|c| !c.is_empty()).map(String::from);
+        entries.push((base.join(file), class));
+    }
+    if entries.is_empty() {
+        return Err(DataError::malformed(path, "the file list names no image"));
+    }
+    let labeled = entries.iter().filter(|(_, c)| c.is_some()).count();
+    if labeled != 0 && labeled != entries.len() {
+        let (first, _) = entries
+            .iter()
+            .find(|(_, c)| c.is_none())
+            .expect("one unlabeled");
+        return Err(DataError::malformed(
+            path,
+            format!(
+                "{labeled} of its {} images have a class and {} does not: give every line a \
+                 class or none",
+                entries.len(),
+                first.display()
+            ),
+        ));
+    }
+    if let Some((missing, _)) = entries.iter().find(|(f, _)| !f.is_file()) {
+        return Err(DataError::MissingFile {
+            path: missing.clone(),
+            what: format!("an image listed in {}", path.display()),
+        });
+    }
+    let mut class_names: Vec<String> = entries.iter().filter_map(|(_, c)| c.clone()).collect();
+    class_names.sort();
+    class_names.dedup();
+    let labels = (labeled > 0).then(|| {
+        entries
+            .iter()
+            .map(|(_, c)| {
+                class_names
+                    .binary_search(c.as_ref().expect("labeled"))
+                    .expect("listed") as u32
+            })
+            .collect()
+    });
+    Ok(Listing {
+        files: entries.into_iter().map(|(f, _)| f).collect(),
+        labels,
+        class_names,
+    })
+}
+
 /// Reads and decodes one image file (JPEG or PNG, by its contents) into 8-bit RGB, HWC.
 pub fn decode(path: &Path) -> Result<(ImageShape, Vec<u8>)> {
     let bytes = fsutil::read(path)?;
@@ -904,5 +996,54 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), 100);
+    }
+
+    #[test]
+    fn a_file_list_reads_paths_from_its_folder_with_classes_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        save_rgb(&dir.path().join("img/a.png"), 1, 1, [1, 1, 1]);
+        save_rgb(&dir.path().join("img/b c.png"), 1, 1, [2, 2, 2]);
+        let list = dir.path().join("list.csv");
+        std::fs::write(
+            &list,
+            "path,label\nimg/b c.png,zebra\n# a comment\nimg/a.png,ant\n",
+        )
+        .unwrap();
+        let l = read_file_list(&list, Split::Train).unwrap();
+        assert_eq!(
+            l.files,
+            [dir.path().join("img/b c.png"), dir.path().join("img/a.png")]
+        );
+        assert_eq!(l.class_names, ["ant", "zebra"]);
+        assert_eq!(l.labels, Some(vec![1, 0]));
+        // Space-separated, and without classes.
+        std::fs::write(&list, "img/a.png ant\nimg/b c.png zebra\n").unwrap();
+        assert_eq!(
+            read_file_list(&list, Split::Train).unwrap().labels,
+            Some(vec![0, 1])
+        );
+        std::fs::write(&list, "img/b c.png\nimg/a.png\n").unwrap();
+        let l = read_file_list(&list, Split::Train).unwrap();
+        assert_eq!((l.labels, l.files.len()), (None, 2));
+    }
+
+    #[test]
+    fn a_file_list_names_a_missing_image_and_half_labelled_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        save_rgb(&dir.path().join("a.png"), 1, 1, [1, 1, 1]);
+        let list = dir.path().join("list.txt");
+        std::fs::write(&list, "a.png\tcat\ngone.png\tcat\n").unwrap();
+        let err = read_file_list(&list, Split::Train).unwrap_err().to_string();
+        assert!(
+            err.contains("gone.png") && err.contains("an image listed in"),
+            "{err}"
+        );
+        std::fs::write(&list, "a.png,cat\na.png\n").unwrap();
+        let err = read_file_list(&list, Split::Train).unwrap_err().to_string();
+        assert!(err.contains("give every line a class or none"), "{err}");
+        assert!(matches!(
+            read_file_list(&list, Split::Test),
+            Err(DataError::NoSuchSplit { .. })
+        ));
     }
 }

@@ -199,13 +199,21 @@ fn streamed_views_are_the_same_whatever_the_thread_count() {
     let views = Preset::SimClrCifar.two_views(16).unwrap();
     let indices = mocca_data::shuffled_indices(24, 9, 0);
     let draw = |threads| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             mocca_train::batch_views(&files, &indices[..16], &views, 11, 3, OnBadFile::Fail)
                 .unwrap()
                 .0
                 .into_iter()
-                .flat_map(|v| v.into_vec().into_iter().map(f32::to_bits).collect::<Vec<_>>())
+                .flat_map(|v| {
+                    v.into_vec()
+                        .into_iter()
+                        .map(f32::to_bits)
+                        .collect::<Vec<_>>()
+                })
                 .collect::<Vec<u32>>()
         })
     };
