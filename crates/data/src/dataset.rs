@@ -148,7 +148,11 @@ fn check_channels(channels: usize) -> Result<()> {
     }
 }
 
-fn check_labels(labels: &Option<Vec<u32>>, len: usize, class_names: &[String]) -> Result<()> {
+pub(crate) fn check_labels(
+    labels: &Option<Vec<u32>>,
+    len: usize,
+    class_names: &[String],
+) -> Result<()> {
     if let Some(labels) = labels {
         if labels.len() != len {
             return Err(DataError::InvalidArgument(format!(

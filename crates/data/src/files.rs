@@ -73,25 +73,7 @@ impl ImageFiles {
         if files.is_empty() {
             return Err(DataError::InvalidArgument("an empty file list".into()));
         }
-        if let Some(l) = &labels {
-            if l.len() != files.len() {
-                return Err(DataError::InvalidArgument(format!(
-                    "{} labels for {} files",
-                    l.len(),
-                    files.len()
-                )));
-            }
-            if let Some((i, &bad)) = l
-                .iter()
-                .enumerate()
-                .find(|(_, &x)| x as usize >= class_names.len())
-            {
-                return Err(DataError::InvalidArgument(format!(
-                    "label {bad} of file {i} is out of range for {} class names",
-                    class_names.len()
-                )));
-            }
-        }
+        crate::dataset::check_labels(&labels, files.len(), &class_names)?;
         let root = root.as_ref();
         Ok(Self::from_listing(Listing {
             files: files.iter().map(|f| root.join(f)).collect(),
@@ -235,7 +217,7 @@ mod tests {
     fn file_list_rejects_labels_that_do_not_fit() {
         let err = ImageFiles::from_paths("/r", &["a.jpg".into()], Some(vec![3]), vec!["x".into()])
             .unwrap_err();
-        assert!(err.to_string().contains("label 3 of file 0"), "{err}");
+        assert!(err.to_string().contains("label 3 of image 0"), "{err}");
         assert!(ImageFiles::from_paths("/r", &[], None, vec![]).is_err());
     }
 }

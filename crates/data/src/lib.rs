@@ -5,13 +5,17 @@
 //!
 //! - [`ImageDataset`]: 8-bit HWC images (any size, 1 or 3 channels), optional
 //!   labels, class names; [`ImageDataset::uniform_shape`] for fast paths.
+//! - [`ImageFiles`]: the files of an image folder or a file list, decoded a batch at a time
+//!   ([`ImageFiles::decode_batch`]), for sets that do not fit in memory; [`Images`] is either
+//!   kind, [`Images::load`] gives one batch's images whichever it is, skipping a file that does
+//!   not decode or failing on it ([`OnBadFile`]); [`open_images`] chooses by the decoded
+//!   size ([`OpenOptions`], [`Streaming`]).
 //! - Readers: [`cifar10`] and [`cifar100`] (binary batches), [`stl10`] (96 px,
 //!   with its 100,000 unlabeled images as [`Split::Unlabeled`]), [`mnist`]
-//!   (IDX, plain or gzip), [`image_folder`] (`<class>/*.jpg|png`, decoded in
-//!   parallel; [`image_folder::list`] and [`image_folder::decode`] for a loader
-//!   that decodes as it goes) and the [`synthetic`] set for smoke tests; [`open`] picks the
-//!   reader from the folder's contents, [`locate`] finds a dataset in the
-//!   usual places.
+//!   (IDX, plain or gzip), [`image_folder`] (`<class>/*.jpg|png`, ImageNet's layouts with a
+//!   flat `val/` and its label files, class lists such as ImageNet-100's, file lists; a
+//!   listing cache for large trees) and the [`synthetic`] set for smoke tests; [`open`] picks
+//!   the reader from the folder's contents, [`locate`] finds a dataset in the usual places.
 //! - [`BatchSampler`]: an epoch's order is a pure function of (seed, epoch),
 //!   so a resumed run sees the same batches; [`Loader`] prepares the next
 //!   batch on a background thread with the caller's closure.

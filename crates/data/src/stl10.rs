@@ -13,7 +13,7 @@
 //! chunks straight into the set's buffer, so reading it takes its size in memory, not twice.
 //!
 //! A file must be a whole number of images and a labels file must have one byte per image of
-//! its split; the counts are not fixed, so a subset written with [`write`] reads back (the
+//! its split; the counts are not fixed, so a subset written with [`write`](fn@write) reads back (the
 //! downloader checks the official archive's MD5).
 
 use crate::cifar10::names_file;
