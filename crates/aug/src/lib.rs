@@ -50,6 +50,6 @@ pub use presets::{simclr_blur_kernel, Preset};
 pub use rng::{view_seed, TorchGenerator};
 pub use transforms::{
     ColorJitter, CropBox, GaussianBlur, Jitter, JitterParams, Normalize, RandomApply,
-    RandomGrayscale, RandomHorizontalFlip, RandomResizedCrop, RandomSolarize, Transform,
-    DEFAULT_RATIO,
+    RandomGrayscale, RandomHorizontalFlip, RandomResizedCrop, RandomSolarize, ResizeCenterCrop,
+    Transform, DEFAULT_RATIO,
 };

@@ -24,6 +24,8 @@ pub struct Compose {
 #[derive(Debug, Default)]
 struct Scratch {
     pre: Vec<f32>,
+    /// The whole resized image of a [`ResizeCenterCrop`], before its window is taken.
+    resized: Vec<f32>,
     resize: ResizeScratch,
     ops: OpScratch,
 }
@@ -87,21 +89,18 @@ impl Compose {
     pub fn new(transforms: Vec<Transform>) -> Result<Self, AugError> {
         let mut crop = None;
         for (i, t) in transforms.iter().enumerate() {
-            if let Transform::RandomResizedCrop(_) = t {
+            if crop_size(t).is_some() {
                 if crop.is_some() {
                     return Err(AugError::InvalidPipeline(
-                        "more than one RandomResizedCrop in one pipeline",
+                        "more than one crop (RandomResizedCrop, ResizeCenterCrop) in one pipeline",
                     ));
                 }
                 crop = Some(i);
             }
         }
-        if let Some(k) = crop {
-            if let Transform::RandomResizedCrop(c) = &transforms[k] {
-                let [h, w] = c.size();
-                for t in &transforms[k + 1..] {
-                    t.check_size(h, w)?;
-                }
+        if let Some([h, w]) = crop.and_then(|k| crop_size(&transforms[k])) {
+            for t in &transforms[crop.unwrap_or(0) + 1..] {
+                t.check_size(h, w)?;
             }
         }
         Ok(Self { transforms, crop })
@@ -114,10 +113,7 @@ impl Compose {
     /// `[height, width]` of every output when the pipeline crops; `None` when
     /// the output has the input's size.
     pub fn output_size(&self) -> Option<[usize; 2]> {
-        match self.crop.map(|k| &self.transforms[k]) {
-            Some(Transform::RandomResizedCrop(c)) => Some(c.size()),
-            _ => None,
-        }
+        self.crop.and_then(|k| crop_size(&self.transforms[k]))
     }
 
     /// One view of one image, drawing from `rng` (allocates its output; the
@@ -183,9 +179,6 @@ impl Compose {
             }
             return Ok(());
         };
-        let Transform::RandomResizedCrop(crop) = &self.transforms[k] else {
-            return Err(AugError::InvalidPipeline("crop index out of sync"));
-        };
         // Transforms before the crop run on the full image in float.
         let source = if k == 0 {
             match input {
@@ -217,14 +210,48 @@ impl Compose {
                 width: w,
             }
         };
-        let b = crop.sample_params(h, w, rng);
-        let win = Window {
-            top: b.top,
-            left: b.left,
-            height: b.height,
-            width: b.width,
-        };
-        resize::resized_crop(&source, win, oh, ow, crop.antialias(), out, &mut s.resize);
+        match &self.transforms[k] {
+            Transform::RandomResizedCrop(crop) => {
+                let b = crop.sample_params(h, w, rng);
+                let win = Window {
+                    top: b.top,
+                    left: b.left,
+                    height: b.height,
+                    width: b.width,
+                };
+                resize::resized_crop(&source, win, oh, ow, crop.antialias(), out, &mut s.resize);
+            }
+            Transform::ResizeCenterCrop(c) => {
+                let [rh, rw] = c.resized(h, w);
+                let whole = Window {
+                    top: 0,
+                    left: 0,
+                    height: h,
+                    width: w,
+                };
+                let resized = resize::take(&mut s.resized, 3 * rh * rw);
+                resize::resized_crop(
+                    &source,
+                    whole,
+                    rh,
+                    rw,
+                    c.antialias(),
+                    resized,
+                    &mut s.resize,
+                );
+                let [top, left] = c.corner([rh, rw]);
+                for (plane, src) in out
+                    .chunks_exact_mut(oh * ow)
+                    .zip(resized.chunks_exact(rh * rw))
+                {
+                    for (row, dst) in plane.chunks_exact_mut(ow).enumerate() {
+                        let from = (top + row) * rw + left;
+                        dst.copy_from_slice(&src[from..from + ow]);
+                    }
+                }
+            }
+            _ => return Err(AugError::InvalidPipeline("crop index out of sync")),
+        }
         for t in &self.transforms[k + 1..] {
             apply_in_place(t, out, oh, ow, rng, &mut s.ops)?;
         }
@@ -380,6 +407,15 @@ impl MultiView {
             .enumerate()
             .map(|(v, p)| p.apply_batch(images, sample_ids, seed, epoch, v as u32))
             .collect()
+    }
+}
+
+/// The output `[height, width]` of a crop step; `None` for the other transforms.
+fn crop_size(t: &Transform) -> Option<[usize; 2]> {
+    match t {
+        Transform::RandomResizedCrop(c) => Some(c.size()),
+        Transform::ResizeCenterCrop(c) => Some(c.size()),
+        _ => None,
     }
 }
 

@@ -505,10 +505,73 @@ impl RandomApply {
     }
 }
 
+/// torchvision's evaluation preprocessing, `Resize(resize)` then `CenterCrop(size)`
+/// (`main_lincls.py`'s and solo-learn's validation transform at 256 / 224): the shorter side
+/// resized to `resize` and the longer in proportion, `int(resize · long / short)` as
+/// torchvision computes it, bilinearly (antialiased when `antialias`, as
+/// [`RandomResizedCrop`] resizes), then the centred `size x size` window, its corner at
+/// `round((side − size) / 2)` (Python's rounding). Deterministic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResizeCenterCrop {
+    resize: usize,
+    size: usize,
+    antialias: bool,
+}
+
+impl ResizeCenterCrop {
+    /// `size` must not exceed `resize` (torchvision would pad).
+    pub fn new(resize: usize, size: usize, antialias: bool) -> Result<Self, AugError> {
+        if size == 0 || size > resize {
+            return Err(AugError::InvalidRange {
+                what: "ResizeCenterCrop (crop, resize)",
+                low: size as f64,
+                high: resize as f64,
+                reason: "the crop must be at least 1 px and fit the resized shorter side",
+            });
+        }
+        Ok(Self {
+            resize,
+            size,
+            antialias,
+        })
+    }
+
+    /// Output `[height, width]`.
+    pub fn size(&self) -> [usize; 2] {
+        [self.size, self.size]
+    }
+
+    pub fn resize(&self) -> usize {
+        self.resize
+    }
+
+    pub fn antialias(&self) -> bool {
+        self.antialias
+    }
+
+    /// `[height, width]` after the resize of an `height x width` image.
+    pub fn resized(&self, height: usize, width: usize) -> [usize; 2] {
+        let (short, long) = (height.min(width), height.max(width));
+        let long = (self.resize as f64 * long as f64 / short.max(1) as f64) as usize;
+        if height <= width {
+            [self.resize, long]
+        } else {
+            [long, self.resize]
+        }
+    }
+
+    /// The top-left corner of the crop in an image of `[height, width]` (already resized).
+    pub fn corner(&self, [height, width]: [usize; 2]) -> [usize; 2] {
+        let at = |side: usize| ((side - self.size) as f64 / 2.0).round_ties_even() as usize;
+        [at(height), at(width)]
+    }
+}
+
 /// One step of a [`crate::Compose`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transform {
     RandomResizedCrop(RandomResizedCrop),
+    ResizeCenterCrop(ResizeCenterCrop),
     RandomHorizontalFlip(RandomHorizontalFlip),
     ColorJitter(ColorJitter),
     RandomGrayscale(RandomGrayscale),
@@ -529,6 +592,7 @@ macro_rules! impl_from {
 }
 impl_from!(
     RandomResizedCrop,
+    ResizeCenterCrop,
     RandomHorizontalFlip,
     ColorJitter,
     RandomGrayscale,
@@ -541,7 +605,7 @@ impl_from!(
 impl Transform {
     pub(crate) fn changes_size(&self) -> bool {
         match self {
-            Transform::RandomResizedCrop(_) => true,
+            Transform::RandomResizedCrop(_) | Transform::ResizeCenterCrop(_) => true,
             Transform::RandomApply(a) => a.transforms.iter().any(Transform::changes_size),
             _ => false,
         }
@@ -577,9 +641,9 @@ pub(crate) fn apply_in_place(
     s: &mut OpScratch,
 ) -> Result<(), AugError> {
     match t {
-        Transform::RandomResizedCrop(_) => {
+        Transform::RandomResizedCrop(_) | Transform::ResizeCenterCrop(_) => {
             return Err(AugError::InvalidPipeline(
-                "RandomResizedCrop can only run as a pipeline step",
+                "a crop can only run as a pipeline step",
             ))
         }
         Transform::RandomHorizontalFlip(RandomHorizontalFlip(p)) => {

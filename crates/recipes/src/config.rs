@@ -795,6 +795,13 @@ pub struct EvalConfig {
     /// More layers the kNN monitor scores each time (same encoder).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also_layers: Vec<LayerChoice>,
+    /// Evaluation images (kNN, `eval`, lincls' test set) resized so that their shorter side
+    /// is this many pixels, then centre-cropped to `data.image_size`: torchvision's
+    /// `Resize(256)` + `CenterCrop(224)` of `main_lincls.py` and solo-learn. Absent: the
+    /// largest centred square, resized to `data.image_size` (and nothing at all for images
+    /// already of that size, such as CIFAR's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<usize>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -1346,6 +1353,15 @@ impl TrainConfig {
                 )
             }
             _ => {}
+        }
+        if let Some(r) = self.eval.resize {
+            if r < self.data.image_size {
+                bail!(
+                    "eval.resize = {r} is smaller than data.image_size = {}: the centre crop \
+                     must fit the resized image",
+                    self.data.image_size
+                );
+            }
         }
         if o.clip_lr && o.name != OptimizerName::Lars {
             bail!("optimizer.clip_lr applies to LARS only (optimizer.name = \"lars\")");

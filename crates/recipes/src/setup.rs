@@ -496,9 +496,9 @@ pub fn views_per_image(cfg: &TrainConfig) -> usize {
     }
 }
 
-/// Evaluation preprocessing: the training recipe's normalisation, after a
-/// centre square crop resized to `image_size` when the images are not
-/// already that size (a `RandomResizedCrop` with scale and ratio fixed at 1
+/// Evaluation preprocessing: the training recipe's normalisation, after `eval.resize`'s
+/// resize and centre crop, or else a centre square crop resized to `image_size` when the
+/// images are not already that size (a `RandomResizedCrop` with scale and ratio fixed at 1
 /// always takes torchvision's central-crop fallback, so it is deterministic).
 pub fn eval_pipeline(cfg: &TrainConfig, data: &Images) -> Result<Compose> {
     let s = cfg.data.image_size;
@@ -513,7 +513,9 @@ pub fn eval_pipeline(cfg: &TrainConfig, data: &Images) -> Result<Compose> {
     let exact = data
         .uniform_shape()
         .is_some_and(|sh| sh.height == s && sh.width == s);
-    if !exact {
+    if let Some(r) = cfg.eval.resize {
+        steps.push(mocca_aug::ResizeCenterCrop::new(r, s, true)?.into());
+    } else if !exact {
         steps.push(RandomResizedCrop::new([s, s], (1.0, 1.0), (1.0, 1.0), true)?.into());
     }
     steps.extend(normalize);

@@ -29,6 +29,8 @@ fn every_imagenet100_recipe_builds_its_method_with_solo_learns_schedule_and_lars
         let cfg = b.build().unwrap();
         assert_eq!(cfg.data.classes.as_deref(), Some("imagenet100"));
         assert_eq!((cfg.batch_size, cfg.epochs), (256, 400));
+        // solo-learn's validation transform: Resize(256) + CenterCrop(224).
+        assert_eq!(cfg.eval.resize, Some(256));
         setup::build_method(&cfg, 100, 25_600, &Device::Cpu).unwrap();
 
         // 10 warmup epochs of 100 steps from 3e-5, reaching the base rate on the last.
