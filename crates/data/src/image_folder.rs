@@ -1046,4 +1046,34 @@ mod tests {
             Err(DataError::NoSuchSplit { .. })
         ));
     }
+
+    #[test]
+    fn a_large_listing_is_cached_and_listed_again_when_a_class_folder_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("set");
+        for c in 0..2 {
+            let class = root.join(format!("c{c}"));
+            std::fs::create_dir_all(&class).unwrap();
+            // Listing reads names only: empty files will do.
+            for i in 0..CACHE_MIN_FILES / 2 {
+                std::fs::write(class.join(format!("{i:05}.jpg")), b"").unwrap();
+            }
+        }
+        let options = ListOptions {
+            cache_dir: Some(dir.path().join("cache")),
+            ..Default::default()
+        };
+        let first = list_with(&root, Split::Train, &options).unwrap();
+        assert_eq!(first.files.len(), CACHE_MIN_FILES);
+        let cached: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
+            .unwrap()
+            .collect();
+        assert_eq!(cached.len(), 1);
+        assert_eq!(list_with(&root, Split::Train, &options).unwrap(), first);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(root.join("c1/zz.jpg"), b"").unwrap();
+        let again = list_with(&root, Split::Train, &options).unwrap();
+        assert_eq!(again.files.len(), CACHE_MIN_FILES + 1);
+        assert_eq!(again.labels.as_ref().unwrap().last(), Some(&1));
+    }
 }

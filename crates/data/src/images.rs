@@ -183,9 +183,9 @@ impl Images {
         let n = indices.len();
         if !errors.is_empty() && (on_bad == OnBadFile::Fail || errors.len() == n) {
             let (_, e) = errors.swap_remove(0);
-            return Err(match e {
-                e @ DataError::Decode { .. } if on_bad == OnBadFile::Fail => e,
-                e => DataError::InvalidArgument(format!(
+            return Err(match on_bad {
+                OnBadFile::Fail => e,
+                OnBadFile::Skip => DataError::InvalidArgument(format!(
                     "no image of a batch of {n} decoded; the first: {e}"
                 )),
             });
