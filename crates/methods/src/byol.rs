@@ -46,6 +46,14 @@ pub struct BYOL<E: Encoder> {
 }
 
 impl<E: Encoder> BYOL<E> {
+    /// Keeps the predictor's learning rate at its initial value while the schedule moves the
+    /// encoder's (the SimSiam paper's "we do not decay the lr of the predictor",
+    /// `main_simsiam.py --fix-pred-lr`; solo-learn's `static_lr`).
+    pub fn with_fixed_predictor_lr(mut self) -> Self {
+        self.parts.fix_predictor_lr();
+        self
+    }
+
     /// Builds the online encoder with `build` and the target with a second call, then copies
     /// the online encoder's state into the target. `predictor` maps the projection back to
     /// its own width.

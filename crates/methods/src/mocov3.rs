@@ -52,6 +52,14 @@ pub struct MoCoV3<E: Encoder> {
 }
 
 impl<E: Encoder> MoCoV3<E> {
+    /// Keeps the predictor's learning rate at its initial value while the schedule moves the
+    /// encoder's (the SimSiam paper's "we do not decay the lr of the predictor",
+    /// `main_simsiam.py --fix-pred-lr`; solo-learn's `static_lr`).
+    pub fn with_fixed_predictor_lr(mut self) -> Self {
+        self.parts.fix_predictor_lr();
+        self
+    }
+
     /// Builds the base encoder with `build` and the momentum encoder with a second call, then
     /// copies the base encoder's state into it.
     pub fn new(

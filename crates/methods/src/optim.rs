@@ -277,11 +277,14 @@ pub fn is_bias_or_norm(name: &str, var: &Var) -> bool {
 /// A set of parameters sharing weight decay and LARS adaptation.
 #[derive(Debug, Clone)]
 pub struct ParamGroup {
-    /// `"decay"` or `"no_decay"`.
+    /// `"decay"` or `"no_decay"`, with `"_fixed_lr"` for parameters kept at the initial
+    /// learning rate ([`Optimizer::fix_lr`]).
     pub name: &'static str,
     pub weight_decay: f64,
     /// Whether LARS scales this group's updates (ignored by SGD).
     pub lars_adapt: bool,
+    /// The learning rate this group keeps whatever [`Optimizer::set_lr`] says.
+    pub fixed_lr: Option<f64>,
     params: Vec<(String, Var)>,
 }
 
@@ -346,6 +349,7 @@ impl Optimizer {
             name: "decay",
             weight_decay: config.weight_decay,
             lars_adapt: true,
+            fixed_lr: None,
             params: decay,
         }];
         if config.exclude_bias_and_norm {
@@ -353,6 +357,7 @@ impl Optimizer {
                 name: "no_decay",
                 weight_decay: 0.0,
                 lars_adapt: false,
+                fixed_lr: None,
                 params: no_decay,
             });
         }
@@ -385,31 +390,70 @@ impl Optimizer {
         self.lr = lr;
     }
 
+    /// Keeps the parameters whose names start with `prefix` at the initial learning rate
+    /// (`config.lr`) whatever [`Optimizer::set_lr`] sets later: SimSiam's predictor
+    /// (`main_simsiam.py --fix-pred-lr`, solo-learn's `static_lr`). Their weight decay and
+    /// LARS treatment stay those of their group. Returns how many parameters it fixed.
+    pub fn fix_lr(&mut self, prefix: &str) -> usize {
+        let lr = self.config.lr;
+        let mut fixed_groups = Vec::new();
+        for g in &mut self.groups {
+            let (fixed, rest): (Vec<_>, Vec<_>) =
+                g.params.drain(..).partition(|(n, _)| n.starts_with(prefix));
+            g.params = rest;
+            if !fixed.is_empty() {
+                fixed_groups.push(ParamGroup {
+                    name: if g.lars_adapt {
+                        "decay_fixed_lr"
+                    } else {
+                        "no_decay_fixed_lr"
+                    },
+                    weight_decay: g.weight_decay,
+                    lars_adapt: g.lars_adapt,
+                    fixed_lr: Some(lr),
+                    params: fixed,
+                });
+            }
+        }
+        let n = fixed_groups.iter().map(|g| g.params.len()).sum();
+        self.groups.extend(fixed_groups);
+        n
+    }
+
     /// Applies one update from `grads`.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        for gi in 0..self.groups.len() {
-            for pi in 0..self.groups[gi].params.len() {
-                let (name, var) = &self.groups[gi].params[pi];
-                let Some(grad) = grads.get(var.as_tensor()) else {
-                    continue;
-                };
-                // Work on detached views so nothing here joins an autograd graph
-                // (a momentum buffer holding a graph would grow it every step).
-                let p = var.as_detached_tensor();
-                let grad = grad.detach();
-                if let OptimizerKind::AdamW { beta1, beta2, eps } = self.config.kind {
-                    let (name, var) = (name.clone(), var.clone());
-                    let wd = self.groups[gi].weight_decay;
-                    self.adamw_update(&name, &var, &p, &grad, wd, (beta1, beta2, eps))?;
-                    continue;
-                }
-                let direction = self.direction(&self.groups[gi], &p, &grad)?;
+        let scheduled = self.lr;
+        let result = (0..self.groups.len()).try_for_each(|gi| {
+            // A fixed-lr group steps at its own rate; the scheduled one is restored below.
+            self.lr = self.groups[gi].fixed_lr.unwrap_or(scheduled);
+            self.step_group(gi, grads)
+        });
+        self.lr = scheduled;
+        result
+    }
+
+    fn step_group(&mut self, gi: usize, grads: &GradStore) -> Result<()> {
+        for pi in 0..self.groups[gi].params.len() {
+            let (name, var) = &self.groups[gi].params[pi];
+            let Some(grad) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            // Work on detached views so nothing here joins an autograd graph
+            // (a momentum buffer holding a graph would grow it every step).
+            let p = var.as_detached_tensor();
+            let grad = grad.detach();
+            if let OptimizerKind::AdamW { beta1, beta2, eps } = self.config.kind {
                 let (name, var) = (name.clone(), var.clone());
-                if self.fused && fused::applies(&p, &grad, self.config.momentum) {
-                    self.fused_update(&name, &var, &grad, direction)?;
-                } else {
-                    self.composed_update(&name, &var, &p, &grad, direction)?;
-                }
+                let wd = self.groups[gi].weight_decay;
+                self.adamw_update(&name, &var, &p, &grad, wd, (beta1, beta2, eps))?;
+                continue;
+            }
+            let direction = self.direction(&self.groups[gi], &p, &grad)?;
+            let (name, var) = (name.clone(), var.clone());
+            if self.fused && fused::applies(&p, &grad, self.config.momentum) {
+                self.fused_update(&name, &var, &grad, direction)?;
+            } else {
+                self.composed_update(&name, &var, &p, &grad, direction)?;
             }
         }
         Ok(())

@@ -16,6 +16,9 @@ use crate::eval::EncoderRole;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::predictor::Predictor;
 
+/// How the predictor's parameters are named in the optimizer and the checkpoint.
+const PREDICTOR_PREFIX: &str = "predictor.";
+
 /// The encoder being trained, its predictor, optionally its momentum copy, the optimizer and
 /// the step counter.
 pub(crate) struct Parts<E: Encoder> {
@@ -61,6 +64,11 @@ impl<E: Encoder> Parts<E> {
             optimizer,
             step: 0,
         })
+    }
+
+    /// Keeps the predictor at the initial learning rate ([`Optimizer::fix_lr`]).
+    pub fn fix_predictor_lr(&mut self) {
+        self.optimizer.fix_lr(PREDICTOR_PREFIX);
     }
 
     /// The momentum encoder (present by construction for the methods that ask).
@@ -143,7 +151,7 @@ fn trained_parameters(encoder: &dyn Encoder, predictor: &Predictor) -> Vec<(Stri
             predictor
                 .named_parameters()
                 .into_iter()
-                .map(|(n, v)| (format!("predictor.{n}"), v)),
+                .map(|(n, v)| (format!("{PREDICTOR_PREFIX}{n}"), v)),
         )
         .collect()
 }

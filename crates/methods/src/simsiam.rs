@@ -44,6 +44,14 @@ pub struct SimSiam<E: Encoder> {
 }
 
 impl<E: Encoder> SimSiam<E> {
+    /// Keeps the predictor's learning rate at its initial value while the schedule moves the
+    /// encoder's (the SimSiam paper's "we do not decay the lr of the predictor",
+    /// `main_simsiam.py --fix-pred-lr`; solo-learn's `static_lr`).
+    pub fn with_fixed_predictor_lr(mut self) -> Self {
+        self.parts.fix_predictor_lr();
+        self
+    }
+
     /// Wraps `encoder` (backbone and projection head, weights as built) and `predictor`.
     pub fn new(
         config: SimSiamConfig,

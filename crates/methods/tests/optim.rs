@@ -511,3 +511,35 @@ fn adamw_matches_torchs_three_steps_and_resumes_from_its_state() {
         }
     }
 }
+
+#[test]
+fn a_fixed_lr_group_keeps_the_initial_rate_while_the_rest_follows_set_lr() {
+    let enc = Var::new(&[[1.0f32, 2.0]], &Device::Cpu).unwrap();
+    let pred = Var::new(&[[3.0f32, 4.0]], &Device::Cpu).unwrap();
+    let mut opt = Optimizer::new(
+        vec![
+            ("encoder.w".into(), enc.clone()),
+            ("predictor.w".into(), pred.clone()),
+        ],
+        OptimizerConfig::sgd(0.5, 0.0, 0.0),
+    )
+    .unwrap();
+    assert_eq!(opt.fix_lr("predictor."), 1);
+    let names: Vec<(&str, Option<f64>)> =
+        opt.groups().iter().map(|g| (g.name, g.fixed_lr)).collect();
+    assert_eq!(names, [("decay", None), ("decay_fixed_lr", Some(0.5))]);
+    // The schedule says 0.1: the encoder steps by 0.1·g, the predictor still by 0.5·g.
+    opt.set_lr(0.1);
+    let loss = (enc.as_tensor().sum_all().unwrap() + pred.as_tensor().sum_all().unwrap()).unwrap();
+    opt.step(&loss.backward().unwrap()).unwrap();
+    let flat = |v: &Var| {
+        v.as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(flat(&enc), [0.9, 1.9]);
+    assert_eq!(flat(&pred), [2.5, 3.5]);
+    assert_eq!(opt.lr(), 0.1);
+}

@@ -254,3 +254,57 @@ fn methods_without_negatives_report_no_positive_accuracy() {
     let s = mocov3().step(&images(0), &[]).unwrap();
     assert!((0.0..=1.0).contains(&s.accuracy));
 }
+
+#[test]
+fn a_fixed_predictor_lr_trains_the_predictor_when_the_schedule_stops_the_encoder() {
+    let b = backbone();
+    let head = SimSiamProjectionHead {
+        input_dim: b.feature_dim(),
+        hidden_dim: 32,
+        output_dim: DIM,
+    };
+    let predictor = Predictor::new(
+        SimSiamPredictionHead {
+            input_dim: DIM,
+            hidden_dim: 8,
+            output_dim: DIM,
+        },
+        3,
+        &Device::Cpu,
+    )
+    .unwrap();
+    // The schedule holds the rate at 0: only a fixed-rate group can move.
+    let config = SimSiamConfig {
+        optimizer: OptimizerConfig::sgd(0.05, 0.9, 1e-4),
+        lr_schedule: LrSchedule::Constant { lr: 0.0 },
+        stop_gradient: true,
+    };
+    let encoder = BackboneEncoder::new(&b, head.into(), 3, &Device::Cpu).unwrap();
+    let mut m = SimSiam::new(config, encoder, predictor, &Device::Cpu)
+        .unwrap()
+        .with_fixed_predictor_lr();
+    let before = m.state().unwrap();
+    m.step(&images(5), &(0..8).collect::<Vec<_>>()).unwrap();
+    let after = m.state().unwrap();
+    let moved = |prefix: &str| {
+        let weights: Vec<_> = before
+            .iter()
+            .filter(|(k, t)| {
+                k.starts_with(prefix) && t.dtype() == DType::F32 && !k.contains("running")
+            })
+            .collect();
+        assert!(!weights.is_empty(), "no weights named {prefix}*");
+        weights.into_iter().any(|(k, t)| {
+            let d = (t - &after[k]).unwrap().abs().unwrap().max_all().unwrap();
+            d.to_scalar::<f32>().unwrap() > 0.0
+        })
+    };
+    assert!(
+        moved("predictor."),
+        "the predictor keeps the initial rate, 0.05"
+    );
+    assert!(
+        !moved("encoder.backbone.conv1"),
+        "the encoder follows the schedule's 0"
+    );
+}

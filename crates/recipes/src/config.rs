@@ -539,6 +539,10 @@ pub struct PredictorSection {
     /// predictor has it, MoCo_ResNet's not).
     #[serde(default, skip_serializing_if = "is_false")]
     pub last_bn: bool,
+    /// Keep the predictor at the initial learning rate while the schedule moves the rest (the
+    /// SimSiam paper's `--fix-pred-lr`, solo-learn's `static_lr`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fixed_lr: bool,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -302,6 +302,7 @@ pub fn build_method(
         predictor(cfg, device)?
             .ok_or_else(|| invalid!("method {} needs a [predictor] section", cfg.method.as_str()))
     };
+    let fixed_predictor_lr = cfg.predictor.as_ref().is_some_and(|p| p.fixed_lr);
     match cfg.method {
         MethodName::Byol => {
             let c = BYOLConfig {
@@ -310,7 +311,12 @@ pub fn build_method(
                 lr_schedule,
             };
             let build = || build_encoder(cfg, device).map_err(to_method_err);
-            return Ok(Box::new(BYOL::new(c, build, predictor_or_err()?, device)?));
+            let m = BYOL::new(c, build, predictor_or_err()?, device)?;
+            return Ok(if fixed_predictor_lr {
+                Box::new(m.with_fixed_predictor_lr())
+            } else {
+                Box::new(m)
+            });
         }
         MethodName::Mocov3 => {
             let c = MoCoV3Config {
@@ -320,12 +326,12 @@ pub fn build_method(
                 lr_schedule,
             };
             let build = || build_encoder(cfg, device).map_err(to_method_err);
-            return Ok(Box::new(MoCoV3::new(
-                c,
-                build,
-                predictor_or_err()?,
-                device,
-            )?));
+            let m = MoCoV3::new(c, build, predictor_or_err()?, device)?;
+            return Ok(if fixed_predictor_lr {
+                Box::new(m.with_fixed_predictor_lr())
+            } else {
+                Box::new(m)
+            });
         }
         MethodName::Simsiam => {
             let c = SimSiamConfig {
@@ -333,12 +339,12 @@ pub fn build_method(
                 lr_schedule,
                 stop_gradient: cfg.simsiam.as_ref().is_none_or(|s| s.stop_gradient),
             };
-            return Ok(Box::new(SimSiam::new(
-                c,
-                build_encoder(cfg, device)?,
-                predictor_or_err()?,
-                device,
-            )?));
+            let m = SimSiam::new(c, build_encoder(cfg, device)?, predictor_or_err()?, device)?;
+            return Ok(if fixed_predictor_lr {
+                Box::new(m.with_fixed_predictor_lr())
+            } else {
+                Box::new(m)
+            });
         }
         _ => {}
     }
