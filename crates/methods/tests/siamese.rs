@@ -64,7 +64,7 @@ fn byol() -> Box<dyn Method> {
     Box::new(BYOL::new(config, build, predictor, &Device::Cpu).unwrap())
 }
 
-fn simsiam() -> Box<dyn Method> {
+fn simsiam_with(lr_schedule: LrSchedule) -> SimSiam<BackboneEncoder> {
     let b = backbone();
     let head = SimSiamProjectionHead {
         input_dim: b.feature_dim(),
@@ -83,11 +83,15 @@ fn simsiam() -> Box<dyn Method> {
     .unwrap();
     let config = SimSiamConfig {
         optimizer: OptimizerConfig::sgd(0.05, 0.9, 1e-4),
-        lr_schedule: LrSchedule::cosine(0.05, 4),
+        lr_schedule,
         stop_gradient: true,
     };
     let encoder = BackboneEncoder::new(&b, head.into(), 3, &Device::Cpu).unwrap();
-    Box::new(SimSiam::new(config, encoder, predictor, &Device::Cpu).unwrap())
+    SimSiam::new(config, encoder, predictor, &Device::Cpu).unwrap()
+}
+
+fn simsiam() -> Box<dyn Method> {
+    Box::new(simsiam_with(LrSchedule::cosine(0.05, 4)))
 }
 
 fn mocov3() -> Box<dyn Method> {
@@ -257,32 +261,8 @@ fn methods_without_negatives_report_no_positive_accuracy() {
 
 #[test]
 fn a_fixed_predictor_lr_trains_the_predictor_when_the_schedule_stops_the_encoder() {
-    let b = backbone();
-    let head = SimSiamProjectionHead {
-        input_dim: b.feature_dim(),
-        hidden_dim: 32,
-        output_dim: DIM,
-    };
-    let predictor = Predictor::new(
-        SimSiamPredictionHead {
-            input_dim: DIM,
-            hidden_dim: 8,
-            output_dim: DIM,
-        },
-        3,
-        &Device::Cpu,
-    )
-    .unwrap();
     // The schedule holds the rate at 0: only a fixed-rate group can move.
-    let config = SimSiamConfig {
-        optimizer: OptimizerConfig::sgd(0.05, 0.9, 1e-4),
-        lr_schedule: LrSchedule::Constant { lr: 0.0 },
-        stop_gradient: true,
-    };
-    let encoder = BackboneEncoder::new(&b, head.into(), 3, &Device::Cpu).unwrap();
-    let mut m = SimSiam::new(config, encoder, predictor, &Device::Cpu)
-        .unwrap()
-        .with_fixed_predictor_lr();
+    let mut m = simsiam_with(LrSchedule::Constant { lr: 0.0 }).with_fixed_predictor_lr();
     let before = m.state().unwrap();
     m.step(&images(5), &(0..8).collect::<Vec<_>>()).unwrap();
     let after = m.state().unwrap();
