@@ -4,17 +4,17 @@
 use candle_core::Device;
 use image::{Rgb, RgbImage};
 use mocca_aug::Preset;
-use mocca_backbones::{ResNetConfig, SimCLRProjectionHead, Stem};
 use mocca_data::{image_folder, ImageFiles, Images, OnBadFile, Split};
-use mocca_methods::optim::OptimizerConfig;
-use mocca_methods::schedule::LrSchedule;
-use mocca_methods::{BackboneEncoder, Method, SimCLR, SimCLRConfig};
+use mocca_methods::Method;
 use mocca_train::{read_checkpoint_meta, TrainerConfig};
 use mocca_train::{read_records, Event, JsonlMetrics, Outcome, Record, TrainError, Trainer};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
+
+mod common;
+use common::simclr;
 
 /// 24 images of 20x18 px in 3 class folders, written as PNG (`bad`: these are cut short).
 fn folder(dir: &Path, bad: &[usize]) {
@@ -39,23 +39,6 @@ fn tmpdir(tag: &str) -> PathBuf {
     d
 }
 
-fn simclr() -> Box<dyn Method> {
-    let dev = Device::Cpu;
-    let backbone = ResNetConfig {
-        stem: Stem::Cifar,
-        width: 0.125,
-        ..ResNetConfig::resnet18()
-    };
-    let head = SimCLRProjectionHead::new(backbone.feature_dim());
-    let encoder = BackboneEncoder::new(&backbone, head.into(), 7, &dev).unwrap();
-    let config = SimCLRConfig {
-        temperature: 0.5,
-        optimizer: OptimizerConfig::sgd(0.05, 0.9, 5e-4),
-        lr_schedule: LrSchedule::Constant { lr: 0.05 },
-    };
-    Box::new(SimCLR::new(config, encoder, &dev).unwrap())
-}
-
 /// 2 epochs of 3 steps of 8.
 fn config(dir: &Path) -> TrainerConfig {
     std::fs::create_dir_all(dir).unwrap();
@@ -68,7 +51,7 @@ fn config(dir: &Path) -> TrainerConfig {
 
 fn trainer(data: Images, cfg: TrainerConfig) -> Trainer {
     let views = Preset::SimClrCifar.two_views(16).unwrap();
-    Trainer::new(simclr(), Arc::new(data), views, cfg, &Device::Cpu).unwrap()
+    Trainer::new(simclr(0.05), Arc::new(data), views, cfg, &Device::Cpu).unwrap()
 }
 
 fn weights(m: &dyn Method) -> Vec<u32> {

@@ -3,11 +3,9 @@
 
 use candle_core::Device;
 use mocca_aug::{MultiView, Preset};
-use mocca_backbones::{ResNetConfig, SimCLRProjectionHead, Stem};
+use mocca_backbones::{ResNetConfig, Stem};
 use mocca_data::{synthetic, Images, Split};
-use mocca_methods::optim::OptimizerConfig;
-use mocca_methods::schedule::LrSchedule;
-use mocca_methods::{BackboneEncoder, Method, SimCLR, SimCLRConfig};
+use mocca_methods::{BackboneEncoder, Method};
 use mocca_train::{
     read_checkpoint_meta, read_records, Event, JsonlMetrics, Outcome, Record, TrainError, Trainer,
     TrainerConfig,
@@ -18,6 +16,9 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod common;
+use common::simclr;
+
 /// 40 images of 16 px: 5 steps of 8 per epoch.
 fn images(per_class: usize) -> Arc<Images> {
     let c = synthetic::SyntheticConfig {
@@ -27,23 +28,6 @@ fn images(per_class: usize) -> Arc<Images> {
         ..Default::default()
     };
     Arc::new(synthetic::generate(&c, Split::Train).unwrap().into())
-}
-
-fn simclr(lr: f64) -> Box<dyn Method> {
-    let dev = Device::Cpu;
-    let backbone = ResNetConfig {
-        stem: Stem::Cifar,
-        width: 0.125,
-        ..ResNetConfig::resnet18()
-    };
-    let head = SimCLRProjectionHead::new(backbone.feature_dim());
-    let encoder = BackboneEncoder::new(&backbone, head.into(), 7, &dev).unwrap();
-    let config = SimCLRConfig {
-        temperature: 0.5,
-        optimizer: OptimizerConfig::sgd(lr, 0.9, 5e-4),
-        lr_schedule: LrSchedule::Constant { lr },
-    };
-    Box::new(SimCLR::new(config, encoder, &dev).unwrap())
 }
 
 fn views() -> MultiView {
