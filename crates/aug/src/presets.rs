@@ -74,10 +74,19 @@ pub enum Preset {
     /// (`SimSiamTransform(input_size=32, gaussian_blur=0.0)`): [`Preset::SimSiam`] without
     /// blur.
     SimSiamCifar,
+    /// solo-learn's MoCo V2+ views (vturrisi/solo-learn,
+    /// `scripts/pretrain/imagenet-100/augmentations/symmetric_weak.yaml` through
+    /// `solo/data/pretrain_dataloader.py`): [`Preset::MocoV2`] with SimCLR's crop scale
+    /// (0.08, 1): ColorJitter(0.4, 0.4, 0.4, 0.1) with p = 0.8, grayscale p = 0.2, Gaussian
+    /// blur sigma in [0.1, 2] with p = 0.5, horizontal flip last (solo-learn's order),
+    /// ImageNet normalisation; 224 px. solo-learn resamples the crop bicubically and blurs
+    /// with PIL's radius; here the crop is antialiased bilinear and the blur kernel
+    /// [`Preset::SimClr`]'s.
+    MocoV2Plus,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 11] = [
+    pub const ALL: [Preset; 12] = [
         Preset::MocoV1,
         Preset::MocoV2,
         Preset::SimClr,
@@ -89,10 +98,11 @@ impl Preset {
         Preset::ByolCifar,
         Preset::SimSiam,
         Preset::SimSiamCifar,
+        Preset::MocoV2Plus,
     ];
 
-    /// The name [`Preset::from_str`] parses: `mocov1`, `mocov2`, `simclr`, the
-    /// same with `-cifar`, and `instdisc-cifar`.
+    /// The name [`Preset::from_str`] parses: `mocov1`, `mocov2`, `simclr`, `byol`,
+    /// `simsiam`, the same with `-cifar`, `mocov2plus` and `instdisc-cifar`.
     pub fn name(self) -> &'static str {
         match self {
             Preset::MocoV1 => "mocov1",
@@ -106,15 +116,19 @@ impl Preset {
             Preset::ByolCifar => "byol-cifar",
             Preset::SimSiam => "simsiam",
             Preset::SimSiamCifar => "simsiam-cifar",
+            Preset::MocoV2Plus => "mocov2plus",
         }
     }
 
     /// The output side of the paper's setting: 224, or 32 for the CIFAR variants.
     pub fn default_size(self) -> usize {
         match self {
-            Preset::MocoV1 | Preset::MocoV2 | Preset::SimClr | Preset::Byol | Preset::SimSiam => {
-                224
-            }
+            Preset::MocoV1
+            | Preset::MocoV2
+            | Preset::SimClr
+            | Preset::Byol
+            | Preset::SimSiam
+            | Preset::MocoV2Plus => 224,
             _ => 32,
         }
     }
@@ -129,7 +143,8 @@ impl Preset {
             | Preset::Byol
             | Preset::ByolCifar
             | Preset::SimSiam
-            | Preset::SimSiamCifar => Normalize::imagenet(),
+            | Preset::SimSiamCifar
+            | Preset::MocoV2Plus => Normalize::imagenet(),
             Preset::MocoV1Cifar => Normalize::cifar10(),
             Preset::MocoV2Cifar | Preset::InstDiscCifar => Normalize::cifar10_colab(),
         }
@@ -206,8 +221,12 @@ impl Preset {
                 ColorJitter::new(0.4, 0.4, 0.4, 0.4)?.into(),
                 flip()?,
             ],
-            Preset::MocoV2 => vec![
-                crop(0.2)?,
+            Preset::MocoV2 | Preset::MocoV2Plus => vec![
+                crop(if self == Preset::MocoV2Plus {
+                    0.08
+                } else {
+                    0.2
+                })?,
                 jitter(ColorJitter::new(0.4, 0.4, 0.4, 0.1)?, 0.8)?,
                 gray()?,
                 blur()?,

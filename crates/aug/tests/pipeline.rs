@@ -366,6 +366,26 @@ fn presets_build_with_the_papers_parameters() {
 }
 
 #[test]
+fn the_mocov2plus_preset_is_solo_learns_symmetric_weak_views() {
+    // symmetric_weak.yaml: crop (0.08, 1), jitter 0.4/0.4/0.4/0.1 at p 0.8, grayscale 0.2,
+    // blur p 0.5, no solarisation, flip last, ImageNet normalisation.
+    let solo = Preset::MocoV2Plus.compose(224).unwrap();
+    let mocov2 = Preset::MocoV2.compose(224).unwrap();
+    let Transform::RandomResizedCrop(crop) = &solo.transforms()[0] else {
+        panic!("crop first")
+    };
+    assert_eq!(crop.scale(), (0.08, 1.0));
+    // Everything after the crop is MoCo v2's (main_moco.py --aug-plus), in solo-learn's order.
+    assert_eq!(solo.transforms()[1..], mocov2.transforms()[1..]);
+    assert!(matches!(
+        solo.transforms()[4],
+        Transform::RandomHorizontalFlip(_)
+    ));
+    assert_eq!(Preset::MocoV2Plus.normalize(), Normalize::imagenet());
+    assert!(!Preset::MocoV2Plus.is_asymmetric());
+}
+
+#[test]
 fn bad_parameters_are_rejected_when_the_pipeline_is_built() {
     let crop = |size: [usize; 2], scale, ratio| RandomResizedCrop::new(size, scale, ratio, true);
     assert!(matches!(

@@ -130,6 +130,35 @@ impl InfoNCELoss {
         })
     }
 
+    /// The symmetric MoCo loss with a queue per view, as solo-learn's MoCo V2+ computes it
+    /// (`solo/methods/mocov2plus.py`: `(L(q1, k2, queue[1]) + L(q2, k1, queue[0])) / 2`):
+    /// `InfoNCE(q1, k2)` against `queue2`, the past keys of view 2, and `InfoNCE(q2, k1)`
+    /// against `queue1`, the past keys of view 1; summed or averaged as
+    /// [`forward_symmetric`](Self::forward_symmetric) (solo-learn averages). Each query is
+    /// contrasted with negatives of the same view as its positive.
+    pub fn forward_symmetric_per_view(
+        &self,
+        q1: &Tensor,
+        q2: &Tensor,
+        k1: &Tensor,
+        k2: &Tensor,
+        queue1: &Tensor,
+        queue2: &Tensor,
+    ) -> Result<ContrastiveOutput, LossError> {
+        validate::batch("q1", q1)?;
+        validate::like("q2", q2, "q1", q1)?;
+        let a = self.forward(q1, k2, queue2)?;
+        let b = self.forward(q2, k1, queue1)?;
+        let scale = match self.config.symmetric_reduction {
+            SymmetricReduction::Mean => 0.5,
+            SymmetricReduction::Sum => 1.0,
+        };
+        Ok(ContrastiveOutput {
+            loss: ((a.loss + b.loss)? * scale)?,
+            accuracy: ((a.accuracy + b.accuracy)? * 0.5)?,
+        })
+    }
+
     /// InfoNCE where each query has negatives of its own: query `i`'s are the
     /// rows `indices[i, :]` of `bank` (`[rows, D]`, unit rows, no gradient),
     /// `indices` a `[N, K]` u32 or i64 tensor. This is the memory bank of

@@ -13,7 +13,7 @@
 //! | item | what |
 //! |---|---|
 //! | [`Method`] | the trainer's interface: `step`, `embed`, `save` / `load` (object safe: `Box<dyn Method>`) |
-//! | [`MoCo`], [`MoCoConfig`], [`NegativeSource`] | MoCo v1/v2 with a queue, a memory bank or end-to-end negatives ([`moco`] documents the step) |
+//! | [`MoCo`], [`MoCoConfig`], [`NegativeSource`] | MoCo v1/v2 with a queue (one, or one per view as solo-learn's MoCo V2+), a memory bank or end-to-end negatives ([`moco`] documents the step) |
 //! | [`SimCLR`], [`SimCLRConfig`] | SimCLR with NT-Xent |
 //! | [`MoCoV3`], [`MoCoV3Config`] | MoCo v3 (ResNet variant): base encoder + [`Predictor`], momentum encoder, symmetric in-batch contrastive loss × 2τ, moco-v3's LARS ([`optim::OptimizerConfig::lars_mocov3`]) |
 //! | [`BYOL`], [`BYOLConfig`] | BYOL: online encoder + [`Predictor`], momentum target ([`MomentumSchedule`]), negative cosine similarity, as lightly's example |

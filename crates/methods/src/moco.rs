@@ -29,6 +29,10 @@
 //!    keys enqueued) with `mocca-losses`. The symmetric form runs the passes
 //!    in the colab's order: queries of view 0, keys of view 1, queries of
 //!    view 1, keys of view 0 (BatchNorm running statistics depend on it).
+//!    With a queue per view ([`MoCoConfig::per_view_queues`], solo-learn's
+//!    MoCo V2+) each query is scored against the past keys of its positive's
+//!    view, and the passes run in solo-learn's order (both query views, then
+//!    both key views).
 //! 4. A non-finite loss stops here with [`MethodError::NonFiniteLoss`]:
 //!    parameters, optimizer state, queue / bank contents and the step counter
 //!    are untouched. Not rolled back: the BatchNorm running statistics of
@@ -128,11 +132,18 @@ pub struct MoCoConfig {
     pub symmetric: bool,
     /// Sum (the MoCo colab) or mean (lightly) of the symmetric loss's two terms.
     pub symmetric_reduction: SymmetricReduction,
+    /// With the symmetric loss and a queue: a queue per view (solo-learn's MoCo V2+, whose
+    /// `queue[v]` holds past keys of view `v`), each query contrasted with the queue of its
+    /// positive's view, instead of one queue that both views' keys enter.
+    pub per_view_queues: bool,
     /// Key-encoder momentum `m` (the start value `m0` with a cosine schedule).
     pub momentum: f64,
-    /// Raise the momentum from `m0` to 1 along a half cosine over
-    /// `total_steps` (BYOL's schedule) instead of keeping it constant.
+    /// Raise the momentum from `m0` to [`momentum_end`](Self::momentum_end) along a half
+    /// cosine over `total_steps` (BYOL's schedule) instead of keeping it constant.
     pub cosine_momentum: bool,
+    /// Where the cosine momentum schedule ends: 1 (BYOL), solo-learn's `final_tau` (0.999 in
+    /// its MoCo V2+ recipes). Unused with a constant momentum.
+    pub momentum_end: f64,
     /// Permute the key batch before the key encoder (shuffle-BN).
     pub shuffle_bn: bool,
     pub optimizer: OptimizerConfig,
@@ -161,8 +172,10 @@ impl MoCoConfig {
             temperature: 0.07,
             symmetric: false,
             symmetric_reduction: SymmetricReduction::Sum,
+            per_view_queues: false,
             momentum: 0.999,
             cosine_momentum: false,
+            momentum_end: 1.0,
             shuffle_bn: true,
             optimizer: OptimizerConfig::sgd(lr, 0.9, 1e-4),
             lr_schedule: LrSchedule::per_epoch(milestones, steps_per_epoch, 0),
@@ -198,8 +211,10 @@ impl MoCoConfig {
             temperature: 0.1,
             symmetric: false,
             symmetric_reduction: SymmetricReduction::Sum,
+            per_view_queues: false,
             momentum: 0.99,
             cosine_momentum: false,
+            momentum_end: 1.0,
             shuffle_bn: true,
             optimizer: OptimizerConfig::sgd(lr, 0.9, 5e-4),
             lr_schedule: LrSchedule::per_epoch(LrSchedule::cosine(lr, epochs), steps_per_epoch, 1),
@@ -214,6 +229,20 @@ impl MoCoConfig {
         };
         self.lr_schedule.validate()?;
         field("key-encoder momentum", rules::momentum(self.momentum))?;
+        if self.cosine_momentum {
+            field(
+                "key-encoder momentum at the end of the cosine schedule",
+                rules::momentum(self.momentum_end),
+            )?;
+        }
+        if self.per_view_queues
+            && !(self.symmetric && matches!(self.negatives, NegativeSource::Queue { .. }))
+        {
+            return Err(config_err(
+                "a queue per view needs the symmetric loss and queue negatives (each view's \
+                 queries are contrasted with the other view's past keys)",
+            ));
+        }
         if self.cosine_momentum && self.total_steps == 0 {
             return Err(config_err(
                 "the cosine momentum schedule needs total_steps > 0",
@@ -242,6 +271,10 @@ impl MoCoConfig {
     }
 }
 
+/// The checkpoint prefix of view 1's queue with a queue per view (view 0's is under
+/// `dictionary`, where the one queue is otherwise).
+const VIEW1_QUEUE: &str = "dictionary_view1";
+
 #[derive(Clone, Copy)]
 enum Mode {
     Queue,
@@ -250,7 +283,9 @@ enum Mode {
 }
 
 enum Dictionary {
-    Queue(MomentumQueue),
+    /// One queue, or one per view ([`MoCoConfig::per_view_queues`]; `[v]` holds keys of view
+    /// `v`).
+    Queue(Vec<MomentumQueue>),
     Bank {
         bank: MemoryBank,
         num_negatives: usize,
@@ -299,15 +334,26 @@ impl<E: Encoder> MoCo<E> {
             }
         };
         let dictionary = match &config.negatives {
-            NegativeSource::Queue { size, mode } => Dictionary::Queue(MomentumQueue::new(
-                MomentumQueueConfig {
-                    size: *size,
-                    dim,
-                    seed: config.seed,
-                    mode: *mode,
-                },
-                device,
-            )?),
+            NegativeSource::Queue { size, mode } => {
+                let views = if config.per_view_queues { 2 } else { 1 };
+                // View 0's queue (or the only one) is seeded with `seed` itself.
+                let seeds = [config.seed, config.seed ^ 0x5649_4557_3151_5545];
+                let queues = seeds[..views]
+                    .iter()
+                    .map(|&seed| {
+                        MomentumQueue::new(
+                            MomentumQueueConfig {
+                                size: *size,
+                                dim,
+                                seed,
+                                mode: *mode,
+                            },
+                            device,
+                        )
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Dictionary::Queue(queues)
+            }
             NegativeSource::MemoryBank {
                 num_samples,
                 num_negatives,
@@ -369,20 +415,30 @@ impl<E: Encoder> MoCo<E> {
         &self.optimizer
     }
 
-    /// The queue's `[K, D]` keys, the bank's `[num_samples, D]` rows, or `None`
-    /// in end-to-end mode.
+    /// The queue's `[K, D]` keys (view 0's with a queue per view), the bank's
+    /// `[num_samples, D]` rows, or `None` in end-to-end mode.
     pub fn dictionary(&self) -> Option<&Tensor> {
         match &self.dictionary {
-            Dictionary::Queue(q) => Some(q.negatives()),
+            Dictionary::Queue(q) => Some(q[0].negatives()),
             Dictionary::Bank { bank, .. } => Some(bank.bank()),
             Dictionary::EndToEnd => None,
         }
     }
 
-    /// The queue's write pointer (`None` without a queue).
+    /// The `[K, D]` queue that holds past keys of `view` (0 or 1): with a queue per view its
+    /// own, else the one queue; `None` without a queue.
+    pub fn queue_of_view(&self, view: usize) -> Option<&Tensor> {
+        match &self.dictionary {
+            Dictionary::Queue(q) if view < 2 => Some(q[view.min(q.len() - 1)].negatives()),
+            _ => None,
+        }
+    }
+
+    /// The queue's write pointer (`None` without a queue; the queues of the views move
+    /// together).
     pub fn queue_ptr(&self) -> Option<usize> {
         match &self.dictionary {
-            Dictionary::Queue(q) => Some(q.ptr()),
+            Dictionary::Queue(q) => Some(q[0].ptr()),
             _ => None,
         }
     }
@@ -392,6 +448,7 @@ impl<E: Encoder> MoCo<E> {
         let schedule = if self.config.cosine_momentum {
             MomentumSchedule::Cosine {
                 base: self.config.momentum,
+                end: self.config.momentum_end,
                 total_steps: self.config.total_steps,
             }
         } else {
@@ -400,33 +457,49 @@ impl<E: Encoder> MoCo<E> {
         schedule.at(step)
     }
 
-    fn queue_negatives(&self) -> &Tensor {
-        match &self.dictionary {
-            Dictionary::Queue(q) => q.negatives(),
-            _ => unreachable!("only called in queue mode"),
-        }
+    /// The negatives of the keys of `view`: [`Self::queue_of_view`] in queue mode.
+    fn queue_negatives(&self, view: usize) -> &Tensor {
+        self.queue_of_view(view).expect("only called in queue mode")
     }
 
     /// Replaces the queue's keys with `keys` (`[K, D]`, the configured size and
     /// the encoder's output width; used as given, so pass unit rows), the
     /// write pointer back at 0: to continue from a queue saved by another
     /// implementation, or to start from a given one (MoCo draws its own from a
-    /// normal distribution). Queue mode only.
+    /// normal distribution). Queue mode with one queue only
+    /// ([`replace_queues`](Self::replace_queues) gives one per view).
     pub fn replace_queue(&mut self, keys: &Tensor) -> Result<()> {
-        let Dictionary::Queue(queue) = &self.dictionary else {
+        self.replace_queues(std::slice::from_ref(keys))
+    }
+
+    /// [`replace_queue`](Self::replace_queue) for every queue: one `[K, D]` tensor per queue,
+    /// view 0's first with a queue per view.
+    pub fn replace_queues(&mut self, keys: &[Tensor]) -> Result<()> {
+        let Dictionary::Queue(queues) = &self.dictionary else {
             return Err(input_err("replace_queue: this MoCo has no queue"));
         };
-        let want = [queue.size(), queue.dim()];
-        if keys.dims() != want {
+        if keys.len() != queues.len() {
             return Err(input_err(format!(
-                "replace_queue: the queue holds {want:?} keys, got {:?}",
-                keys.dims()
+                "replace_queue: this MoCo has {} queue(s), got keys for {}",
+                queues.len(),
+                keys.len()
             )));
         }
-        let keys = keys
-            .to_dtype(candle_core::DType::F32)?
-            .to_device(&self.device)?;
-        self.dictionary = Dictionary::Queue(MomentumQueue::from_buffer(&keys, queue.mode())?);
+        let mut replaced = Vec::with_capacity(keys.len());
+        for (queue, keys) in queues.iter().zip(keys) {
+            let want = [queue.size(), queue.dim()];
+            if keys.dims() != want {
+                return Err(input_err(format!(
+                    "replace_queue: the queue holds {want:?} keys, got {:?}",
+                    keys.dims()
+                )));
+            }
+            let keys = keys
+                .to_dtype(candle_core::DType::F32)?
+                .to_device(&self.device)?;
+            replaced.push(MomentumQueue::from_buffer(&keys, queue.mode())?);
+        }
+        self.dictionary = Dictionary::Queue(replaced);
         Ok(())
     }
 
@@ -464,7 +537,7 @@ impl<E: Encoder> MoCo<E> {
         key_permutations: &[Vec<usize>],
     ) -> Result<StepStats> {
         let n = check_views(views, 2)?;
-        if !matches!(self.dictionary, Dictionary::Queue(_)) {
+        if !matches!(self.dictionary, Dictionary::Queue(..)) {
             return Err(input_err(
                 "key permutations apply to queue mode only: the memory bank and end-to-end MoCo \
                  have no key-encoder pass",
@@ -535,16 +608,38 @@ impl<E: Encoder> MoCo<E> {
             ))
         };
         let dictionary = match (&self.dictionary, &self.config.negatives) {
-            (Dictionary::Queue(_), NegativeSource::Queue { size, mode }) => {
-                let queue = MomentumQueue::from_state_dict(&dict, &self.device)?;
-                if (queue.size(), queue.dim(), queue.mode()) != (*size, dim, *mode) {
+            (Dictionary::Queue(current), NegativeSource::Queue { size, mode }) => {
+                let view1 = checkpoint::sub_state(state, VIEW1_QUEUE);
+                if view1.is_empty() == (current.len() == 2) {
                     return Err(mismatch(
-                        "queue (size, width, mode)",
-                        format!("{:?}", (queue.size(), queue.dim(), queue.mode())),
-                        format!("{:?}", (size, dim, mode)),
+                        "number of queues",
+                        if view1.is_empty() {
+                            "1"
+                        } else {
+                            "2 (one per view)"
+                        }
+                        .into(),
+                        if current.len() == 2 {
+                            "2 (one per view)"
+                        } else {
+                            "1"
+                        }
+                        .into(),
                     ));
                 }
-                Dictionary::Queue(queue)
+                let mut queues = Vec::with_capacity(current.len());
+                for dict in [dict, view1].into_iter().take(current.len()) {
+                    let queue = MomentumQueue::from_state_dict(&dict, &self.device)?;
+                    if (queue.size(), queue.dim(), queue.mode()) != (*size, dim, *mode) {
+                        return Err(mismatch(
+                            "queue (size, width, mode)",
+                            format!("{:?}", (queue.size(), queue.dim(), queue.mode())),
+                            format!("{:?}", (size, dim, mode)),
+                        ));
+                    }
+                    queues.push(queue);
+                }
+                Dictionary::Queue(queues)
             }
             (
                 Dictionary::Bank {
@@ -621,8 +716,13 @@ impl<E: Encoder> MoCo<E> {
         // Everything that could fail after the update is checked here, so a
         // step either completes or changes nothing.
 
-        if let Dictionary::Queue(queue) = &self.dictionary {
-            let keys = if self.config.symmetric { 2 * n } else { n };
+        if let Dictionary::Queue(queues) = &self.dictionary {
+            let queue = &queues[0];
+            let keys = if self.config.symmetric && queues.len() == 1 {
+                2 * n
+            } else {
+                n
+            };
             if keys > queue.size() {
                 return Err(input_err(format!(
                     "a step enqueues {keys} keys but the queue holds only {}: use a queue of at least {keys}",
@@ -655,7 +755,7 @@ impl<E: Encoder> MoCo<E> {
         let (x_q, x_k) = (&views[0], views.get(1).unwrap_or(&views[0]));
         let symmetric = self.config.symmetric;
 
-        // Forward and loss. `pending` keys go into the queue and `queries`
+        // Forward and loss. `pending` keys go into the queues (one tensor each) and `queries`
         // into the bank after the update.
         let mode = match &self.dictionary {
             Dictionary::Queue(_) => Mode::Queue,
@@ -677,7 +777,28 @@ impl<E: Encoder> MoCo<E> {
                     }
                     None => vec![None; terms],
                 };
-                if symmetric {
+                if self.config.per_view_queues {
+                    // solo-learn's order: both views through the query encoder, then both
+                    // through the key encoder, view 0 first (BatchNorm running statistics
+                    // depend on it).
+                    let q1 = self.encoder_q.forward(x_q, true)?;
+                    let q2 = self.encoder_q.forward(x_k, true)?;
+                    let k1 = self.keys(x_q, perms[1].as_deref())?;
+                    let k2 = self.keys(x_k, perms[0].as_deref())?;
+                    self.last_embeddings = Some(crate::collapse::StepEmbeddings {
+                        view0: q1.detach(),
+                        view1: Some(k2.clone()),
+                    });
+                    let out = self.loss.forward_symmetric_per_view(
+                        &q1,
+                        &q2,
+                        &k1,
+                        &k2,
+                        self.queue_negatives(0),
+                        self.queue_negatives(1),
+                    );
+                    (loss_result(out, step)?, vec![k1, k2], None)
+                } else if symmetric {
                     // The key encoder sees term 0's keys (view 1) before term 1's: its
                     // BatchNorm running statistics depend on that order.
                     let q1 = self.encoder_q.forward(x_q, true)?;
@@ -690,10 +811,10 @@ impl<E: Encoder> MoCo<E> {
                     });
                     let out =
                         self.loss
-                            .forward_symmetric(&q1, &q2, &k1, &k2, self.queue_negatives());
+                            .forward_symmetric(&q1, &q2, &k1, &k2, self.queue_negatives(0));
                     (
                         loss_result(out, step)?,
-                        Some(Tensor::cat(&[&k1, &k2], 0)?),
+                        vec![Tensor::cat(&[&k1, &k2], 0)?],
                         None,
                     )
                 } else {
@@ -703,8 +824,8 @@ impl<E: Encoder> MoCo<E> {
                         view0: q.detach(),
                         view1: Some(k.clone()),
                     });
-                    let out = self.loss.forward(&q, &k, self.queue_negatives());
-                    (loss_result(out, step)?, Some(k), None)
+                    let out = self.loss.forward(&q, &k, self.queue_negatives(1));
+                    (loss_result(out, step)?, vec![k], None)
                 }
             }
             Mode::Bank(num_negatives, sampling) => {
@@ -724,7 +845,11 @@ impl<E: Encoder> MoCo<E> {
                         self.loss.forward(&q, &positives, &negatives)
                     }
                 };
-                (loss_result(out, step)?, None, Some((q.detach(), positives)))
+                (
+                    loss_result(out, step)?,
+                    vec![],
+                    Some((q.detach(), positives)),
+                )
             }
             Mode::EndToEnd => {
                 let q = self.encoder_q.forward(x_q, true)?;
@@ -747,7 +872,7 @@ impl<E: Encoder> MoCo<E> {
                 } else {
                     loss_result(self.loss.forward_end_to_end(&q, &k), step)?
                 };
-                (out, None, None)
+                (out, vec![], None)
             }
         };
         let loss = finite_loss(&out.loss, step)?;
@@ -770,8 +895,10 @@ impl<E: Encoder> MoCo<E> {
             None => None,
         };
         match &mut self.dictionary {
-            Dictionary::Queue(queue) => {
-                queue.enqueue(pending.as_ref().expect("queue mode has keys"))?;
+            Dictionary::Queue(queues) => {
+                for (queue, keys) in queues.iter_mut().zip(&pending) {
+                    queue.enqueue(keys)?;
+                }
             }
             Dictionary::Bank { bank, .. } => {
                 bank.update(indices, &queries.as_ref().expect("bank mode has queries").0)?;
@@ -847,8 +974,13 @@ impl<E: Encoder> Method for MoCo<E> {
             checkpoint::put_prefixed(&mut out, "encoder_k", k.state_dict()?)?;
         }
         checkpoint::put_prefixed(&mut out, "optimizer", self.optimizer.state_tensors()?)?;
+        if let Dictionary::Queue(q) = &self.dictionary {
+            if let Some(view1) = q.get(1) {
+                checkpoint::put_prefixed(&mut out, VIEW1_QUEUE, view1.state_dict()?)?;
+            }
+        }
         let dict = match &self.dictionary {
-            Dictionary::Queue(q) => q.state_dict()?,
+            Dictionary::Queue(q) => q[0].state_dict()?,
             Dictionary::Bank { bank, .. } => bank.state_dict()?,
             Dictionary::EndToEnd => HashMap::new(),
         };

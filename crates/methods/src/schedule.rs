@@ -654,11 +654,16 @@ pub enum MomentumSchedule {
     /// The same `m` at every step (MoCo v1/v2's 0.999).
     Constant(f64),
     /// BYOL's cosine increase (Grill et al. 2020, Sec. 3.2):
-    /// `m = 1 − (1 − base)·(cos(π·t/total_steps) + 1)/2`, from `base` at step 0 to 1 at
-    /// `total_steps` and after it. lightly's `cosine_schedule(t, max_steps, base, 1)` is
-    /// `total_steps = max_steps − 1`; moco-v3's `adjust_moco_momentum` is `total_steps` = its
-    /// epochs (per step: epochs × steps per epoch).
-    Cosine { base: f64, total_steps: u64 },
+    /// `m = end − (end − base)·(cos(π·t/total_steps) + 1)/2`, from `base` at step 0 to `end`
+    /// at `total_steps` and after it. `end` is 1 in BYOL, lightly and moco-v3, solo-learn's
+    /// `final_tau` (0.999 in its MoCo V2+ recipes). lightly's `cosine_schedule(t, max_steps,
+    /// base, 1)` is `total_steps = max_steps − 1`; moco-v3's `adjust_moco_momentum` is
+    /// `total_steps` = its epochs (per step: epochs × steps per epoch).
+    Cosine {
+        base: f64,
+        end: f64,
+        total_steps: u64,
+    },
 }
 
 impl MomentumSchedule {
@@ -666,19 +671,21 @@ impl MomentumSchedule {
     pub fn at(&self, step: u64) -> f64 {
         match *self {
             Self::Constant(m) => m,
-            Self::Cosine { base, total_steps } => {
-                mocca_queue::cosine_momentum(base, step as usize, total_steps as usize)
-            }
+            Self::Cosine {
+                base,
+                end,
+                total_steps,
+            } => mocca_queue::cosine_momentum_to(base, end, step as usize, total_steps as usize),
         }
     }
 
-    /// `m` (or the base) must lie in [0, 1].
+    /// `m` (the base and the end) must lie in [0, 1].
     pub fn validate(&self) -> Result<()> {
-        let m = match *self {
-            Self::Constant(m) => m,
-            Self::Cosine { base, .. } => base,
+        let ms = match *self {
+            Self::Constant(m) => vec![m],
+            Self::Cosine { base, end, .. } => vec![base, end],
         };
-        if !(0.0..=1.0).contains(&m) {
+        if let Some(m) = ms.into_iter().find(|m| !(0.0..=1.0).contains(m)) {
             return Err(config_err(format!(
                 "the momentum must lie in [0, 1], got {m}"
             )));

@@ -118,6 +118,7 @@ fn run_case(name: &str, backend: Backend) -> Check {
         // main_moco.py's adjust_moco_momentum with each step counted as an epoch.
         "moco_m_cos" => MomentumSchedule::Cosine {
             base: num(s, "moco_m"),
+            end: 1.0,
             total_steps: int(s, "epochs") as u64,
         },
         other => panic!("unknown momentum schedule {other}"),

@@ -95,6 +95,7 @@ fn byol_momentum(c: &serde_json::Value) -> MomentumSchedule {
             assert_eq!(num(s, "end_value"), 1.0);
             MomentumSchedule::Cosine {
                 base: num(s, "start_value"),
+                end: 1.0,
                 total_steps: int(s, "max_steps") as u64 - 1,
             }
         }

@@ -18,8 +18,10 @@ fn config(negatives: NegativeSource, lr: f64) -> MoCoConfig {
         temperature: 0.2,
         symmetric: false,
         symmetric_reduction: SymmetricReduction::Mean,
+        per_view_queues: false,
         momentum: 0.99,
         cosine_momentum: false,
+        momentum_end: 1.0,
         shuffle_bn: false,
         optimizer: OptimizerConfig::sgd(lr, 0.9, 1e-4),
         lr_schedule: LrSchedule::Constant { lr },
@@ -195,6 +197,126 @@ fn symmetric_loss_enqueues_the_keys_of_both_views() {
     let queue = rows(m.dictionary().unwrap());
     assert_rows_close(&queue[0..8], &k_of_view0, 1e-6);
     assert_rows_close(&queue[8..16], &k_of_view1, 1e-6);
+}
+
+fn per_view(size: usize) -> MoCoConfig {
+    let mut cfg = config(NegativeSource::queue(size), 0.5);
+    cfg.symmetric = true;
+    cfg.per_view_queues = true;
+    cfg
+}
+
+#[test]
+fn a_queue_per_view_enqueues_each_views_keys_in_its_own_queue() {
+    let mut m = moco(per_view(16), 3, 1);
+    let batch = views(8, 2);
+    let k_of_view0 = expected_keys(&m, &batch[0]);
+    let k_of_view1 = expected_keys(&m, &batch[1]);
+    m.step(&batch, &[]).unwrap();
+    assert_eq!(m.queue_ptr(), Some(8));
+    assert_rows_close(&rows(m.queue_of_view(0).unwrap())[0..8], &k_of_view0, 1e-6);
+    assert_rows_close(&rows(m.queue_of_view(1).unwrap())[0..8], &k_of_view1, 1e-6);
+}
+
+#[test]
+fn a_queue_per_view_scores_each_query_against_its_positives_view() {
+    // The step's loss is solo-learn's MoCo V2+ loss (mocca-losses checks that form against
+    // solo-learn's code) of the encoders' outputs and the queues as they were before it.
+    use mocca_losses::{InfoNCEConfig, InfoNCELoss};
+    use mocca_methods::Encoder;
+    let mut m = moco(per_view(16), 3, 1);
+    m.step(&views(8, 1), &[]).unwrap();
+    let batch = views(8, 2);
+    let q = |x: &Tensor| m.query_encoder().forward(x, true).unwrap();
+    let k = |x: &Tensor| m.key_encoder().unwrap().forward(x, true).unwrap();
+    let loss = InfoNCELoss::new(InfoNCEConfig {
+        temperature: 0.2,
+        symmetric_reduction: SymmetricReduction::Mean,
+        ..Default::default()
+    })
+    .unwrap();
+    let (queue0, queue1) = (
+        m.queue_of_view(0).unwrap().copy().unwrap(),
+        m.queue_of_view(1).unwrap().copy().unwrap(),
+    );
+    let expected = loss
+        .forward_symmetric_per_view(
+            &q(&batch[0]),
+            &q(&batch[1]),
+            &k(&batch[0]),
+            &k(&batch[1]),
+            &queue0,
+            &queue1,
+        )
+        .unwrap()
+        .loss
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    let swapped = loss
+        .forward_symmetric_per_view(
+            &q(&batch[0]),
+            &q(&batch[1]),
+            &k(&batch[0]),
+            &k(&batch[1]),
+            &queue1,
+            &queue0,
+        )
+        .unwrap()
+        .loss
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    let got = m.step(&batch, &[]).unwrap().loss;
+    assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+    assert!(
+        (got - swapped).abs() > 1e-4,
+        "the queues must differ: {got} vs {swapped}"
+    );
+}
+
+#[test]
+fn a_queue_per_view_needs_the_symmetric_loss_with_a_queue() {
+    let build = || Ok(TinyEncoder::new(0, 1));
+    let mut cfg = per_view(16);
+    cfg.symmetric = false;
+    let err = MoCo::new(cfg, build, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("queue per view") && err.contains("symmetric"),
+        "{err}"
+    );
+    let mut cfg = per_view(16);
+    cfg.negatives = NegativeSource::EndToEnd;
+    assert!(MoCo::new(cfg, build, &Device::Cpu).is_err());
+}
+
+#[test]
+fn a_checkpoint_with_one_queue_does_not_load_into_a_queue_per_view() {
+    let path =
+        std::env::temp_dir().join(format!("mocca-perview-{}.safetensors", std::process::id()));
+    let mut shared = config(NegativeSource::queue(16), 0.1);
+    shared.symmetric = true;
+    let mut one = moco(shared, 3, 1);
+    one.step(&views(4, 1), &[]).unwrap();
+    one.save(&path).unwrap();
+    let mut two = moco(per_view(16), 3, 1);
+    let err = two.load(&path).unwrap_err().to_string();
+    std::fs::remove_file(&path).unwrap();
+    assert!(err.contains("number of queues"), "{err}");
+    assert_eq!(two.steps_done(), 0);
+}
+
+#[test]
+fn cosine_momentum_ends_at_momentum_end() {
+    let mut cfg = per_view(16);
+    cfg.cosine_momentum = true;
+    cfg.momentum_end = 0.999;
+    cfg.total_steps = 10;
+    let m = moco(cfg, 3, 1);
+    assert_eq!(m.momentum_at(0), 0.99);
+    assert!((m.momentum_at(5) - 0.9945).abs() < 1e-12);
+    assert_eq!(m.momentum_at(10), 0.999);
 }
 
 #[test]
@@ -378,12 +500,16 @@ fn same_seed_gives_identical_runs() {
     assert_eq!(run(), run());
 }
 
-fn resume_matches_straight_run(label: &str, negatives: NegativeSource, symmetric: bool) {
+fn resume_matches_straight_run(
+    label: &str,
+    negatives: NegativeSource,
+    configure: fn(&mut MoCoConfig),
+) {
     let mut cfg = config(negatives, 0.3);
     cfg.shuffle_bn = true;
-    cfg.symmetric = symmetric;
     cfg.cosine_momentum = true;
     cfg.total_steps = 5;
+    configure(&mut cfg);
     let idx = |s: u64| -> Vec<usize> { (0..8).map(|i| (i + 3 * s as usize) % 16).collect() };
     let mut straight = moco(cfg.clone(), 3, 2);
     let mut stats_straight = Vec::new();
@@ -427,26 +553,40 @@ fn resume_matches_straight_run(label: &str, negatives: NegativeSource, symmetric
         (None, None) => {}
         _ => panic!("dictionary presence differs"),
     }
+    if let (Some(a), Some(b)) = (resumed.queue_of_view(1), straight.queue_of_view(1)) {
+        assert_eq!(rows(a), rows(b));
+    }
 }
 
 #[test]
 fn resumed_queue_run_ends_bit_identical() {
-    resume_matches_straight_run("queue", NegativeSource::queue(24), false);
+    resume_matches_straight_run("queue", NegativeSource::queue(24), |_| {});
 }
 
 #[test]
 fn resumed_symmetric_queue_run_ends_bit_identical() {
-    resume_matches_straight_run("symmetric", NegativeSource::queue(40), true);
+    resume_matches_straight_run("symmetric", NegativeSource::queue(40), |c| {
+        c.symmetric = true
+    });
+}
+
+#[test]
+fn resumed_run_with_a_queue_per_view_ends_bit_identical() {
+    resume_matches_straight_run("per-view", NegativeSource::queue(24), |c| {
+        c.symmetric = true;
+        c.per_view_queues = true;
+        c.momentum_end = 0.999;
+    });
 }
 
 #[test]
 fn resumed_memory_bank_run_ends_bit_identical() {
-    resume_matches_straight_run("bank", bank(16), false);
+    resume_matches_straight_run("bank", bank(16), |_| {});
 }
 
 #[test]
 fn resumed_end_to_end_run_ends_bit_identical() {
-    resume_matches_straight_run("e2e", NegativeSource::EndToEnd, false);
+    resume_matches_straight_run("e2e", NegativeSource::EndToEnd, |_| {});
 }
 
 fn bits(e: &dyn mocca_methods::Encoder) -> Vec<(String, Vec<u32>)> {

@@ -55,6 +55,7 @@ fn byol() -> Box<dyn Method> {
     let config = BYOLConfig {
         momentum: MomentumSchedule::Cosine {
             base: 0.9,
+            end: 1.0,
             total_steps: 4,
         },
         optimizer: OptimizerConfig::sgd(0.05, 0.9, 1e-4),
@@ -116,6 +117,7 @@ fn mocov3() -> Box<dyn Method> {
         temperature: 1.0,
         momentum: MomentumSchedule::Cosine {
             base: 0.99,
+            end: 1.0,
             total_steps: 4,
         },
         optimizer: OptimizerConfig::lars_mocov3(0.3, 0.9, 1e-6),

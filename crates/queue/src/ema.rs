@@ -128,12 +128,19 @@ impl MomentumUpdate {
 /// `m = 1 − (1 − m0)·(cos(π·k/K) + 1)/2`, from `m0` at step 0 to 1 at step
 /// `K = total_steps` (and 1 after it, or when `total_steps` is 0).
 pub fn cosine_momentum(base: f64, step: usize, total_steps: usize) -> f64 {
+    cosine_momentum_to(base, 1.0, step, total_steps)
+}
+
+/// [`cosine_momentum`] ending at `end` instead of 1: solo-learn's `MomentumUpdater` with a
+/// `final_tau` (`solo/utils/momentum.py`; its MoCo V2+ recipes go from 0.99 to 0.999),
+/// `m = end − (end − m0)·(cos(π·k/K) + 1)/2`.
+pub fn cosine_momentum_to(base: f64, end: f64, step: usize, total_steps: usize) -> f64 {
     let progress = if total_steps == 0 {
         1.0
     } else {
         (step as f64 / total_steps as f64).min(1.0)
     };
-    mocca_core::schedule::half_cosine(base, 1.0, std::f64::consts::PI * progress)
+    mocca_core::schedule::half_cosine(base, end, std::f64::consts::PI * progress)
 }
 
 fn describe(t: &Tensor) -> String {

@@ -39,7 +39,7 @@ mod rows;
 pub mod rules;
 mod state;
 
-pub use ema::{cosine_momentum, BufferPolicy, MomentumUpdate};
+pub use ema::{cosine_momentum, cosine_momentum_to, BufferPolicy, MomentumUpdate};
 pub use error::QueueError;
 pub use memory_bank::{BankInit, MemoryBank, MemoryBankConfig};
 pub use queue::{MomentumQueue, MomentumQueueConfig, QueueMode};

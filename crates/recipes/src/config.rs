@@ -89,7 +89,7 @@ impl MethodName {
                 Recipe::PaperVit,
                 Recipe::Imagenet100,
             ],
-            Self::Simclr => &[
+            Self::Simclr | Self::Mocov2 => &[
                 Recipe::Cifar,
                 Recipe::Cifar100,
                 Recipe::Stl10,
@@ -508,6 +508,9 @@ pub struct MocoConfig {
     /// Key-encoder EMA momentum m.
     pub momentum: f64,
     pub momentum_schedule: MomentumSchedule,
+    /// Where the cosine momentum schedule ends (solo-learn's `final_tau`; absent: 1, BYOL's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum_end: Option<f64>,
     /// SplitBatchNorm (the MoCo colab's single-device shuffle-BN): training-mode BatchNorm
     /// statistics over this many groups of the batch (1 = plain BN). The same name as the
     /// backbones' `ResNetConfig::bn_splits`; runs saved before it was renamed say
@@ -522,6 +525,10 @@ pub struct MocoConfig {
     /// Sum (the MoCo colab, MoCo v3) or mean (lightly) of the symmetric loss's two terms.
     #[serde(default)]
     pub symmetric_reduction: Reduction,
+    /// With `symmetric` and a queue: a queue per view, each query contrasted with the past keys
+    /// of its positive's view (solo-learn's MoCo V2+), instead of one queue for both.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub per_view_queues: bool,
     /// Memory-bank row update momentum (InstDisc uses 0.5).
     pub bank_momentum: f64,
     /// Memory-bank negatives drawn for each query (InstDisc) or once per batch.
@@ -986,6 +993,10 @@ const PRESETS: &[(&str, &str)] = &[
     (
         "mocov3-imagenet100",
         include_str!("presets/mocov3-imagenet100.toml"),
+    ),
+    (
+        "mocov2-imagenet100",
+        include_str!("presets/mocov2-imagenet100.toml"),
     ),
     (
         "instdisc-cifar",
@@ -1556,6 +1567,22 @@ impl TrainConfig {
                 }
                 if m.negatives != Negatives::EndToEnd {
                     lib("moco.queue_size", mocca_queue::rules::size(m.queue_size))?;
+                }
+                if let Some(end) = m.momentum_end {
+                    lib("moco.momentum_end", mocca_queue::rules::momentum(end))?;
+                    if m.momentum_schedule != MomentumSchedule::Cosine {
+                        bail!(
+                            "moco.momentum_end ({end}) is where the cosine momentum schedule \
+                             ends; set moco.momentum_schedule = \"cosine\" or remove it"
+                        );
+                    }
+                }
+                if m.per_view_queues && !(m.symmetric && m.negatives == Negatives::Queue) {
+                    bail!(
+                        "moco.per_view_queues needs moco.symmetric = true and moco.negatives = \
+                         \"queue\": each view's queries are scored against the other view's \
+                         past keys"
+                    );
                 }
             }
         }

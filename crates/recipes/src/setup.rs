@@ -66,6 +66,7 @@ pub fn head_config(cfg: &TrainConfig, feature_dim: usize) -> ProjectionHeadConfi
         }
         .into(),
         HeadKind::Mlp => MoCoProjectionHead {
+            hidden_dim: cfg.model.hidden_dim.unwrap_or(feature_dim),
             output_dim: out,
             ..MoCoProjectionHead::v2(feature_dim)
         }
@@ -146,6 +147,7 @@ fn momentum_schedule(cfg: &TrainConfig, total_steps: u64) -> Result<MomentumSche
         crate::config::MomentumSchedule::Constant => MomentumSchedule::Constant(e.momentum),
         crate::config::MomentumSchedule::Cosine => MomentumSchedule::Cosine {
             base: e.momentum,
+            end: 1.0,
             total_steps,
         },
     })
@@ -264,6 +266,58 @@ pub fn optimizer_config(cfg: &TrainConfig) -> OptimizerConfig {
     }
 }
 
+/// The MoCo hyper-parameters of `cfg` (`None` unless it has a `[moco]` section): what
+/// [`build_method`] gives `MoCo::new`. `num_samples` sizes a memory bank.
+pub fn moco_config(
+    cfg: &TrainConfig,
+    steps_per_epoch: u64,
+    num_samples: usize,
+) -> Result<Option<MoCoConfig>> {
+    let Some(m) = &cfg.moco else {
+        return Ok(None);
+    };
+    let negatives = match m.negatives {
+        Negatives::Queue => NegativeSource::queue(m.queue_size),
+        Negatives::Bank => {
+            if m.queue_size > num_samples {
+                bail!(
+                    "moco.queue_size ({}) negatives per step cannot be drawn from a memory bank of \
+                     {num_samples} images",
+                    m.queue_size
+                );
+            }
+            NegativeSource::MemoryBank {
+                num_samples,
+                num_negatives: m.queue_size,
+                momentum: m.bank_momentum,
+                sampling: match m.bank_sampling {
+                    BankSampling::PerQuery => mocca_methods::BankSampling::PerQuery,
+                    BankSampling::Shared => mocca_methods::BankSampling::Shared,
+                },
+            }
+        }
+        Negatives::EndToEnd => NegativeSource::EndToEnd,
+    };
+    Ok(Some(MoCoConfig {
+        negatives,
+        temperature: cfg.loss.temperature,
+        symmetric: m.symmetric,
+        symmetric_reduction: match m.symmetric_reduction {
+            Reduction::Sum => mocca_methods::SymmetricReduction::Sum,
+            Reduction::Mean => mocca_methods::SymmetricReduction::Mean,
+        },
+        per_view_queues: m.per_view_queues,
+        momentum: m.momentum,
+        cosine_momentum: m.momentum_schedule == crate::config::MomentumSchedule::Cosine,
+        momentum_end: m.momentum_end.unwrap_or(1.0),
+        shuffle_bn: m.bn_splits > 1,
+        optimizer: optimizer_config(cfg),
+        lr_schedule: lr_schedule(cfg, steps_per_epoch)?,
+        total_steps: steps_per_epoch * cfg.epochs as u64,
+        seed: cfg.init_seed(),
+    }))
+}
+
 /// The training method of `cfg`, freshly initialised. `num_samples` sizes the
 /// memory bank (one row per training image).
 pub fn build_method(
@@ -349,45 +403,8 @@ pub fn build_method(
         _ => {}
     }
     match &cfg.moco {
-        Some(m) => {
-            let negatives = match m.negatives {
-                Negatives::Queue => NegativeSource::queue(m.queue_size),
-                Negatives::Bank => {
-                    if m.queue_size > num_samples {
-                        bail!(
-                            "moco.queue_size ({}) negatives per step cannot be drawn from a memory bank of \
-                             {num_samples} images",
-                            m.queue_size
-                        );
-                    }
-                    NegativeSource::MemoryBank {
-                        num_samples,
-                        num_negatives: m.queue_size,
-                        momentum: m.bank_momentum,
-                        sampling: match m.bank_sampling {
-                            BankSampling::PerQuery => mocca_methods::BankSampling::PerQuery,
-                            BankSampling::Shared => mocca_methods::BankSampling::Shared,
-                        },
-                    }
-                }
-                Negatives::EndToEnd => NegativeSource::EndToEnd,
-            };
-            let mc = MoCoConfig {
-                negatives,
-                temperature: cfg.loss.temperature,
-                symmetric: m.symmetric,
-                symmetric_reduction: match m.symmetric_reduction {
-                    Reduction::Sum => mocca_methods::SymmetricReduction::Sum,
-                    Reduction::Mean => mocca_methods::SymmetricReduction::Mean,
-                },
-                momentum: m.momentum,
-                cosine_momentum: m.momentum_schedule == crate::config::MomentumSchedule::Cosine,
-                shuffle_bn: m.bn_splits > 1,
-                optimizer,
-                lr_schedule,
-                total_steps,
-                seed: cfg.init_seed(),
-            };
+        Some(_) => {
+            let mc = moco_config(cfg, steps_per_epoch, num_samples)?.expect("cfg.moco is set");
             let build = || build_encoder(cfg, device).map_err(to_method_err);
             Ok(Box::new(MoCo::new(mc, build, device)?))
         }

@@ -13,6 +13,7 @@ fn every_imagenet100_recipe_builds_its_method_with_solo_learns_schedule_and_lars
         MethodName::Byol,
         MethodName::Simsiam,
         MethodName::Mocov3,
+        MethodName::Mocov2,
     ] {
         let mut b = ConfigBuilder::from_preset(method, Recipe::Imagenet100).unwrap();
         // A small model: the settings under test do not depend on its size.
@@ -23,8 +24,12 @@ fn every_imagenet100_recipe_builds_its_method_with_solo_learns_schedule_and_lars
         ] {
             b.set(s).unwrap();
         }
-        if method != MethodName::Simclr {
+        if !matches!(method, MethodName::Simclr | MethodName::Mocov2) {
             b.set("predictor.hidden_dim=32").unwrap();
+        }
+        if method == MethodName::Mocov2 {
+            // Two queues of 65,536 keys are 128 MiB: the queue's length is not under test.
+            b.set("moco.queue_size=512").unwrap();
         }
         let cfg = b.build().unwrap();
         assert_eq!(cfg.data.classes.as_deref(), Some("imagenet100"));
@@ -41,7 +46,7 @@ fn every_imagenet100_recipe_builds_its_method_with_solo_learns_schedule_and_lars
         assert!((s.lr_at(1000) - base).abs() < 1e-12, "{method:?}");
         let o = setup::optimizer_config(&cfg);
         match method {
-            MethodName::Simsiam => assert_eq!(o.kind, OptimizerKind::Sgd),
+            MethodName::Simsiam | MethodName::Mocov2 => assert_eq!(o.kind, OptimizerKind::Sgd),
             _ => assert_eq!(
                 o.kind,
                 OptimizerKind::Lars {
@@ -52,4 +57,56 @@ fn every_imagenet100_recipe_builds_its_method_with_solo_learns_schedule_and_lars
             ),
         }
     }
+}
+
+#[test]
+fn the_mocov2_imagenet100_recipe_is_solo_learns_mocov2plus() {
+    let preset = || ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Imagenet100).unwrap();
+    let full = preset().build().unwrap();
+    let m = full.moco.as_ref().unwrap();
+    assert_eq!(m.queue_size, 65_536);
+    assert!(m.symmetric && m.per_view_queues);
+    assert_eq!(
+        m.bn_splits, 1,
+        "sync_batchnorm over the batch, no shuffle-BN"
+    );
+    assert_eq!((m.momentum, m.momentum_end), (0.99, Some(0.999)));
+    assert_eq!(
+        (full.model.hidden_dim, full.model.out_dim),
+        (Some(2048), 256)
+    );
+    assert_eq!(full.loss.temperature, 0.2);
+    assert_eq!(full.augmentation.preset, "mocov2plus");
+    assert_eq!(full.effective_lr(), 0.3);
+    assert_eq!(full.optimizer.weight_decay, 1e-4);
+
+    let mut b = preset();
+    for s in [
+        "model.width=0.0625",
+        "data.image_size=32",
+        "moco.queue_size=512",
+    ] {
+        b.set(s).unwrap();
+    }
+    let cfg = b.build().unwrap();
+    setup::build_method(&cfg, 100, 25_600, &Device::Cpu).unwrap();
+    let c = setup::moco_config(&cfg, 100, 25_600).unwrap().unwrap();
+    assert!(c.symmetric && c.per_view_queues && c.cosine_momentum);
+    assert_eq!(
+        c.symmetric_reduction,
+        mocca_methods::SymmetricReduction::Mean
+    );
+    assert!(!c.shuffle_bn);
+    // solo-learn's MomentumUpdater over the run's 40,000 steps: 0.99 at the first update,
+    // 0.9945 half-way, 0.999 at the end.
+    let moco = mocca_methods::MoCo::new(
+        c,
+        || Ok(setup::build_encoder(&cfg, &Device::Cpu).unwrap()),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(moco.momentum_at(0), 0.99);
+    assert!((moco.momentum_at(20_000) - 0.9945).abs() < 1e-12);
+    assert!((moco.momentum_at(40_000) - 0.999).abs() < 1e-15);
+    assert_eq!(moco.queue_of_view(1).unwrap().dims(), &[512, 256]);
 }

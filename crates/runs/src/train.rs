@@ -518,7 +518,21 @@ fn describe_run(
 ) {
     let negatives = match (&c.moco, &c.instdisc) {
         (Some(m), _) => match m.negatives {
-            Negatives::Queue => format!(", queue K={} m={}", m.queue_size, m.momentum),
+            Negatives::Queue => format!(
+                ", {} K={} m={}{}",
+                if m.per_view_queues {
+                    "a queue per view"
+                } else {
+                    "queue"
+                },
+                m.queue_size,
+                m.momentum,
+                match m.momentum_schedule {
+                    MomentumSchedule::Constant => String::new(),
+                    MomentumSchedule::Cosine =>
+                        format!(", cosine to {}", m.momentum_end.unwrap_or(1.0)),
+                }
+            ),
             Negatives::Bank => format!(
                 ", memory bank ({} negatives, rows m={}), one view, no key encoder",
                 m.queue_size, m.bank_momentum

@@ -2,8 +2,11 @@
 //! the gradients w.r.t. the raw inputs within the README's tolerance.
 
 use crate::common::{array, assert_array_close, assert_loss_close, golden, tensor, var, BOTH};
-use candle_core::DType;
-use mocca_losses::{InfoNCEConfig, InfoNCELoss, NTXentConfig, NTXentLoss, SymmetricReduction};
+use candle_core::{DType, Tensor, Var};
+use mocca_losses::{
+    ContrastiveOutput, InfoNCEConfig, InfoNCELoss, LossError, NTXentConfig, NTXentLoss,
+    SymmetricReduction,
+};
 
 const REL: f64 = 1e-5;
 
@@ -88,8 +91,34 @@ fn infonce_matches_every_golden_case() {
 
 #[test]
 fn symmetric_moco_loss_matches_every_golden_case_in_both_reductions() {
+    check_symmetric_cases("losses/moco_symmetric.json", |loss, q, k, case| {
+        let queue = tensor(&array(case, "queue"), DType::F32);
+        loss.forward_symmetric(q[0], q[1], k[0], k[1], &queue)
+    });
+}
+
+#[test]
+fn per_view_queues_match_solo_learns_mocov2plus_loss() {
+    check_symmetric_cases("losses/mocov2plus.json", |loss, q, k, case| {
+        let queue1 = tensor(&array(case, "queue1"), DType::F32);
+        let queue2 = tensor(&array(case, "queue2"), DType::F32);
+        loss.forward_symmetric_per_view(q[0], q[1], k[0], k[1], &queue1, &queue2)
+    });
+}
+
+/// Every case of a symmetric file (`q1, q2, k1, k2`, a `reduction`, the loss and the queries'
+/// gradients) through `forward` on both code paths.
+fn check_symmetric_cases(
+    file: &str,
+    forward: impl Fn(
+        &InfoNCELoss,
+        [&Var; 2],
+        [&Tensor; 2],
+        &serde_json::Value,
+    ) -> Result<ContrastiveOutput, LossError>,
+) {
     for implementation in BOTH {
-        for case in cases("losses/moco_symmetric.json") {
+        for case in cases(file) {
             let name = format!("{implementation:?} {}", case["name"]);
             let (q1, q2) = (
                 var(&array(&case, "q1"), DType::F32),
@@ -99,7 +128,6 @@ fn symmetric_moco_loss_matches_every_golden_case_in_both_reductions() {
                 tensor(&array(&case, "k1"), DType::F32),
                 tensor(&array(&case, "k2"), DType::F32),
             );
-            let queue = tensor(&array(&case, "queue"), DType::F32);
             let symmetric_reduction = match case["reduction"].as_str().unwrap() {
                 "sum" => SymmetricReduction::Sum,
                 "mean" => SymmetricReduction::Mean,
@@ -111,21 +139,17 @@ fn symmetric_moco_loss_matches_every_golden_case_in_both_reductions() {
                 implementation,
             })
             .unwrap();
-            let out = loss.forward_symmetric(&q1, &q2, &k1, &k2, &queue).unwrap();
+            let out = forward(&loss, [&q1, &q2], [&k1, &k2], &case).unwrap();
             assert_loss_close(&name, &out.loss, case["loss"].as_f64().unwrap(), REL);
             let grads = out.loss.backward().unwrap();
-            assert_array_close(
-                &format!("{name} grad_q1"),
-                grads.get(&q1).unwrap(),
-                &array(&case, "grad_q1"),
-                REL,
-            );
-            assert_array_close(
-                &format!("{name} grad_q2"),
-                grads.get(&q2).unwrap(),
-                &array(&case, "grad_q2"),
-                REL,
-            );
+            for (q, field) in [(&q1, "grad_q1"), (&q2, "grad_q2")] {
+                assert_array_close(
+                    &format!("{name} {field}"),
+                    grads.get(q).unwrap(),
+                    &array(&case, field),
+                    REL,
+                );
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Momentum-encoder update and the cosine momentum schedule.
 
 use candle_core::{DType, Device, Tensor, Var};
-use mocca_queue::{cosine_momentum, BufferPolicy, MomentumUpdate, QueueError};
+use mocca_queue::{cosine_momentum, cosine_momentum_to, BufferPolicy, MomentumUpdate, QueueError};
 
 fn var(v: &[f32], dtype: DType) -> Var {
     Var::from_tensor(
@@ -193,4 +193,17 @@ fn cosine_momentum_goes_from_base_to_one() {
     assert_eq!(cosine_momentum(0.996, 3, 0), 1.0);
     let ms: Vec<f64> = (0..=10).map(|k| cosine_momentum(0.9, k, 10)).collect();
     assert!(ms.windows(2).all(|w| w[0] < w[1]), "increasing: {ms:?}");
+}
+
+#[test]
+fn cosine_momentum_to_ends_at_solo_learns_final_tau() {
+    // solo-learn's MoCo V2+: base_tau 0.99, final_tau 0.999.
+    assert_eq!(cosine_momentum_to(0.99, 0.999, 0, 100), 0.99);
+    assert!((cosine_momentum_to(0.99, 0.999, 50, 100) - 0.9945).abs() < 1e-15);
+    assert_eq!(cosine_momentum_to(0.99, 0.999, 100, 100), 0.999);
+    assert_eq!(cosine_momentum_to(0.99, 0.999, 250, 100), 0.999);
+    assert_eq!(
+        cosine_momentum_to(0.99, 1.0, 37, 100),
+        cosine_momentum(0.99, 37, 100)
+    );
 }
