@@ -20,6 +20,7 @@ use crate::error::{DataError, Result};
 use crate::files::ImageFiles;
 use crate::fsutil::{self, sorted_entries};
 use crate::listing_cache;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// File extensions read (case-insensitive).
@@ -151,8 +152,10 @@ pub struct ListOptions {
     /// unpacked) when class folders name the classes elsewhere: a file of `name label` lines
     /// (label: a class name, or a class index in sorted order) or Kaggle's
     /// `LOC_val_solution.csv`. `None`: look for `LOC_val_solution.csv`, or the devkit's
-    /// `ILSVRC2012_validation_ground_truth.txt` with `map_clsloc.txt`, in the dataset folder,
-    /// the split folder and `ILSVRC2012_devkit_t12/data/`.
+    /// `ILSVRC2012_validation_ground_truth.txt` with its `meta.mat` (or the CLS-LOC devkit's
+    /// `map_clsloc.txt`), in the dataset folder, the split folder and
+    /// `ILSVRC2012_devkit_t12/data/`, or the devkit archive `ILSVRC2012_devkit_t12.tar.gz` in
+    /// the dataset or split folder (where torchvision's `ImageNet` wants it).
     pub labels_file: Option<PathBuf>,
     /// Called with the number of files listed so far, every [`PROGRESS_EVERY`] files, and
     /// once at the end.
@@ -465,6 +468,8 @@ impl FlatLabels {
 const KAGGLE_VAL: &str = "LOC_val_solution.csv";
 const DEVKIT_TRUTH: &str = "ILSVRC2012_validation_ground_truth.txt";
 const DEVKIT_MAP: &str = "map_clsloc.txt";
+const DEVKIT_META: &str = "meta.mat";
+const DEVKIT_ARCHIVE: &str = "ILSVRC2012_devkit_t12.tar.gz";
 
 fn flat_labels(root: &Path, dir: &Path, explicit: Option<&Path>) -> Result<FlatLabels> {
     if let Some(path) = explicit {
@@ -480,26 +485,38 @@ fn flat_labels(root: &Path, dir: &Path, explicit: Option<&Path>) -> Result<FlatL
         return read_label_file(&kaggle);
     }
     if let Some(truth) = find(DEVKIT_TRUTH) {
-        let map = find(DEVKIT_MAP).ok_or_else(|| {
-            DataError::malformed(
+        let wnids = if let Some(map) = find(DEVKIT_MAP) {
+            map_clsloc_wnids(&map)?
+        } else if let Some(meta) = find(DEVKIT_META) {
+            let bytes = std::fs::read(&meta).map_err(|e| DataError::io(&meta, e))?;
+            meta_mat_wnids(&meta, &bytes)?
+        } else {
+            return Err(DataError::malformed(
                 &truth,
                 format!(
-                    "gives ILSVRC2012 class ids, whose WordNet ids are in the devkit's meta.mat \
-                     (not read here): put the CLS-LOC devkit's {DEVKIT_MAP} (\"n02119789 1 \
-                     kit_fox\" lines) beside it, or sort {} into class folders",
+                    "gives ILSVRC2012 class ids, but neither the devkit's {DEVKIT_META} nor the \
+                     CLS-LOC devkit's {DEVKIT_MAP} (\"n02119789 1 kit_fox\" lines) that name \
+                     their WordNet ids is beside it: put one there, or sort {} into class \
+                     folders",
                     dir.display()
                 ),
-            )
-        })?;
-        return devkit_labels(&truth, &map);
+            ));
+        };
+        return devkit_labels(&truth, &read_text(&truth)?, &wnids);
+    }
+    let archive = [root.join(DEVKIT_ARCHIVE), dir.join(DEVKIT_ARCHIVE)]
+        .into_iter()
+        .find(|p| p.is_file());
+    if let Some(archive) = archive {
+        return devkit_archive_labels(&archive);
     }
     Err(DataError::malformed(
         dir,
         format!(
             "holds images but no class folders, and no labels for them were found: sort them \
-             into <class>/ folders (ImageNet's valprep.sh), or put Kaggle's {KAGGLE_VAL}, or the \
-             devkit's {DEVKIT_TRUTH} with {DEVKIT_MAP}, in {}, or name a label file \
-             (`name label` lines)",
+             into <class>/ folders (ImageNet's valprep.sh), or put Kaggle's {KAGGLE_VAL}, the \
+             devkit ({DEVKIT_ARCHIVE}, or its {DEVKIT_TRUTH} with {DEVKIT_META} or \
+             {DEVKIT_MAP}) in {}, or name a label file (`name label` lines)",
             root.display()
         ),
     ))
@@ -539,10 +556,9 @@ fn read_label_file(path: &Path) -> Result<FlatLabels> {
     })
 }
 
-/// The devkit's ground truth (line k: the ILSVRC2012 id of `ILSVRC2012_val_000k.JPEG`) through
-/// `map_clsloc.txt` (`wnid id name` lines) to WordNet ids.
-fn devkit_labels(truth: &Path, map: &Path) -> Result<FlatLabels> {
-    let mut wnid_of = std::collections::HashMap::new();
+/// The WordNet id of each ILSVRC2012 class id from `map_clsloc.txt` (`wnid id name` lines).
+fn map_clsloc_wnids(map: &Path) -> Result<HashMap<u32, String>> {
+    let mut wnid_of = HashMap::new();
     for (n, line) in read_text(map)?.lines().enumerate() {
         let mut parts = line.split_whitespace();
         match (parts.next(), parts.next().map(str::parse::<u32>)) {
@@ -558,8 +574,81 @@ fn devkit_labels(truth: &Path, map: &Path) -> Result<FlatLabels> {
             }
         }
     }
-    let mut by_stem = std::collections::HashMap::new();
-    for (n, line) in read_text(truth)?.lines().enumerate() {
+    Ok(wnid_of)
+}
+
+/// The WordNet id of each ILSVRC2012 class id from the devkit's `meta.mat`: its `synsets`
+/// struct array's `ILSVRC2012_ID` and `WNID` fields (the 1,000 leaf classes and their
+/// ancestors; torchvision's `parse_meta_mat` reads the same two).
+fn meta_mat_wnids(path: &Path, bytes: &[u8]) -> Result<HashMap<u32, String>> {
+    let bad = |m: String| DataError::malformed(path, m);
+    let vars = crate::matfile::read(bytes).map_err(bad)?;
+    let Some(crate::matfile::MatValue::Struct(synsets)) = vars.get("synsets") else {
+        return Err(bad(
+            "has no `synsets` struct array (the devkit's meta.mat has one)".into(),
+        ));
+    };
+    let mut wnid_of = HashMap::new();
+    for (i, s) in synsets.iter().enumerate() {
+        let id = s.get("ILSVRC2012_ID").and_then(|v| v.first_number());
+        let wnid = s.get("WNID").and_then(|v| v.as_str());
+        match (id, wnid) {
+            (Some(id), Some(wnid)) if id >= 1.0 && id.fract() == 0.0 => {
+                wnid_of.insert(id as u32, wnid.to_string());
+            }
+            _ => {
+                return Err(bad(format!(
+                    "synsets({}) lacks a positive whole ILSVRC2012_ID or a WNID string",
+                    i + 1
+                )))
+            }
+        }
+    }
+    Ok(wnid_of)
+}
+
+/// The labels of the devkit archive (`ILSVRC2012_devkit_t12.tar.gz`, as torchvision's
+/// `ImageNet` dataset keeps it): its ground truth and its `meta.mat`, read from the archive.
+fn devkit_archive_labels(archive: &Path) -> Result<FlatLabels> {
+    let file = std::fs::File::open(archive).map_err(|e| DataError::io(archive, e))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let (mut truth, mut meta) = (None, None);
+    let entries = tar.entries().map_err(|e| DataError::io(archive, e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| DataError::io(archive, e))?;
+        let name = entry
+            .path()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let slot = match name.as_deref() {
+            Some(DEVKIT_TRUTH) => &mut truth,
+            Some(DEVKIT_META) => &mut meta,
+            _ => continue,
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes)
+            .map_err(|e| DataError::io(archive, e))?;
+        *slot = Some(bytes);
+    }
+    let (Some(truth), Some(meta)) = (truth, meta) else {
+        return Err(DataError::malformed(
+            archive,
+            format!(
+                "lacks data/{DEVKIT_TRUTH} or data/{DEVKIT_META} (is it the ILSVRC2012 devkit?)"
+            ),
+        ));
+    };
+    let wnids = meta_mat_wnids(&archive.join(DEVKIT_META), &meta)?;
+    let truth = String::from_utf8(truth)
+        .map_err(|_| DataError::malformed(archive, format!("its {DEVKIT_TRUTH} is not text")))?;
+    devkit_labels(archive, &truth, &wnids)
+}
+
+/// The devkit's ground truth (line k: the ILSVRC2012 id of `ILSVRC2012_val_000k.JPEG`,
+/// `truth` read from `source`) through `wnid_of` to WordNet ids.
+fn devkit_labels(source: &Path, truth: &str, wnid_of: &HashMap<u32, String>) -> Result<FlatLabels> {
+    let mut by_stem = HashMap::new();
+    for (n, line) in truth.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
             continue;
@@ -570,18 +659,14 @@ fn devkit_labels(truth: &Path, map: &Path) -> Result<FlatLabels> {
             .and_then(|id| wnid_of.get(&id))
             .ok_or_else(|| {
                 DataError::malformed(
-                    truth,
-                    format!(
-                        "line {}: `{line}` is not a class id of {}",
-                        n + 1,
-                        map.display()
-                    ),
+                    source,
+                    format!("line {}: `{line}` is not a class id of the devkit", n + 1),
                 )
             })?;
         by_stem.insert(format!("ILSVRC2012_val_{:08}", n + 1), wnid.clone());
     }
     Ok(FlatLabels {
-        source: truth.to_path_buf(),
+        source: source.to_path_buf(),
         by_stem,
     })
 }
@@ -895,6 +980,90 @@ mod tests {
         std::fs::write(data.join("map_clsloc.txt"), "n03 1 c\nn01 2 a\nn02 3 b\n").unwrap();
         let val = list(dir.path(), Split::Test).unwrap();
         assert_eq!(val.labels, Some(vec![1, 2, 0, 2]));
+    }
+
+    /// `meta.mat` fixtures made by scipy (tests/fixtures/make_devkit_meta.py): ids 1, 2, 3 are
+    /// n03, n01, n02 and id 4 their parent.
+    fn devkit_meta(compressed: bool) -> Vec<u8> {
+        let name = if compressed {
+            "devkit_meta.mat"
+        } else {
+            "devkit_meta_plain.mat"
+        };
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn flat_val_maps_the_devkits_class_ids_through_its_meta_mat() {
+        for compressed in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            imagenet_like(dir.path());
+            let data = dir.path().join("ILSVRC2012_devkit_t12/data");
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::write(
+                data.join("ILSVRC2012_validation_ground_truth.txt"),
+                "3\n1\n2\n1\n",
+            )
+            .unwrap();
+            std::fs::write(data.join("meta.mat"), devkit_meta(compressed)).unwrap();
+            let val = list(dir.path(), Split::Test).unwrap();
+            assert_eq!(val.class_names, ["n01", "n02", "n03"]);
+            assert_eq!(
+                val.labels,
+                Some(vec![1, 2, 0, 2]),
+                "compressed: {compressed}"
+            );
+        }
+    }
+
+    #[test]
+    fn flat_val_reads_the_devkit_archive_as_torchvision_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        imagenet_like(dir.path());
+        let file = std::fs::File::create(dir.path().join("ILSVRC2012_devkit_t12.tar.gz")).unwrap();
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::fast(),
+        ));
+        let mut add = |path: &str, bytes: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, path, bytes).unwrap();
+        };
+        add("ILSVRC2012_devkit_t12/COPYING", b"not read");
+        add(
+            "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt",
+            b"2\n2\n3\n1\n",
+        );
+        add("ILSVRC2012_devkit_t12/data/meta.mat", &devkit_meta(true));
+        tar.into_inner().unwrap().finish().unwrap();
+        let val = list(dir.path(), Split::Test).unwrap();
+        assert_eq!(val.labels, Some(vec![0, 0, 1, 2]));
+    }
+
+    #[test]
+    fn a_meta_mat_without_synsets_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        imagenet_like(dir.path());
+        std::fs::write(
+            dir.path().join("ILSVRC2012_validation_ground_truth.txt"),
+            "1\n",
+        )
+        .unwrap();
+        let mut bytes = devkit_meta(false);
+        // Rename the variable: `synsets` becomes `synsetz`.
+        let at = bytes.windows(7).position(|w| w == b"synsets").unwrap();
+        bytes[at + 6] = b'z';
+        std::fs::write(dir.path().join("meta.mat"), bytes).unwrap();
+        let err = list(dir.path(), Split::Test).unwrap_err().to_string();
+        assert!(err.contains("meta.mat") && err.contains("synsets"), "{err}");
     }
 
     #[test]

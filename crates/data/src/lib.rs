@@ -71,6 +71,7 @@ pub mod image_folder;
 mod images;
 mod listing_cache;
 mod loader;
+mod matfile;
 pub mod mnist;
 mod sampler;
 pub mod stl10;

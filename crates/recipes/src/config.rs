@@ -291,8 +291,8 @@ pub struct DataConfig {
     pub classes: Option<String>,
     /// Labels for a test split whose images lie flat in `val/` (ImageNet as unpacked): a file
     /// of `name label` lines or Kaggle's `LOC_val_solution.csv`. Absent: found in the dataset
-    /// folder when there (`LOC_val_solution.csv`, or the devkit's ground truth with
-    /// `map_clsloc.txt`).
+    /// folder when there (`LOC_val_solution.csv`, or the devkit's ground truth with its
+    /// `meta.mat` or `map_clsloc.txt`, or the devkit archive `ILSVRC2012_devkit_t12.tar.gz`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_labels: Option<String>,
 }
