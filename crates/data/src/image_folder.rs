@@ -963,18 +963,25 @@ mod tests {
         assert!(val.files[0].ends_with("ILSVRC2012_val_00000001.png"));
     }
 
-    #[test]
-    fn flat_val_maps_the_devkits_class_ids_through_map_clsloc() {
-        let dir = tempfile::tempdir().unwrap();
-        imagenet_like(dir.path());
-        let data = dir.path().join("ILSVRC2012_devkit_t12/data");
+    /// [`imagenet_like`] with the extracted devkit's ground truth for its four validation
+    /// images (ids 3, 1, 2, 1: devkit ids are not in WordNet order), returning the devkit's
+    /// `data/` folder.
+    fn devkit_with_ground_truth(root: &Path) -> PathBuf {
+        imagenet_like(root);
+        let data = root.join("ILSVRC2012_devkit_t12/data");
         std::fs::create_dir_all(&data).unwrap();
-        // Devkit ids are not sorted WordNet order: id 1 is n03 here.
         std::fs::write(
             data.join("ILSVRC2012_validation_ground_truth.txt"),
             "3\n1\n2\n1\n",
         )
         .unwrap();
+        data
+    }
+
+    #[test]
+    fn flat_val_maps_the_devkits_class_ids_through_map_clsloc() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = devkit_with_ground_truth(dir.path());
         let err = list(dir.path(), Split::Test).unwrap_err().to_string();
         assert!(err.contains("map_clsloc.txt"), "{err}");
         std::fs::write(data.join("map_clsloc.txt"), "n03 1 c\nn01 2 a\nn02 3 b\n").unwrap();
@@ -1002,14 +1009,7 @@ mod tests {
     fn flat_val_maps_the_devkits_class_ids_through_its_meta_mat() {
         for compressed in [true, false] {
             let dir = tempfile::tempdir().unwrap();
-            imagenet_like(dir.path());
-            let data = dir.path().join("ILSVRC2012_devkit_t12/data");
-            std::fs::create_dir_all(&data).unwrap();
-            std::fs::write(
-                data.join("ILSVRC2012_validation_ground_truth.txt"),
-                "3\n1\n2\n1\n",
-            )
-            .unwrap();
+            let data = devkit_with_ground_truth(dir.path());
             std::fs::write(data.join("meta.mat"), devkit_meta(compressed)).unwrap();
             let val = list(dir.path(), Split::Test).unwrap();
             assert_eq!(val.class_names, ["n01", "n02", "n03"]);

@@ -239,32 +239,15 @@ fn a_queue_per_view_scores_each_query_against_its_positives_view() {
         m.queue_of_view(0).unwrap().copy().unwrap(),
         m.queue_of_view(1).unwrap().copy().unwrap(),
     );
-    let expected = loss
-        .forward_symmetric_per_view(
-            &q(&batch[0]),
-            &q(&batch[1]),
-            &k(&batch[0]),
-            &k(&batch[1]),
-            &queue0,
-            &queue1,
-        )
-        .unwrap()
-        .loss
-        .to_scalar::<f32>()
-        .unwrap() as f64;
-    let swapped = loss
-        .forward_symmetric_per_view(
-            &q(&batch[0]),
-            &q(&batch[1]),
-            &k(&batch[0]),
-            &k(&batch[1]),
-            &queue1,
-            &queue0,
-        )
-        .unwrap()
-        .loss
-        .to_scalar::<f32>()
-        .unwrap() as f64;
+    let score = |queue1: &Tensor, queue2: &Tensor| {
+        let (q1, q2) = (q(&batch[0]), q(&batch[1]));
+        let (k1, k2) = (k(&batch[0]), k(&batch[1]));
+        let out = loss
+            .forward_symmetric_per_view(&q1, &q2, &k1, &k2, queue1, queue2)
+            .unwrap();
+        out.loss.to_scalar::<f32>().unwrap() as f64
+    };
+    let (expected, swapped) = (score(&queue0, &queue1), score(&queue1, &queue0));
     let got = m.step(&batch, &[]).unwrap().loss;
     assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
     assert!(
