@@ -31,6 +31,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "mocov2-vs-simclr",
         include_str!("sweeps/mocov2-vs-simclr.toml"),
     ),
+    (
+        "mocov2-vs-simclr-lr",
+        include_str!("sweeps/mocov2-vs-simclr-lr.toml"),
+    ),
 ];
 
 /// A sweep to run, as `cargo xtask sweep` takes it: a sweep file (or the one saved in `out`),
