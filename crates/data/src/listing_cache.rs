@@ -1,10 +1,11 @@
 //! A listing of a large image folder kept on disk, so that the next run starts without walking
 //! the tree again (ImageNet: 1,000 folders, 1.28 M files).
 //!
-//! The cache is valid while the modification times of the dataset folder, the split folder and
-//! every class folder are those recorded: adding, removing or renaming a file in a class folder
-//! changes its folder's time. A change deeper down (a file added in a subfolder of a class
-//! folder) is not seen; delete the cache file (its path is printed) to list again.
+//! The cache is valid while the modification times of the dataset folder and of every folder on
+//! the way from it to a listed file (the split folder, the class folders and any subfolder of
+//! theirs) are those recorded: adding, removing or renaming a file or a folder in one of them
+//! changes its time. A file whose content changes in place keeps its folder's time; such a file
+//! is decoded as it is now when its batch comes.
 
 use crate::error::Result;
 use crate::fsutil;
@@ -30,25 +31,29 @@ fn mtime_ns(path: &Path) -> Option<u128> {
     Some(m.duration_since(UNIX_EPOCH).ok()?.as_nanos())
 }
 
-/// The folders whose times decide validity: the dataset folder, the split folder, and the
-/// folder of each class (those that exist in this split).
+/// The folders whose times decide validity: the dataset folder and every folder between it and
+/// a listed file (the split folder, the class folders, their subfolders).
 pub(crate) fn watched_dirs(root: &Path, listing: &Listing) -> Vec<PathBuf> {
-    let mut dirs = vec![root.to_path_buf()];
-    let mut parents: Vec<PathBuf> = listing
-        .files
-        .iter()
-        .filter_map(|f| f.parent().map(Path::to_path_buf))
-        .collect();
+    let mut parents: Vec<&Path> = listing.files.iter().filter_map(|f| f.parent()).collect();
     parents.dedup();
-    if let Some(split) = parents.first().and_then(|p| p.parent()) {
-        if split != root {
-            dirs.push(split.to_path_buf());
+    let mut dirs = std::collections::BTreeSet::from([root.to_path_buf()]);
+    for parent in parents {
+        // From the file's folder up to the dataset folder: a class folder that holds only
+        // subfolders is watched too. (A folder outside the dataset folder: itself alone.)
+        for dir in parent.ancestors() {
+            if !dir.starts_with(root) {
+                if dir == parent {
+                    dirs.insert(dir.to_path_buf());
+                }
+                break;
+            }
+            // The dataset folder is in the set from the start: the walk ends there.
+            if !dirs.insert(dir.to_path_buf()) {
+                break;
+            }
         }
     }
-    dirs.extend(parents);
-    dirs.sort();
-    dirs.dedup();
-    dirs
+    dirs.into_iter().collect()
 }
 
 /// Writes `listing` under `key`; a listing that cannot be written in this format (a path with
@@ -171,6 +176,27 @@ mod tests {
         // Folder times have a coarse grain on some file systems: make the change visible.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(root.join("b/1.jpg"), b"x").unwrap();
+        assert_eq!(load(&path, "k"), None);
+    }
+
+    #[test]
+    fn a_subfolder_added_to_a_class_of_subfolders_invalidates_the_cache() {
+        // Class `c` holds its images in subfolders only (c/x/0.jpg): the class folder itself
+        // is watched, so a new subfolder beside x/ is seen.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("set");
+        let mut l = listing(&root);
+        std::fs::create_dir_all(root.join("c/x")).unwrap();
+        std::fs::write(root.join("c/x/0.jpg"), b"x").unwrap();
+        l.files.push(root.join("c/x/0.jpg"));
+        l.labels.as_mut().unwrap().push(2);
+        l.class_names.push("c".into());
+        assert!(watched_dirs(&root, &l).contains(&root.join("c")));
+        let path = cache_path(dir.path(), "k");
+        store(&path, "k", &root, &l).unwrap();
+        assert_eq!(load(&path, "k"), Some(l));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::create_dir_all(root.join("c/y")).unwrap();
         assert_eq!(load(&path, "k"), None);
     }
 
