@@ -10,6 +10,8 @@
 #      (dist/gpu-data/) and check their sha256s;
 #   3. `xtask gpu-selftest` (every custom op and loss, f32 and bf16, vs the CPU);
 #   4. `xtask bench step`: SimCLR and MoCo v2 steps at batch 512, f32 and bf16;
+#      BYOL, SimSiam and MoCo v3 steps in f32; MoCo v3 with a ViT-Tiny (patch 4)
+#      trained for a few dozen steps through the trainer (its losses kept);
 #   5. a timing probe: one full MoCo epoch of the CIFAR-10 colab recipe
 #      (data loading + augmentation included) and its kNN;
 #   6. MoCo, colab recipe (R18, bs 512, K 4096, m 0.99, tau 0.1, lr 0.06 cosine,
@@ -19,7 +21,7 @@
 #   7. a short table, printed last (also LOGDIR/summary.txt).
 # LOGDIR gets at most 8 files (the device tool brings 8 back): gpu-check.log
 # (everything), summary.txt, gpu-selftest.txt, bench-step.txt,
-# probe-metrics.jsonl, train-metrics.jsonl, train-config.toml.
+# probe-metrics.jsonl, train-metrics.jsonl, train-config.toml, vit-metrics.jsonl.
 #
 # --cpu-smoke: the same flow on this machine's CPU with the CPU build
 # ($XTASK_BIN, default target/release/xtask), tiny settings (width 1/16, a
@@ -150,6 +152,25 @@ for m in simclr mocov2; do
     cat "$work/last.out" >>"$logdir/bench-step.txt"
 done
 
+for m in byol simsiam mocov3; do
+    stage 90 "bench step $m" "${runner[@]}" bench step --device "$device" --method "$m" \
+        --backend fast --precision f32 "${bench_args[@]}"
+    cat "$work/last.out" >>"$logdir/bench-step.txt"
+done
+# MoCo v3 with a ViT-Tiny through the trainer: the ViT trains on this device.
+vit_steps=40
+vit_args=()
+if [ $smoke = 1 ]; then
+    vit_steps=4
+    vit_args=(--batch-size 16 --set model.hidden_dim=64 --set predictor.hidden_dim=64)
+fi
+stage 150 "train mocov3 vit-tiny, $vit_steps steps" "${runner[@]}" train mocov3 --recipe cifar \
+    --device "$device" --data "$traindata" --set 'model.arch="vit-tiny"' --set model.width=1.0 \
+    --set eval.knn_at_start=false --set run.log_every=1 --stop-after-steps "$vit_steps" \
+    "${vit_args[@]}" --out "$work/run-vit"
+vit_rc=$?
+[ -f "$work/run-vit/metrics.jsonl" ] && cp "$work/run-vit/metrics.jsonl" "$logdir/vit-metrics.jsonl"
+
 # 5. Timing probe: one full epoch of the colab recipe, then its kNN.
 train_common=(train moco --recipe cifar --device "$device" --data "$traindata"
     --precision "$precision" --set eval.knn_at_start=false)
@@ -194,9 +215,9 @@ fi
 
 # 7. Summary, printed last.
 python3 - "$logdir" "$device" "$data_status" "$selftest_rc" "$probe_rc" "$train_rc" "$(($(date +%s) - t0))" \
-    >"$logdir/summary.txt" 2>&1 <<'PY'
+    "$vit_rc" >"$logdir/summary.txt" 2>&1 <<'PY'
 import json, os, re, sys
-logdir, device, data_status, st_rc, probe_rc, train_rc, wall = sys.argv[1:8]
+logdir, device, data_status, st_rc, probe_rc, train_rc, wall, vit_rc = sys.argv[1:9]
 def records(name):
     p = os.path.join(logdir, name)
     return [json.loads(l) for l in open(p)] if os.path.exists(p) else []
@@ -218,6 +239,13 @@ for l in open(bench) if os.path.exists(bench) else []:
         print(f"  {m[1]:<7} {m[5]:<5} {m[2]:<7} {float(m[6]):>9.1f} img/s  {float(m[7]):.3f} s/step")
 if not rows:
     print("  none (see gpu-check.log)")
+vit = [r for r in records("vit-metrics.jsonl") if r["kind"] == "step"]
+if vit:
+    ips = [r["images_per_s"] for r in vit[2:]] or [0]
+    print(f"ViT-Tiny MoCo v3 (train exit {vit_rc}): {len(vit)} steps, loss {vit[0]['loss']:.4f} -> "
+          f"{vit[-1]['loss']:.4f}, {sum(ips) / len(ips):.0f} img/s after step 2")
+else:
+    print(f"ViT-Tiny MoCo v3: no step record (exit {vit_rc})")
 probe = records("probe-metrics.jsonl")
 ep = [r for r in probe if r["kind"] == "epoch"]
 steps = [r for r in probe if r["kind"] == "step" and r["step"] > 10]
