@@ -22,7 +22,8 @@
 //!      MoCo's InfoNCE as the MoCo paper compares it. One view per image
 //!      (`x_k`, if given, is not used) and no key encoder. InstDisc's own
 //!      objectives (the full softmax, NCE) are [`crate::InstDisc`].
-//!    - `EndToEnd`: `k = g_q(f_q(x_k))` from the query encoder with gradients;
+//!    - `EndToEnd`: `k = g_q(f_q(x_k))` from the query encoder with gradients
+//!      (detached with [`MoCoConfig::end_to_end_detach_keys`], an ablation);
 //!      negatives are the other keys of the batch.
 //! 3. InfoNCE (or its symmetric form: both views as queries, the two terms
 //!    summed as the MoCo colab does or averaged as lightly does, both views'
@@ -144,6 +145,10 @@ pub struct MoCoConfig {
     /// Where the cosine momentum schedule ends: 1 (BYOL), solo-learn's `final_tau` (0.999 in
     /// its MoCo V2+ recipes). Unused with a constant momentum.
     pub momentum_end: f64,
+    /// End-to-end only: detach the keys, so that the gradient reaches the encoder through the
+    /// queries alone (an ablation; the MoCo paper's end-to-end mechanism back-propagates
+    /// through both).
+    pub end_to_end_detach_keys: bool,
     /// Permute the key batch before the key encoder (shuffle-BN).
     pub shuffle_bn: bool,
     pub optimizer: OptimizerConfig,
@@ -176,6 +181,7 @@ impl MoCoConfig {
             momentum: 0.999,
             cosine_momentum: false,
             momentum_end: 1.0,
+            end_to_end_detach_keys: false,
             shuffle_bn: true,
             optimizer: OptimizerConfig::sgd(lr, 0.9, 1e-4),
             lr_schedule: LrSchedule::per_epoch(milestones, steps_per_epoch, 0),
@@ -215,6 +221,7 @@ impl MoCoConfig {
             momentum: 0.99,
             cosine_momentum: false,
             momentum_end: 1.0,
+            end_to_end_detach_keys: false,
             shuffle_bn: true,
             optimizer: OptimizerConfig::sgd(lr, 0.9, 5e-4),
             lr_schedule: LrSchedule::per_epoch(LrSchedule::cosine(lr, epochs), steps_per_epoch, 1),
@@ -234,6 +241,12 @@ impl MoCoConfig {
                 "key-encoder momentum at the end of the cosine schedule",
                 rules::momentum(self.momentum_end),
             )?;
+        }
+        if self.end_to_end_detach_keys && self.negatives != NegativeSource::EndToEnd {
+            return Err(config_err(
+                "detached end-to-end keys apply to end-to-end negatives only (the queue's keys \
+                 are detached anyway, the memory bank has none)",
+            ));
         }
         if self.per_view_queues
             && !(self.symmetric && matches!(self.negatives, NegativeSource::Queue { .. }))
@@ -854,6 +867,11 @@ impl<E: Encoder> MoCo<E> {
             Mode::EndToEnd => {
                 let q = self.encoder_q.forward(x_q, true)?;
                 let k = self.encoder_q.forward(x_k, true)?;
+                let k = if self.config.end_to_end_detach_keys {
+                    k.detach()
+                } else {
+                    k
+                };
                 self.last_embeddings = Some(crate::collapse::StepEmbeddings {
                     view0: q.detach(),
                     view1: Some(k.detach()),

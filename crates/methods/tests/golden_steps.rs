@@ -78,6 +78,7 @@ fn run_moco_case(c: &serde_json::Value, backend: Backend) -> Check {
         momentum: m,
         cosine_momentum: false,
         momentum_end: 1.0,
+        end_to_end_detach_keys: false,
         shuffle_bn: true,
         optimizer: OptimizerConfig::sgd(lr, num(c, "sgd_momentum"), num(c, "weight_decay")),
         lr_schedule: LrSchedule::Constant { lr },

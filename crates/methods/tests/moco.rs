@@ -22,6 +22,7 @@ fn config(negatives: NegativeSource, lr: f64) -> MoCoConfig {
         momentum: 0.99,
         cosine_momentum: false,
         momentum_end: 1.0,
+        end_to_end_detach_keys: false,
         shuffle_bn: false,
         optimizer: OptimizerConfig::sgd(lr, 0.9, 1e-4),
         lr_schedule: LrSchedule::Constant { lr },
@@ -628,6 +629,78 @@ fn embed_tags_features_with_their_encoder_and_layer() {
     let key_head = FeatureSource::new(EncoderRole::Key, FeatureLayer::Head);
     let f = m.embed(x, key_head).unwrap();
     assert_eq!((f.source(), f.dim()), (key_head, common::OUT));
+}
+
+/// The query encoder after one SGD step on the end-to-end loss of `batch`, computed by hand
+/// from a fresh `TinyEncoder` of seed 3, the keys detached or not.
+fn end_to_end_step_by_hand(batch: &[Tensor], detach_keys: bool) -> Vec<(String, Vec<f32>)> {
+    use mocca_losses::{InfoNCEConfig, InfoNCELoss};
+    use mocca_methods::optim::Optimizer;
+    use mocca_methods::Encoder;
+    let cfg = config(NegativeSource::EndToEnd, LR);
+    let e = TinyEncoder::new(3, 1);
+    let q = e.forward(&batch[0], true).unwrap();
+    let k = e.forward(&batch[1], true).unwrap();
+    let k = if detach_keys { k.detach() } else { k };
+    let loss = InfoNCELoss::new(InfoNCEConfig {
+        temperature: cfg.temperature,
+        ..Default::default()
+    })
+    .unwrap();
+    let grads = loss
+        .forward_end_to_end(&q, &k)
+        .unwrap()
+        .loss
+        .backward()
+        .unwrap();
+    let mut opt = Optimizer::new(e.named_parameters(), cfg.optimizer).unwrap();
+    opt.set_lr(LR);
+    opt.step(&grads).unwrap();
+    params(&e)
+}
+
+#[test]
+fn end_to_end_keys_carry_the_gradient_unless_detached() {
+    let batch = views(8, 1);
+    for detach in [false, true] {
+        let mut cfg = config(NegativeSource::EndToEnd, LR);
+        cfg.end_to_end_detach_keys = detach;
+        let mut m = moco(cfg, 3, 1);
+        m.step(&batch, &[]).unwrap();
+        let got = params(m.query_encoder());
+        let (same, other) = (
+            end_to_end_step_by_hand(&batch, detach),
+            end_to_end_step_by_hand(&batch, !detach),
+        );
+        let dist = |a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]| {
+            a.iter()
+                .zip(b)
+                .flat_map(|((_, x), (_, y))| x.iter().zip(y).map(|(u, v)| (u - v).abs()))
+                .fold(0f32, f32::max)
+        };
+        assert!(
+            dist(&got, &same) < 1e-6,
+            "detach {detach}: {}",
+            dist(&got, &same)
+        );
+        assert!(
+            dist(&got, &other) > 1e-4,
+            "detach {detach}: {}",
+            dist(&got, &other)
+        );
+    }
+}
+
+#[test]
+fn detached_keys_are_an_end_to_end_option_only() {
+    let mut cfg = config(NegativeSource::queue(16), LR);
+    cfg.end_to_end_detach_keys = true;
+    let build = || Ok(TinyEncoder::new(0, 1));
+    let err = MoCo::new(cfg, build, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("end-to-end"), "{err}");
 }
 
 #[test]

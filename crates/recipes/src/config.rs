@@ -529,6 +529,11 @@ pub struct MocoConfig {
     /// of its positive's view (solo-learn's MoCo V2+), instead of one queue for both.
     #[serde(default, skip_serializing_if = "is_false")]
     pub per_view_queues: bool,
+    /// With `negatives = "end-to-end"`: detach the keys, so that only the queries carry the
+    /// gradient (an ablation of the MoCo paper's mechanism (a), which back-propagates through
+    /// both).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub end_to_end_detach_keys: bool,
     /// Memory-bank row update momentum (InstDisc uses 0.5).
     pub bank_momentum: f64,
     /// Memory-bank negatives drawn for each query (InstDisc) or once per batch.
@@ -1577,6 +1582,12 @@ impl TrainConfig {
                         );
                     }
                 }
+                if m.end_to_end_detach_keys && m.negatives != Negatives::EndToEnd {
+                    bail!(
+                        "moco.end_to_end_detach_keys applies to moco.negatives = \"end-to-end\" \
+                         only"
+                    );
+                }
                 if m.per_view_queues && !(m.symmetric && m.negatives == Negatives::Queue) {
                     bail!(
                         "moco.per_view_queues needs moco.symmetric = true and moco.negatives = \
@@ -1668,6 +1679,24 @@ mod tests {
             b.set(s).unwrap();
         }
         b.build().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn moco_options_of_another_mode_are_errors_naming_what_they_need() {
+        let err = build_err(MethodName::Moco, &["moco.per_view_queues=true"]);
+        assert!(err.contains("moco.symmetric"), "{err}");
+        let err = build_err(MethodName::Moco, &["moco.momentum_end=0.999"]);
+        assert!(err.contains("cosine"), "{err}");
+        let err = build_err(MethodName::Moco, &["moco.end_to_end_detach_keys=true"]);
+        assert!(err.contains("end-to-end"), "{err}");
+        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar).unwrap();
+        for s in [
+            "moco.negatives=\"end-to-end\"",
+            "moco.end_to_end_detach_keys=true",
+        ] {
+            b.set(s).unwrap();
+        }
+        assert!(b.build().unwrap().moco.unwrap().end_to_end_detach_keys);
     }
 
     #[test]

@@ -310,6 +310,7 @@ pub fn moco_config(
         momentum: m.momentum,
         cosine_momentum: m.momentum_schedule == crate::config::MomentumSchedule::Cosine,
         momentum_end: m.momentum_end.unwrap_or(1.0),
+        end_to_end_detach_keys: m.end_to_end_detach_keys,
         shuffle_bn: m.bn_splits > 1,
         optimizer: optimizer_config(cfg),
         lr_schedule: lr_schedule(cfg, steps_per_epoch)?,

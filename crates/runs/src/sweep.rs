@@ -28,6 +28,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("moco-fig3-k", include_str!("sweeps/moco-fig3-k.toml")),
     ("moco-momentum", include_str!("sweeps/moco-momentum.toml")),
     (
+        "moco-e2e-ablation",
+        include_str!("sweeps/moco-e2e-ablation.toml"),
+    ),
+    (
         "mocov2-vs-simclr",
         include_str!("sweeps/mocov2-vs-simclr.toml"),
     ),

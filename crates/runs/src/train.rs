@@ -537,6 +537,10 @@ fn describe_run(
                 ", memory bank ({} negatives, rows m={}), one view, no key encoder",
                 m.queue_size, m.bank_momentum
             ),
+            Negatives::EndToEnd if m.end_to_end_detach_keys => {
+                ", end-to-end (in-batch keys, detached: the gradient through the queries only)"
+                    .into()
+            }
             Negatives::EndToEnd => ", end-to-end (in-batch keys)".into(),
         },
         (None, Some(i)) => match i.objective {
