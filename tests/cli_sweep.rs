@@ -295,12 +295,19 @@ fn bad_sweeps_fail_before_any_run_starts_naming_the_key() {
         out.stderr
     );
     let out = run(BIN, fx.dir.path(), &["sweep", "nope.toml"]);
-    assert!(
-        out.stderr
-            .contains("moco-fig3-k, moco-momentum, mocov2-vs-simclr"),
-        "{}",
-        out.stderr
-    );
+    for name in [
+        "moco-fig3-k",
+        "moco-momentum",
+        "moco-e2e-ablation",
+        "mocov2-vs-simclr",
+        "mocov2-vs-simclr-lr",
+    ] {
+        assert!(
+            out.stderr.contains("the shipped sweeps: ") && out.stderr.contains(name),
+            "{name}: {}",
+            out.stderr
+        );
+    }
     // The plan of a shipped sweep, without running anything.
     let out = run(BIN, fx.dir.path(), &["sweep", "moco-fig3-k", "--dry-run"]);
     assert!(out.success(), "{out:?}");
