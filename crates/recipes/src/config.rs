@@ -337,7 +337,9 @@ pub enum Stem {
 pub enum HeadKind {
     /// MoCo v1: one linear layer.
     Linear,
-    /// MoCo v2: Linear → ReLU → Linear, hidden = feature width.
+    /// MoCo v2: Linear → ReLU → Linear, hidden = `model.hidden_dim` [default: the feature
+    /// width] (`model.head_layers` Linear layers, ReLU between, as lightly's
+    /// `MoCoProjectionHead`).
     Mlp,
     /// SimCLR (lightly's SimCLRProjectionHead): Linear → BN → ReLU → Linear.
     Simclr,
@@ -359,11 +361,11 @@ pub struct ModelConfig {
     /// Channel-width multiplier (1.0 = the standard ResNet).
     pub width: f64,
     pub head: HeadKind,
-    /// The head's hidden width [default: the feature width for linear/mlp/simclr heads;
-    /// required for byol, simsiam and mocov3].
+    /// The head's hidden width [default: the feature width for mlp and simclr heads; required
+    /// for byol, simsiam and mocov3; the linear head has none].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden_dim: Option<usize>,
-    /// Linear layers of a simclr or mocov3 head [default: 2].
+    /// Linear layers of an mlp, simclr or mocov3 head [default: 2].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_layers: Option<usize>,
     /// ViT only: the side of the square patches [default: 4 for images up to 64 px, else 16].
@@ -1528,6 +1530,25 @@ impl TrainConfig {
         if self.model.hidden_dim == Some(0) || self.model.head_layers == Some(0) {
             bail!("model.hidden_dim and model.head_layers must be at least 1");
         }
+        // A size the head has no use for is an error, not a silent no-op.
+        let head = serde_plain_head(self.model.head);
+        if self.model.head == HeadKind::Linear && self.model.hidden_dim.is_some() {
+            bail!(
+                "model.hidden_dim has no effect on the linear head (MoCo v1's single Linear): \
+                 remove it, or use model.head = \"mlp\""
+            );
+        }
+        if self.model.head_layers.is_some()
+            && matches!(
+                self.model.head,
+                HeadKind::Linear | HeadKind::Byol | HeadKind::Simsiam
+            )
+        {
+            bail!(
+                "model.head_layers has no effect on the {head} head, whose depth is fixed; it \
+                 sets the mlp, simclr and mocov3 heads' number of Linear layers"
+            );
+        }
         match (self.method.is_moco(), &self.moco) {
             (true, None) => bail!("method {} needs a [moco] section", self.method.as_str()),
             (false, Some(_)) => bail!(
@@ -1679,6 +1700,23 @@ mod tests {
             b.set(s).unwrap();
         }
         b.build().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn head_sizes_a_head_does_not_use_are_errors() {
+        let err = build_err(MethodName::Moco, &["model.hidden_dim=256"]);
+        assert!(err.contains("linear head"), "{err}");
+        let err = build_err(MethodName::Byol, &["model.head_layers=3"]);
+        assert!(err.contains("byol head"), "{err}");
+        // The mlp head takes both (lightly's MoCoProjectionHead).
+        let mut b = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar).unwrap();
+        b.set("model.hidden_dim=96").unwrap();
+        b.set("model.head_layers=3").unwrap();
+        let cfg = b.build().unwrap();
+        assert_eq!(
+            (cfg.model.hidden_dim, cfg.model.head_layers),
+            (Some(96), Some(3))
+        );
     }
 
     #[test]

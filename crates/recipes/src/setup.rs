@@ -68,6 +68,7 @@ pub fn head_config(cfg: &TrainConfig, feature_dim: usize) -> ProjectionHeadConfi
         HeadKind::Mlp => MoCoProjectionHead {
             hidden_dim: cfg.model.hidden_dim.unwrap_or(feature_dim),
             output_dim: out,
+            num_layers: cfg.model.head_layers.unwrap_or(2),
             ..MoCoProjectionHead::v2(feature_dim)
         }
         .into(),
@@ -899,6 +900,21 @@ mod siamese_tests {
         assert!(!last.bias);
         let projector = head_config(&cfg, 384);
         assert_eq!(projector.blocks.len(), 3);
+    }
+
+    #[test]
+    fn the_mlp_head_takes_its_hidden_width_and_depth_from_the_model_section() {
+        let mut b = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar).unwrap();
+        b.set("model.hidden_dim=96").unwrap();
+        b.set("model.head_layers=3").unwrap();
+        let head = head_config(&b.build().unwrap(), 64);
+        let dims: Vec<_> = head.blocks.iter().map(|b| (b.in_dim, b.out_dim)).collect();
+        assert_eq!(dims, [(64, 96), (96, 96), (96, 128)]);
+        // The preset alone: MoCo v2's Linear(d, d) → ReLU → Linear(d, 128).
+        let preset = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar).unwrap();
+        let head = head_config(&preset.build().unwrap(), 64);
+        let dims: Vec<_> = head.blocks.iter().map(|b| (b.in_dim, b.out_dim)).collect();
+        assert_eq!(dims, [(64, 64), (64, 128)]);
     }
 
     #[test]
