@@ -1694,12 +1694,17 @@ mod tests {
 
     const METHODS: [MethodName; 3] = [MethodName::Moco, MethodName::Mocov2, MethodName::Simclr];
 
-    fn build_err(method: MethodName, sets: &[&str]) -> String {
+    /// The CIFAR preset of `method` with `sets` applied, built.
+    fn build_with(method: MethodName, sets: &[&str]) -> Result<TrainConfig> {
         let mut b = ConfigBuilder::from_preset(method, Recipe::Cifar).unwrap();
         for s in sets {
             b.set(s).unwrap();
         }
-        b.build().unwrap_err().to_string()
+        b.build()
+    }
+
+    fn build_err(method: MethodName, sets: &[&str]) -> String {
+        build_with(method, sets).unwrap_err().to_string()
     }
 
     #[test]
@@ -1709,10 +1714,11 @@ mod tests {
         let err = build_err(MethodName::Byol, &["model.head_layers=3"]);
         assert!(err.contains("byol head"), "{err}");
         // The mlp head takes both (lightly's MoCoProjectionHead).
-        let mut b = ConfigBuilder::from_preset(MethodName::Mocov2, Recipe::Cifar).unwrap();
-        b.set("model.hidden_dim=96").unwrap();
-        b.set("model.head_layers=3").unwrap();
-        let cfg = b.build().unwrap();
+        let cfg = build_with(
+            MethodName::Mocov2,
+            &["model.hidden_dim=96", "model.head_layers=3"],
+        )
+        .unwrap();
         assert_eq!(
             (cfg.model.hidden_dim, cfg.model.head_layers),
             (Some(96), Some(3))
@@ -1727,14 +1733,15 @@ mod tests {
         assert!(err.contains("cosine"), "{err}");
         let err = build_err(MethodName::Moco, &["moco.end_to_end_detach_keys=true"]);
         assert!(err.contains("end-to-end"), "{err}");
-        let mut b = ConfigBuilder::from_preset(MethodName::Moco, Recipe::Cifar).unwrap();
-        for s in [
-            "moco.negatives=\"end-to-end\"",
-            "moco.end_to_end_detach_keys=true",
-        ] {
-            b.set(s).unwrap();
-        }
-        assert!(b.build().unwrap().moco.unwrap().end_to_end_detach_keys);
+        let cfg = build_with(
+            MethodName::Moco,
+            &[
+                "moco.negatives=\"end-to-end\"",
+                "moco.end_to_end_detach_keys=true",
+            ],
+        )
+        .unwrap();
+        assert!(cfg.moco.unwrap().end_to_end_detach_keys);
     }
 
     #[test]
