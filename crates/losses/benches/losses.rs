@@ -112,7 +112,8 @@ fn infonce(c: &mut Criterion) {
 }
 
 /// The memory bank's two ways of drawing K negatives (InstDisc's per query, or one set shared
-/// by the batch) at the MoCo paper's bank settings: N 256 queries, K 4096 of 50,000 rows.
+/// by the batch) at the MoCo paper's bank settings: N 256 queries, K 4096 of 50,000 rows (and
+/// per query also K 1024 and 16,384).
 /// Both include the gather of the rows; the draws themselves are `mocca-queue`'s.
 fn memory_bank(c: &mut Criterion) {
     let dev = Device::Cpu;
@@ -141,7 +142,6 @@ fn memory_bank(c: &mut Criterion) {
             .collect()
     };
     let shared = Tensor::from_vec(draw(k), k, &dev).unwrap();
-    let per_query = Tensor::from_vec(draw(n * k), (n, k), &dev).unwrap();
     g.throughput(Throughput::Elements(4 * (n * k * D) as u64));
     g.bench_function(BenchmarkId::new("shared/fwd_bwd", k), |b| {
         b.iter(|| {
@@ -153,15 +153,21 @@ fn memory_bank(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    g.bench_function(BenchmarkId::new("per_query/fwd_bwd", k), |b| {
-        b.iter(|| {
-            loss.forward_indexed(&q, &key, &bank, &per_query)
-                .unwrap()
-                .loss
-                .backward()
-                .unwrap()
-        })
-    });
+    // Per query at three K: 1024 gathers its rows, 4096 and the paper's 16,384 look them up
+    // in q̂·bankᵀ (the fused loss's choice).
+    for per_k in [1024, k, 16_384] {
+        let per_query = Tensor::from_vec(draw(n * per_k), (n, per_k), &dev).unwrap();
+        g.throughput(Throughput::Elements(4 * (n * per_k * D) as u64));
+        g.bench_function(BenchmarkId::new("per_query/fwd_bwd", per_k), |b| {
+            b.iter(|| {
+                loss.forward_indexed(&q, &key, &bank, &per_query)
+                    .unwrap()
+                    .loss
+                    .backward()
+                    .unwrap()
+            })
+        });
+    }
     g.finish();
 }
 

@@ -257,10 +257,21 @@ fn finish(
     result
 }
 
+/// How many times a gathered dot product costs a GEMM's per-row share (measured:
+/// docs/benchmarks.md, "Memory bank: dense or gathered"). Rows drawn at random from a bank of
+/// tens of MB are read from memory, not cache, and one query's K draws cannot share them.
+const GATHER_COST: usize = 20;
+
+/// The most `n × rows` similarities the dense path holds at once (256 MB of f32).
+const DENSE_MAX: usize = 1 << 26;
+
 /// InfoNCE where query `i` has its own negatives: rows `indices[i·K .. (i+1)·K]` of `bank`
-/// (`[rows, d]`), as InstDisc's `NCEAverage` draws K memory-bank rows per query. The `[n, K]`
-/// similarities are computed one query at a time by gathered dot products; nothing of size
-/// `n × K × d` is materialised.
+/// (`[rows, d]`), as InstDisc's `NCEAverage` draws K memory-bank rows per query. Nothing of
+/// size `n × K × d` is materialised. When the draws cover a large share of the bank (K ≥
+/// rows / [`GATHER_COST`]: K ≥ 2,500 of CIFAR-10's 50,000 rows) every similarity
+/// `q̂·bankᵀ` is one GEMM and the drawn ones are looked up in it, and the gradient's
+/// `Σ_k w_k bank[r_k]` is a second GEMM with the weights scattered into that matrix; otherwise
+/// the `[n, K]` similarities are gathered dot products, one query at a time.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn infonce_indexed_loss(
     q: &[f32],
@@ -273,7 +284,33 @@ pub(crate) fn infonce_indexed_loss(
     need_grad: bool,
 ) -> FusedResult {
     let kneg = indices.len() / n.max(1);
+    let rows = bank.len() / d.max(1);
     let x = Normalised::new(q, k, n, d);
+    // A non-finite value in a row nobody drew must not reach the dense GEMMs (0 · NaN is NaN):
+    // such a bank takes the gathered path, which reads drawn rows only.
+    if dense_pays(n, kneg, rows) && bank.iter().all(|v| v.is_finite()) {
+        indexed_dense(x, bank, indices, n, d, inv_tau, need_grad)
+    } else {
+        indexed_gathered(x, bank, indices, n, d, inv_tau, need_grad)
+    }
+}
+
+/// Whether the dense path is the faster one for `n` queries drawing `kneg` of `rows` rows each.
+fn dense_pays(n: usize, kneg: usize, rows: usize) -> bool {
+    kneg > 0 && kneg * GATHER_COST >= rows && n * rows <= DENSE_MAX
+}
+
+/// [`infonce_indexed_loss`] by gathered dot products, one query at a time.
+fn indexed_gathered(
+    x: Normalised,
+    bank: &[f32],
+    indices: &[u32],
+    n: usize,
+    d: usize,
+    inv_tau: f32,
+    need_grad: bool,
+) -> FusedResult {
+    let kneg = indices.len() / n.max(1);
     let per_query: Vec<(f32, f64, Vec<f32>, bool)> = (0..n)
         .into_par_iter()
         .map(|i| {
@@ -304,4 +341,147 @@ pub(crate) fn infonce_indexed_loss(
         Vec::new()
     };
     finish(&x, &max, &sum, &weighted, finite, d, inv_tau, need_grad)
+}
+
+/// [`infonce_indexed_loss`] through the dense `[n, rows]` similarity matrix.
+fn indexed_dense(
+    x: Normalised,
+    bank: &[f32],
+    indices: &[u32],
+    n: usize,
+    d: usize,
+    inv_tau: f32,
+    need_grad: bool,
+) -> FusedResult {
+    let rows = bank.len() / d;
+    let kneg = indices.len() / n;
+    let mut s = vec![0.0f32; n * rows];
+    matmul(
+        n,
+        rows,
+        d,
+        &mut s,
+        rows,
+        false,
+        Operand::rows(&x.qh, d),
+        Operand::transposed(bank, d),
+        1.0,
+        true,
+    );
+    let per_query: Vec<(f32, f64, bool)> = s
+        .par_chunks_mut(rows)
+        .zip(indices.par_chunks(kneg))
+        .map(|(row, drawn)| {
+            let mut e: Vec<f32> = drawn.iter().map(|&r| row[r as usize]).collect();
+            let (max, finite) = row_max(&e);
+            let sum = exp_sum(&mut e, max, inv_tau) as f64;
+            if need_grad {
+                // The row becomes query i's weight of every bank row: a row drawn twice
+                // counts twice, as in the gathered sum.
+                row.fill(0.0);
+                for (&w, &r) in e.iter().zip(drawn) {
+                    row[r as usize] += w;
+                }
+            }
+            (max, sum, finite)
+        })
+        .collect();
+    let max: Vec<f32> = per_query.iter().map(|p| p.0).collect();
+    let sum: Vec<f64> = per_query.iter().map(|p| p.1).collect();
+    let finite = per_query.iter().all(|p| p.2);
+    let mut weighted = Vec::new();
+    if need_grad {
+        weighted = vec![0.0f32; n * d];
+        matmul(
+            n,
+            d,
+            rows,
+            &mut weighted,
+            d,
+            false,
+            Operand::rows(&s, rows),
+            Operand::rows(bank, d),
+            1.0,
+            true,
+        );
+    }
+    finish(&x, &max, &sum, &weighted, finite, d, inv_tau, need_grad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dense_and_gathered_paths_give_the_same_loss_and_gradients_with_repeated_draws() {
+        let (n, d, rows, kneg) = (19, 24, 300, 150);
+        let (q, k) = (pseudo_random(n * d, 1), pseudo_random(n * d, 2));
+        let mut bank = pseudo_random(rows * d, 3);
+        let mut unit = vec![0.0f32; rows * d];
+        normalize_rows(&bank, d, &mut unit);
+        bank.copy_from_slice(&unit);
+        let mut indices: Vec<u32> = pseudo_random(n * kneg, 4)
+            .iter()
+            .map(|v| ((v + 1.0) * 1000.0) as u32 % rows as u32)
+            .collect();
+        indices[1] = indices[0]; // query 0 draws one row twice
+        let run = |dense: bool| {
+            let x = Normalised::new(&q, &k, n, d);
+            let r = if dense {
+                indexed_dense(x, &bank, &indices, n, d, 1.0 / 0.07, true)
+            } else {
+                indexed_gathered(x, &bank, &indices, n, d, 1.0 / 0.07, true)
+            };
+            let (gq, gk) = r.grads.clone().unwrap();
+            (r.loss_sum, r.correct, gq, gk)
+        };
+        let (a, b) = (run(true), run(false));
+        assert!((a.0 - b.0).abs() < 1e-5 * b.0.abs(), "{} vs {}", a.0, b.0);
+        assert_eq!(a.1, b.1, "correct");
+        for (x, y) in [(&a.2, &b.2), (&a.3, &b.3)] {
+            let scale = y.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            let worst = x
+                .iter()
+                .zip(y)
+                .map(|(u, v)| (u - v).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                worst <= 1e-5 * scale,
+                "gradient differs by {worst:e} (scale {scale:e})"
+            );
+        }
+    }
+
+    #[test]
+    fn the_dense_path_is_taken_where_draws_cover_a_twentieth_of_the_bank() {
+        assert!(dense_pays(256, 4096, 50_000));
+        assert!(!dense_pays(256, 1024, 50_000));
+        assert!(!dense_pays(256, 4096, 1_281_167), "ImageNet's bank gathers");
+        assert!(!dense_pays(256, 0, 10));
+    }
+
+    #[test]
+    fn a_non_finite_row_nobody_drew_leaves_the_loss_and_gradients_finite() {
+        let (n, d, rows) = (3, 4, 6);
+        let (q, k) = (pseudo_random(n * d, 5), pseudo_random(n * d, 6));
+        let mut bank = vec![0.5f32; rows * d];
+        bank[5 * d] = f32::NAN; // row 5, never drawn
+        let indices = [0u32, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4];
+        let r = infonce_indexed_loss(&q, &k, &bank, &indices, n, d, 10.0, true);
+        assert!(r.finite && r.loss_sum.is_finite());
+        let (gq, gk) = r.grads.unwrap();
+        assert!(gq.iter().chain(&gk).all(|v| v.is_finite()));
+    }
 }

@@ -92,8 +92,16 @@ fn each_query_is_scored_against_its_own_rows() {
 
 #[test]
 fn fused_and_composed_paths_agree_on_repeated_per_query_draws() {
-    // Several rows drawn twice, queries with gradients through q and k.
-    let (n, d, rows, k) = (37, 32, 500, 300);
+    // Several rows drawn twice, queries with gradients through q and k; the fused loss looks
+    // the draws up in q̂·bankᵀ where they cover a twentieth of the bank or more, and gathers
+    // them otherwise: both shapes.
+    for (rows, k) in [(500, 300), (5000, 40)] {
+        agree_on_draws(rows, k);
+    }
+}
+
+fn agree_on_draws(rows: usize, k: usize) {
+    let (n, d) = (37, 32);
     let bank = unit_rows(rows, d, 5, DType::F32);
     let idx = draws(n, k, rows, 6);
     let run = |implementation| {
