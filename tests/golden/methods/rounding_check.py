@@ -28,11 +28,12 @@ import torch
 
 warnings.filterwarnings("ignore", message=".*TF32.*")
 HERE = os.path.dirname(os.path.abspath(__file__))
-args = [a for a in sys.argv[1:] if not a.startswith("--")]
-draws = int(sys.argv[sys.argv.index("--draws") + 1]) if "--draws" in sys.argv else 4
-if "--draws" in sys.argv:
-    args.remove(str(draws))
-if not args:
+args, draws = sys.argv[1:], 4
+if "--draws" in args:
+    i = args.index("--draws")
+    draws = int(args[i + 1])
+    del args[i:i + 2]
+if not args or any(a.startswith("--") for a in args):
     raise SystemExit(__doc__)
 path, names = args[0], args[1:]
 
