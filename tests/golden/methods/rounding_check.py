@@ -82,6 +82,10 @@ def run(ref, dtype, threads=2, perturb=None):
 
 
 cases = json.load(open(path))["cases"]
+missing = sorted(set(names) - {c["name"] for c in cases})
+if missing:
+    raise SystemExit(f"{path} has no case {', '.join(missing)}; its cases: "
+                     + ", ".join(c["name"] for c in cases))
 for ref in [c for c in cases if not names or c["name"] in names]:
     rows = [("f32, 2 threads (as generated)", run(ref, torch.float32)),
             ("f32, 1 thread", run(ref, torch.float32, threads=1))]
