@@ -288,11 +288,15 @@ pub(crate) fn infonce_indexed_loss(
     let x = Normalised::new(q, k, n, d);
     // A non-finite value in a row nobody drew must not reach the dense GEMMs (0 · NaN is NaN):
     // such a bank takes the gathered path, which reads drawn rows only.
-    if dense_pays(n, kneg, rows) && bank.iter().all(|v| v.is_finite()) {
-        indexed_dense(x, bank, indices, n, d, inv_tau, need_grad)
+    let (stats, weighted) = if dense_pays(n, kneg, rows) && bank.iter().all(|v| v.is_finite()) {
+        indexed_dense(&x.qh, bank, indices, d, inv_tau, need_grad)
     } else {
-        indexed_gathered(x, bank, indices, n, d, inv_tau, need_grad)
-    }
+        indexed_gathered(&x.qh, bank, indices, d, inv_tau, need_grad)
+    };
+    let max: Vec<f32> = stats.iter().map(|p| p.max).collect();
+    let sum: Vec<f64> = stats.iter().map(|p| p.sum).collect();
+    let finite = stats.iter().all(|p| p.finite);
+    finish(&x, &max, &sum, &weighted, finite, d, inv_tau, need_grad)
 }
 
 /// Whether the dense path is the faster one for `n` queries drawing `kneg` of `rows` rows each.
@@ -300,60 +304,63 @@ fn dense_pays(n: usize, kneg: usize, rows: usize) -> bool {
     kneg > 0 && kneg * GATHER_COST >= rows && n * rows <= DENSE_MAX
 }
 
-/// [`infonce_indexed_loss`] by gathered dot products, one query at a time.
+/// One query's softmax statistics over its drawn rows (as [`Partial`]'s, per query).
+struct QueryStats {
+    max: f32,
+    sum: f64,
+    finite: bool,
+}
+
+/// Per query of the normalised queries `qh`: its [`QueryStats`] and, with `need_grad`,
+/// `Σ_k exp((s_k − max) / τ) bank[r_k]` (`[n, d]` in all), by gathered dot products one query
+/// at a time.
 fn indexed_gathered(
-    x: Normalised,
+    qh: &[f32],
     bank: &[f32],
     indices: &[u32],
-    n: usize,
     d: usize,
     inv_tau: f32,
     need_grad: bool,
-) -> FusedResult {
+) -> (Vec<QueryStats>, Vec<f32>) {
+    let n = qh.len() / d.max(1);
     let kneg = indices.len() / n.max(1);
-    let per_query: Vec<(f32, f64, Vec<f32>, bool)> = (0..n)
+    let per_query: Vec<(QueryStats, Vec<f32>)> = (0..n)
         .into_par_iter()
         .map(|i| {
-            let qi = &x.qh[i * d..(i + 1) * d];
-            let rows = &indices[i * kneg..(i + 1) * kneg];
+            let qi = &qh[i * d..(i + 1) * d];
+            let drawn = &indices[i * kneg..(i + 1) * kneg];
             let bank_row = |r: u32| &bank[r as usize * d..(r as usize + 1) * d];
-            let mut s: Vec<f32> = rows.iter().map(|&r| dot_f32(qi, bank_row(r))).collect();
+            let mut s: Vec<f32> = drawn.iter().map(|&r| dot_f32(qi, bank_row(r))).collect();
             let (max, finite) = row_max(&s);
             let sum = exp_sum(&mut s, max, inv_tau) as f64;
             let mut weighted = Vec::new();
             if need_grad {
                 weighted = vec![0.0f32; d];
-                for (&w, &r) in s.iter().zip(rows) {
+                for (&w, &r) in s.iter().zip(drawn) {
                     for (acc, &v) in weighted.iter_mut().zip(bank_row(r)) {
                         *acc += w * v;
                     }
                 }
             }
-            (max, sum, weighted, finite)
+            (QueryStats { max, sum, finite }, weighted)
         })
         .collect();
-    let max: Vec<f32> = per_query.iter().map(|p| p.0).collect();
-    let sum: Vec<f64> = per_query.iter().map(|p| p.1).collect();
-    let finite = per_query.iter().all(|p| p.3);
-    let weighted: Vec<f32> = if need_grad {
-        per_query.into_iter().flat_map(|p| p.2).collect()
-    } else {
-        Vec::new()
-    };
-    finish(&x, &max, &sum, &weighted, finite, d, inv_tau, need_grad)
+    let (stats, weighted): (Vec<QueryStats>, Vec<Vec<f32>>) = per_query.into_iter().unzip();
+    (stats, weighted.concat())
 }
 
-/// [`infonce_indexed_loss`] through the dense `[n, rows]` similarity matrix.
+/// [`indexed_gathered`]'s results through the dense `[n, rows]` similarity matrix: `q̂·bankᵀ`
+/// by one GEMM, the drawn entries looked up in it, the softmax weights scattered back into it
+/// and `Σ_k w_k bank[r_k]` by a second GEMM.
 fn indexed_dense(
-    x: Normalised,
+    qh: &[f32],
     bank: &[f32],
     indices: &[u32],
-    n: usize,
     d: usize,
     inv_tau: f32,
     need_grad: bool,
-) -> FusedResult {
-    let rows = bank.len() / d;
+) -> (Vec<QueryStats>, Vec<f32>) {
+    let (n, rows) = (qh.len() / d, bank.len() / d);
     let kneg = indices.len() / n;
     let mut s = vec![0.0f32; n * rows];
     matmul(
@@ -363,12 +370,12 @@ fn indexed_dense(
         &mut s,
         rows,
         false,
-        Operand::rows(&x.qh, d),
+        Operand::rows(qh, d),
         Operand::transposed(bank, d),
         1.0,
         true,
     );
-    let per_query: Vec<(f32, f64, bool)> = s
+    let stats: Vec<QueryStats> = s
         .par_chunks_mut(rows)
         .zip(indices.par_chunks(kneg))
         .map(|(row, drawn)| {
@@ -376,19 +383,16 @@ fn indexed_dense(
             let (max, finite) = row_max(&e);
             let sum = exp_sum(&mut e, max, inv_tau) as f64;
             if need_grad {
-                // The row becomes query i's weight of every bank row: a row drawn twice
+                // The row becomes this query's weight of every bank row: a row drawn twice
                 // counts twice, as in the gathered sum.
                 row.fill(0.0);
                 for (&w, &r) in e.iter().zip(drawn) {
                     row[r as usize] += w;
                 }
             }
-            (max, sum, finite)
+            QueryStats { max, sum, finite }
         })
         .collect();
-    let max: Vec<f32> = per_query.iter().map(|p| p.0).collect();
-    let sum: Vec<f64> = per_query.iter().map(|p| p.1).collect();
-    let finite = per_query.iter().all(|p| p.2);
     let mut weighted = Vec::new();
     if need_grad {
         weighted = vec![0.0f32; n * d];
@@ -405,7 +409,7 @@ fn indexed_dense(
             true,
         );
     }
-    finish(&x, &max, &sum, &weighted, finite, d, inv_tau, need_grad)
+    (stats, weighted)
 }
 
 #[cfg(test)]
@@ -437,20 +441,26 @@ mod tests {
             .map(|v| ((v + 1.0) * 1000.0) as u32 % rows as u32)
             .collect();
         indices[1] = indices[0]; // query 0 draws one row twice
-        let run = |dense: bool| {
-            let x = Normalised::new(&q, &k, n, d);
-            let r = if dense {
-                indexed_dense(x, &bank, &indices, n, d, 1.0 / 0.07, true)
-            } else {
-                indexed_gathered(x, &bank, &indices, n, d, 1.0 / 0.07, true)
-            };
+        let x = Normalised::new(&q, &k, n, d);
+        let path = |(stats, weighted): (Vec<QueryStats>, Vec<f32>)| {
+            let max: Vec<f32> = stats.iter().map(|p| p.max).collect();
+            let sum: Vec<f64> = stats.iter().map(|p| p.sum).collect();
+            let r = finish(&x, &max, &sum, &weighted, true, d, 1.0 / 0.07, true);
             let (gq, gk) = r.grads.clone().unwrap();
-            (r.loss_sum, r.correct, gq, gk)
+            (r.loss_sum, r.correct, gq, gk, weighted)
         };
-        let (a, b) = (run(true), run(false));
+        let a = path(indexed_dense(&x.qh, &bank, &indices, d, 1.0 / 0.07, true));
+        let b = path(indexed_gathered(
+            &x.qh,
+            &bank,
+            &indices,
+            d,
+            1.0 / 0.07,
+            true,
+        ));
         assert!((a.0 - b.0).abs() < 1e-5 * b.0.abs(), "{} vs {}", a.0, b.0);
         assert_eq!(a.1, b.1, "correct");
-        for (x, y) in [(&a.2, &b.2), (&a.3, &b.3)] {
+        for (x, y) in [(&a.2, &b.2), (&a.3, &b.3), (&a.4, &b.4)] {
             let scale = y.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
             let worst = x
                 .iter()
