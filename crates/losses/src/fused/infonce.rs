@@ -432,10 +432,8 @@ mod tests {
     fn dense_and_gathered_paths_give_the_same_loss_and_gradients_with_repeated_draws() {
         let (n, d, rows, kneg) = (19, 24, 300, 150);
         let (q, k) = (pseudo_random(n * d, 1), pseudo_random(n * d, 2));
-        let mut bank = pseudo_random(rows * d, 3);
-        let mut unit = vec![0.0f32; rows * d];
-        normalize_rows(&bank, d, &mut unit);
-        bank.copy_from_slice(&unit);
+        let mut bank = vec![0.0f32; rows * d];
+        normalize_rows(&pseudo_random(rows * d, 3), d, &mut bank);
         let mut indices: Vec<u32> = pseudo_random(n * kneg, 4)
             .iter()
             .map(|v| ((v + 1.0) * 1000.0) as u32 % rows as u32)
