@@ -299,6 +299,7 @@ fn bad_sweeps_fail_before_any_run_starts_naming_the_key() {
         "moco-fig3-k",
         "moco-momentum",
         "moco-e2e-ablation",
+        "moco-queue-staleness",
         "mocov2-vs-simclr",
         "mocov2-vs-simclr-lr",
     ] {

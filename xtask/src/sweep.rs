@@ -18,7 +18,8 @@ OUT/results.md and OUT/results.csv (per point: the final kNN top-1, mean ± std 
 and each seed's, the mean loss of the last epoch, the wall time) and OUT/results.png (accuracy against \
 the swept value, one line per series, error bars over the seeds).",
     after_help = "The sweep file (TOML; shipped ones: moco-fig3-k, moco-momentum, \
-moco-e2e-ablation, mocov2-vs-simclr, mocov2-vs-simclr-lr in crates/runs/src/sweeps/):
+moco-e2e-ablation, moco-queue-staleness, mocov2-vs-simclr, mocov2-vs-simclr-lr in \
+crates/runs/src/sweeps/):
   title = \"...\"                       the table's and plot's title
   method = \"moco\"                     moco | mocov2 | simclr; recipe = \"cifar\" (default)
   seeds = [0, 1, 2]                   every point runs once per seed (--seed S)
@@ -37,8 +38,8 @@ Ctrl-C asks every running child to checkpoint and stop, then exits (rerun to con
 )]
 pub struct Args {
     /// The sweep file, or a shipped sweep's name (moco-fig3-k, moco-momentum,
-    /// moco-e2e-ablation, mocov2-vs-simclr, mocov2-vs-simclr-lr) [default: the sweep saved in
-    /// --out]
+    /// moco-e2e-ablation, moco-queue-staleness, mocov2-vs-simclr, mocov2-vs-simclr-lr)
+    /// [default: the sweep saved in --out]
     #[arg(value_name = "SWEEP.toml")]
     file: Option<String>,
     /// The sweep's folder [default: runs/sweeps/<sweep file name>]

@@ -213,6 +213,15 @@ pub trait Method {
         None
     }
 
+    /// The momentum queue as the last step left it, for methods whose queue
+    /// takes one key per query each step (MoCo with queue negatives and the
+    /// asymmetric loss); `None` otherwise (the default). With
+    /// [`Method::last_embeddings`]' `view0` this is what
+    /// [`staleness::queue_cosines`] reads.
+    fn key_queue(&self) -> Option<staleness::KeyQueue<'_>> {
+        None
+    }
+
     /// The encoder in `role`, or an error if the method has none there.
     fn encoder(&self, role: EncoderRole) -> Result<&dyn Encoder>;
 

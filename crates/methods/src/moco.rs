@@ -967,6 +967,33 @@ impl<E: Encoder> Method for MoCo<E> {
         }
     }
 
+    fn key_queue(&self) -> Option<crate::staleness::KeyQueue<'_>> {
+        // The symmetric loss enqueues both views' keys (or each into its own
+        // queue): no longer one key per query of view 0. lightly's wrap drops
+        // keys, so rows no longer age step by step back from the pointer.
+        match &self.dictionary {
+            Dictionary::Queue(q)
+                if !self.config.symmetric && q.len() == 1 && q[0].mode() == QueueMode::Ring =>
+            {
+                let q = &q[0];
+                let keys_per_step = self
+                    .last_embeddings
+                    .as_ref()?
+                    .view0
+                    .dims()
+                    .first()
+                    .copied()?;
+                Some(crate::staleness::KeyQueue {
+                    keys: q.negatives(),
+                    ptr: q.ptr(),
+                    steps: q.step(),
+                    keys_per_step,
+                })
+            }
+            _ => None,
+        }
+    }
+
     fn encoder(&self, role: EncoderRole) -> Result<&dyn Encoder> {
         match (role, &self.encoder_k) {
             (EncoderRole::Query, _) => Ok(&self.encoder_q),

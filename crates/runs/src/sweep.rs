@@ -32,6 +32,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
         include_str!("sweeps/moco-e2e-ablation.toml"),
     ),
     (
+        "moco-queue-staleness",
+        include_str!("sweeps/moco-queue-staleness.toml"),
+    ),
+    (
         "mocov2-vs-simclr",
         include_str!("sweeps/mocov2-vs-simclr.toml"),
     ),

@@ -104,7 +104,7 @@ pub use knn::{
 };
 pub use lock::{LockHolder, RunLock, LOCK_FILE};
 pub use metrics::{
-    read_records, truncate_after, BankStaleness, Collapse, JsonlMetrics, MetricsSink, Record,
-    METRICS_FILE,
+    read_records, truncate_after, BankStaleness, Collapse, JsonlMetrics, MetricsSink,
+    QueueStaleness, Record, METRICS_FILE,
 };
 pub use trainer::{batch_views, CheckpointPolicy, Event, Outcome, Resumed, Trainer, TrainerConfig};

@@ -10,7 +10,7 @@
 
 use crate::error::{io_err, Result, TrainError};
 use crate::files::write_atomic;
-use mocca_methods::staleness::BankCosines;
+use mocca_methods::staleness::{BankCosines, QueueCosines};
 use mocca_methods::CollapseMetrics;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -76,7 +76,7 @@ pub enum Record {
 
 /// [`CollapseMetrics`] as written in a step record (`"collapse": {...}`), with
 /// the verdict of the thresholds in force when it was written.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Collapse {
     /// Mean per-dimension std of the ℓ2-normalised embeddings (≈ 1/√d spread, 0 collapsed).
     pub std: f64,
@@ -96,6 +96,33 @@ pub struct Collapse {
     /// The memory bank's staleness at this step (methods with a bank only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bank: Option<BankStaleness>,
+    /// The momentum queue's staleness at this step (MoCo with a queue only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueStaleness>,
+}
+
+/// [`QueueCosines`] as written in a step record (`"queue": {...}` inside
+/// `"collapse"`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct QueueStaleness {
+    /// Mean cosine of the queries to their own keys.
+    pub own: f64,
+    /// Mean cosine to the keys enqueued `a` steps before this step's (age 0:
+    /// the other images' keys of this step).
+    pub by_age: Vec<f64>,
+    /// Mean cosine to the rows still holding the queue's random start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<f64>,
+}
+
+impl From<&QueueCosines> for QueueStaleness {
+    fn from(c: &QueueCosines) -> Self {
+        Self {
+            own: c.own,
+            by_age: c.by_age.clone(),
+            initial: c.initial,
+        }
+    }
 }
 
 /// [`BankCosines`] as written in a step record (`"bank": {...}` inside
@@ -132,6 +159,12 @@ impl Collapse {
         self.bank = bank.map(BankStaleness::from);
         self
     }
+
+    /// With the queue's staleness of the same step.
+    pub fn with_queue(mut self, queue: Option<&QueueCosines>) -> Self {
+        self.queue = queue.map(QueueStaleness::from);
+        self
+    }
 }
 
 impl From<&CollapseMetrics> for Collapse {
@@ -146,6 +179,7 @@ impl From<&CollapseMetrics> for Collapse {
             batch: m.batch,
             collapsing: m.collapsing(),
             bank: None,
+            queue: None,
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::metrics::{Collapse, MetricsSink, Record};
 use candle_core::{Device, Tensor};
 use mocca_aug::{MultiView, ViewBatch};
 use mocca_data::{BadFile, BatchSampler, Images, Loader, OnBadFile, Order};
-use mocca_methods::staleness::{bank_cosines, BankCosines};
+use mocca_methods::staleness::{bank_cosines, queue_cosines, BankCosines, QueueCosines};
 use mocca_methods::{CollapseMetrics, Method, MethodError, StepStats};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +38,10 @@ pub struct TrainerConfig {
     /// [`Event::Collapse`]. About 5 ms each time at batch 256 (2 % of a width-0.125 CPU step).
     /// Methods with a memory bank ([`Method::memory_bank`]) also get the
     /// bank's staleness ([`mocca_methods::staleness`], [`Event::BankStaleness`],
-    /// `"bank"` in the record), about 10 ms more at 50,000 rows.
+    /// `"bank"` in the record), about 10 ms more at 50,000 rows; methods with a
+    /// momentum queue ([`Method::key_queue`]) the queue's ([`Event::QueueStaleness`],
+    /// `"queue"` in the record), about 1 ms more at K 4096 (0.2 % of a step; the
+    /// ignored test `collapse_cost` measures both).
     pub collapse_every: u64,
     /// Stop (with a checkpoint) after this step; `run` can be called again later.
     pub stop_after_steps: Option<u64>,
@@ -120,6 +123,13 @@ pub enum Event<'a> {
     /// queries relate to their own rows and to the rows written earlier in
     /// the epoch or not yet ([`BankCosines`]).
     BankStaleness { step: u64, cosines: &'a BankCosines },
+    /// The momentum queue's staleness at `step` (with [`Event::Collapse`], for
+    /// methods with a queue): the queries' cosine to the keys by age
+    /// ([`QueueCosines`]).
+    QueueStaleness {
+        step: u64,
+        cosines: &'a QueueCosines,
+    },
     /// The step that ends epoch `epoch` (1-based) finished.
     EpochEnd {
         epoch: usize,
@@ -464,6 +474,22 @@ impl Trainer {
         Ok(Some(bank_cosines(&e.view0, own, bank, batch, written)?))
     }
 
+    /// The momentum queue's staleness at step `step` (due with the collapse
+    /// monitor).
+    fn queue_staleness(&self, step: u64) -> Result<Option<QueueCosines>> {
+        if !self.monitor_due(step) {
+            return Ok(None);
+        }
+        let (Some(queue), Some(e)) = (self.method.key_queue(), self.method.last_embeddings())
+        else {
+            return Ok(None);
+        };
+        if e.view0.dims().first().is_none_or(|&n| n < 2) {
+            return Ok(None);
+        }
+        Ok(Some(queue_cosines(&e.view0, queue)?))
+    }
+
     /// A batch could not be made (a file that does not decode under [`OnBadFile::Fail`], an
     /// unreadable file): the steps done so far are checkpointed (when there is somewhere to
     /// write) so that the run resumes there once the file is fixed or removed.
@@ -593,6 +619,10 @@ impl Trainer {
             if let Some(cosines) = &staleness {
                 self.emit(Event::BankStaleness { step, cosines });
             }
+            let queue_staleness = self.queue_staleness(step)?;
+            if let Some(cosines) = &queue_staleness {
+                self.emit(Event::QueueStaleness { step, cosines });
+            }
             self.emit(Event::Step(&stats));
             if step % self.cfg.log_every == 0 || step == end || collapse.is_some() {
                 let dt = window.1.elapsed().as_secs_f64();
@@ -612,9 +642,11 @@ impl Trainer {
                     pos_acc: stats.accuracy.is_finite().then_some(stats.accuracy),
                     images_per_s: ips,
                     elapsed_s,
-                    collapse: collapse
-                        .as_ref()
-                        .map(|m| Collapse::from(m).with_bank(staleness.as_ref())),
+                    collapse: collapse.as_ref().map(|m| {
+                        Collapse::from(m)
+                            .with_bank(staleness.as_ref())
+                            .with_queue(queue_staleness.as_ref())
+                    }),
                 })?;
             }
             let mut saved_now = false;

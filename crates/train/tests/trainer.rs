@@ -431,6 +431,77 @@ fn a_memory_bank_gets_its_staleness_by_rows_written_this_epoch_and_resumes_to_th
     assert_eq!(bank_readings(&path), readings);
 }
 
+fn moco_queue_trainer(cfg: TrainerConfig) -> Trainer {
+    use mocca_backbones::MoCoProjectionHead;
+    use mocca_methods::{MoCo, MoCoConfig, NegativeSource};
+    let dev = Device::Cpu;
+    let backbone = ResNetConfig {
+        stem: Stem::Cifar,
+        width: 0.125,
+        ..ResNetConfig::resnet18()
+    };
+    let head = MoCoProjectionHead::v1(backbone.feature_dim());
+    let build = || BackboneEncoder::new(&backbone, head.into(), 7, &dev);
+    let mut config = MoCoConfig::cifar10_colab(8, 5, 2);
+    config.negatives = NegativeSource::queue(24);
+    let method = MoCo::new(config, build, &dev).unwrap();
+    Trainer::new(Box::new(method), images(4), views(), cfg, &Device::Cpu).unwrap()
+}
+
+fn queue_readings(path: &std::path::Path) -> Vec<(u64, mocca_train::QueueStaleness)> {
+    read_records(path)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Step {
+                step,
+                collapse: Some(c),
+                ..
+            } => c.queue.map(|q| (step, q)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_momentum_queue_gets_its_keys_cosine_by_age_as_it_fills_and_resumes_to_the_same_readings() {
+    let whole_dir = tmpdir("queue-whole");
+    let mut cfg = config(2, &whole_dir);
+    cfg.collapse_every = 1;
+    let whole_path = whole_dir.join("metrics.jsonl");
+    let mut whole =
+        moco_queue_trainer(cfg.clone()).with_metrics(JsonlMetrics::open(&whole_path).unwrap());
+    assert_eq!(whole.run().unwrap(), Outcome::Finished { step: 10 });
+    let readings = queue_readings(&whole_path);
+    assert_eq!(readings.len(), 10);
+    for (step, q) in &readings {
+        // A queue of 24 keys, 8 a step: step s has written min(s, 3) steps of
+        // keys; the rest of the 24 rows still hold the random start.
+        let ages = (*step as usize).min(3);
+        assert_eq!(q.by_age.len(), ages, "step {step}");
+        assert_eq!(q.initial.is_some(), ages < 3, "step {step}");
+        assert!((-1.0..=1.0).contains(&q.own), "step {step}: {q:?}");
+        // A query is closer to its own key than to the keys of other images.
+        assert!(q.own > q.by_age[0], "step {step}: {q:?}");
+    }
+
+    let dir = tmpdir("queue-resumed");
+    let mut first_cfg = config(2, &dir);
+    first_cfg.collapse_every = 1;
+    first_cfg.stop_after_steps = Some(7);
+    let path = dir.join("metrics.jsonl");
+    let mut first = moco_queue_trainer(first_cfg).with_metrics(JsonlMetrics::open(&path).unwrap());
+    assert_eq!(first.run().unwrap(), Outcome::StepLimit { step: 7 });
+    drop(first);
+    let mut second_cfg = config(2, &dir);
+    second_cfg.collapse_every = 1;
+    let mut second =
+        moco_queue_trainer(second_cfg).with_metrics(JsonlMetrics::open(&path).unwrap());
+    second.resume(&dir.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(second.run().unwrap(), Outcome::Finished { step: 10 });
+    assert_eq!(queue_readings(&path), readings);
+}
+
 /// The collapse monitor's cost against a training step, at the CPU settings
 /// of docs/results.md (MoCo v2, ResNet-18 width 0.125, CIFAR stem, split-BN 8,
 /// batch 256 at 32 px, queue 4096). A measurement, not a check:
@@ -439,6 +510,7 @@ fn a_memory_bank_gets_its_staleness_by_rows_written_this_epoch_and_resumes_to_th
 #[ignore]
 fn collapse_cost() {
     use mocca_backbones::MoCoProjectionHead;
+    use mocca_methods::staleness::queue_cosines;
     use mocca_methods::{MoCo, MoCoConfig, NegativeSource};
     use std::time::Instant;
     let dev = Device::Cpu;
@@ -477,6 +549,15 @@ fn collapse_cost() {
         v.sort_by(f64::total_cmp);
         (v[0], v[v.len() / 2])
     };
+    let mut queue_s = Vec::new();
+    for _ in 0..10 {
+        let e = moco.last_embeddings().unwrap();
+        let t = Instant::now();
+        let queue = moco.key_queue().unwrap();
+        std::hint::black_box(queue_cosines(&e.view0, queue).unwrap());
+        queue_s.push(t.elapsed().as_secs_f64());
+    }
+    let (_, queue_med) = stats(&mut queue_s);
     let ((step_min, step_med), (mon_min, mon_med)) = (stats(&mut step_s), stats(&mut monitor_s));
     let e = moco.last_embeddings().unwrap();
     println!(
@@ -493,5 +574,10 @@ fn collapse_cost() {
         100.0 * mon_min / step_min,
         100.0 * mon_med / step_med / 10.0,
         e.metrics().unwrap()
+    );
+    println!(
+        "queue staleness (K 4096): median {:.2} ms, {:.2} % of a step",
+        queue_med * 1e3,
+        100.0 * queue_med / step_med
     );
 }
