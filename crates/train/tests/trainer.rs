@@ -356,49 +356,79 @@ fn the_collapse_monitor_reads_every_n_steps_into_step_records_and_changes_no_wei
     )));
 }
 
-/// InstDisc on the 40 test images (5 steps of 8 an epoch), one view.
-fn instdisc_trainer(cfg: TrainerConfig) -> Trainer {
+/// A width-0.125 CIFAR ResNet-18 with MoCo v1's linear head (init seed 7).
+fn moco_v1_encoder() -> mocca_methods::Result<BackboneEncoder> {
     use mocca_backbones::MoCoProjectionHead;
-    use mocca_methods::{InstDisc, InstDiscConfig};
-    let dev = Device::Cpu;
     let backbone = ResNetConfig {
         stem: Stem::Cifar,
         width: 0.125,
         ..ResNetConfig::resnet18()
     };
     let head = MoCoProjectionHead::v1(backbone.feature_dim());
-    let encoder = BackboneEncoder::new(&backbone, head.into(), 7, &dev).unwrap();
+    BackboneEncoder::new(&backbone, head.into(), 7, &Device::Cpu)
+}
+
+/// InstDisc on the 40 test images (5 steps of 8 an epoch), one view.
+fn instdisc_trainer(cfg: TrainerConfig) -> Trainer {
+    use mocca_methods::{InstDisc, InstDiscConfig};
+    let dev = Device::Cpu;
+    let encoder = moco_v1_encoder().unwrap();
     let config = InstDiscConfig::cifar10_lemniscate(40, 5, 2);
     let method = InstDisc::new(config, encoder, &dev).unwrap();
     let one_view = MultiView::repeat(Preset::InstDiscCifar.compose(16).unwrap(), 1).unwrap();
     Trainer::new(Box::new(method), images(4), one_view, cfg, &Device::Cpu).unwrap()
 }
 
-fn bank_readings(path: &std::path::Path) -> Vec<(u64, mocca_train::BankStaleness)> {
-    read_records(path)
-        .unwrap()
-        .into_iter()
-        .filter_map(|r| match r {
-            Record::Step {
-                step,
-                collapse: Some(c),
-                ..
-            } => c.bank.map(|b| (step, b)),
-            _ => None,
-        })
-        .collect()
+/// The collapse monitor's readings of each step (monitor every step, 2
+/// epochs of 5 steps), picked out by `pick`: of one whole run, then of a run
+/// stopped after step 7 and resumed from its checkpoint.
+fn monitored_whole_and_resumed<T>(
+    tag: &str,
+    build: fn(TrainerConfig) -> Trainer,
+    pick: fn(mocca_train::Collapse) -> Option<T>,
+) -> (Vec<(u64, T)>, Vec<(u64, T)>) {
+    let readings = |path: &std::path::Path| -> Vec<(u64, T)> {
+        read_records(path)
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Step {
+                    step,
+                    collapse: Some(c),
+                    ..
+                } => pick(c).map(|x| (step, x)),
+                _ => None,
+            })
+            .collect()
+    };
+    let monitored = |dir: &std::path::Path, stop: Option<u64>| {
+        let mut cfg = config(2, dir);
+        cfg.collapse_every = 1;
+        cfg.stop_after_steps = stop;
+        build(cfg).with_metrics(JsonlMetrics::open(&dir.join("metrics.jsonl")).unwrap())
+    };
+    let whole_dir = tmpdir(&format!("{tag}-whole"));
+    assert_eq!(
+        monitored(&whole_dir, None).run().unwrap(),
+        Outcome::Finished { step: 10 }
+    );
+
+    let dir = tmpdir(&format!("{tag}-resumed"));
+    let mut first = monitored(&dir, Some(7));
+    assert_eq!(first.run().unwrap(), Outcome::StepLimit { step: 7 });
+    drop(first);
+    let mut second = monitored(&dir, None);
+    second.resume(&dir.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(second.run().unwrap(), Outcome::Finished { step: 10 });
+    (
+        readings(&whole_dir.join("metrics.jsonl")),
+        readings(&dir.join("metrics.jsonl")),
+    )
 }
 
 #[test]
 fn a_memory_bank_gets_its_staleness_by_rows_written_this_epoch_and_resumes_to_the_same_readings() {
-    let whole_dir = tmpdir("bank-whole");
-    let mut cfg = config(2, &whole_dir);
-    cfg.collapse_every = 1;
-    let whole_path = whole_dir.join("metrics.jsonl");
-    let mut whole =
-        instdisc_trainer(cfg.clone()).with_metrics(JsonlMetrics::open(&whole_path).unwrap());
-    assert_eq!(whole.run().unwrap(), Outcome::Finished { step: 10 });
-    let readings = bank_readings(&whole_path);
+    let (readings, resumed) = monitored_whole_and_resumed("bank", instdisc_trainer, |c| c.bank);
     assert_eq!(readings.len(), 10);
     for (step, b) in &readings {
         // Step s of an epoch sees the s - 1 earlier batches as written; its
@@ -412,67 +442,23 @@ fn a_memory_bank_gets_its_staleness_by_rows_written_this_epoch_and_resumes_to_th
         assert_eq!(b.written.is_some(), earlier > 0, "step {step}");
         assert!((-1.0..=1.0).contains(&b.own), "step {step}: {b:?}");
     }
-
     // Stopped mid-epoch and resumed: the rows written before the stop are
     // rebuilt from the data order, so every reading after it is the same.
-    let dir = tmpdir("bank-resumed");
-    let mut first_cfg = config(2, &dir);
-    first_cfg.collapse_every = 1;
-    first_cfg.stop_after_steps = Some(7);
-    let path = dir.join("metrics.jsonl");
-    let mut first = instdisc_trainer(first_cfg).with_metrics(JsonlMetrics::open(&path).unwrap());
-    assert_eq!(first.run().unwrap(), Outcome::StepLimit { step: 7 });
-    drop(first);
-    let mut second_cfg = config(2, &dir);
-    second_cfg.collapse_every = 1;
-    let mut second = instdisc_trainer(second_cfg).with_metrics(JsonlMetrics::open(&path).unwrap());
-    second.resume(&dir.join("checkpoint.safetensors")).unwrap();
-    assert_eq!(second.run().unwrap(), Outcome::Finished { step: 10 });
-    assert_eq!(bank_readings(&path), readings);
+    assert_eq!(resumed, readings);
 }
 
+/// MoCo (the colab's settings) with a queue of 24 keys on the 40 test images.
 fn moco_queue_trainer(cfg: TrainerConfig) -> Trainer {
-    use mocca_backbones::MoCoProjectionHead;
     use mocca_methods::{MoCo, MoCoConfig, NegativeSource};
-    let dev = Device::Cpu;
-    let backbone = ResNetConfig {
-        stem: Stem::Cifar,
-        width: 0.125,
-        ..ResNetConfig::resnet18()
-    };
-    let head = MoCoProjectionHead::v1(backbone.feature_dim());
-    let build = || BackboneEncoder::new(&backbone, head.into(), 7, &dev);
     let mut config = MoCoConfig::cifar10_colab(8, 5, 2);
     config.negatives = NegativeSource::queue(24);
-    let method = MoCo::new(config, build, &dev).unwrap();
+    let method = MoCo::new(config, moco_v1_encoder, &Device::Cpu).unwrap();
     Trainer::new(Box::new(method), images(4), views(), cfg, &Device::Cpu).unwrap()
-}
-
-fn queue_readings(path: &std::path::Path) -> Vec<(u64, mocca_train::QueueStaleness)> {
-    read_records(path)
-        .unwrap()
-        .into_iter()
-        .filter_map(|r| match r {
-            Record::Step {
-                step,
-                collapse: Some(c),
-                ..
-            } => c.queue.map(|q| (step, q)),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
 fn a_momentum_queue_gets_its_keys_cosine_by_age_as_it_fills_and_resumes_to_the_same_readings() {
-    let whole_dir = tmpdir("queue-whole");
-    let mut cfg = config(2, &whole_dir);
-    cfg.collapse_every = 1;
-    let whole_path = whole_dir.join("metrics.jsonl");
-    let mut whole =
-        moco_queue_trainer(cfg.clone()).with_metrics(JsonlMetrics::open(&whole_path).unwrap());
-    assert_eq!(whole.run().unwrap(), Outcome::Finished { step: 10 });
-    let readings = queue_readings(&whole_path);
+    let (readings, resumed) = monitored_whole_and_resumed("queue", moco_queue_trainer, |c| c.queue);
     assert_eq!(readings.len(), 10);
     for (step, q) in &readings {
         // A queue of 24 keys, 8 a step: step s has written min(s, 3) steps of
@@ -484,22 +470,7 @@ fn a_momentum_queue_gets_its_keys_cosine_by_age_as_it_fills_and_resumes_to_the_s
         // A query is closer to its own key than to the keys of other images.
         assert!(q.own > q.by_age[0], "step {step}: {q:?}");
     }
-
-    let dir = tmpdir("queue-resumed");
-    let mut first_cfg = config(2, &dir);
-    first_cfg.collapse_every = 1;
-    first_cfg.stop_after_steps = Some(7);
-    let path = dir.join("metrics.jsonl");
-    let mut first = moco_queue_trainer(first_cfg).with_metrics(JsonlMetrics::open(&path).unwrap());
-    assert_eq!(first.run().unwrap(), Outcome::StepLimit { step: 7 });
-    drop(first);
-    let mut second_cfg = config(2, &dir);
-    second_cfg.collapse_every = 1;
-    let mut second =
-        moco_queue_trainer(second_cfg).with_metrics(JsonlMetrics::open(&path).unwrap());
-    second.resume(&dir.join("checkpoint.safetensors")).unwrap();
-    assert_eq!(second.run().unwrap(), Outcome::Finished { step: 10 });
-    assert_eq!(queue_readings(&path), readings);
+    assert_eq!(resumed, readings);
 }
 
 /// The collapse monitor's cost against a training step, at the CPU settings
