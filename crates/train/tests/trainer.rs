@@ -379,6 +379,9 @@ fn instdisc_trainer(cfg: TrainerConfig) -> Trainer {
     Trainer::new(Box::new(method), images(4), one_view, cfg, &Device::Cpu).unwrap()
 }
 
+/// A reading of the collapse monitor by step.
+type Readings<T> = Vec<(u64, T)>;
+
 /// The collapse monitor's readings of each step (monitor every step, 2
 /// epochs of 5 steps), picked out by `pick`: of one whole run, then of a run
 /// stopped after step 7 and resumed from its checkpoint.
@@ -386,8 +389,8 @@ fn monitored_whole_and_resumed<T>(
     tag: &str,
     build: fn(TrainerConfig) -> Trainer,
     pick: fn(mocca_train::Collapse) -> Option<T>,
-) -> (Vec<(u64, T)>, Vec<(u64, T)>) {
-    let readings = |path: &std::path::Path| -> Vec<(u64, T)> {
+) -> (Readings<T>, Readings<T>) {
+    let readings = |path: &std::path::Path| -> Readings<T> {
         read_records(path)
             .unwrap()
             .into_iter()
