@@ -9,9 +9,12 @@ step's own keys of the other images). Prints one Markdown row per run (or per
 queue size with --by-k, means over the seeds with the seeds' spread), averaged
 over the monitored steps of epochs FROM..TO, with the ages grouped by powers of
 two; with --plot FILE.svg also draws the cosine against the age, one line per
-queue size (needs matplotlib).
+queue size (needs matplotlib). With --per-epoch, instead: one row per queue size
+and epoch (means over the seeds), the cosine to the own key, to the step's other
+keys (age 0) and to the oldest keys, with the collapse monitor's uniformity.
 
     python3 scripts/queue_staleness.py runs/sweeps/moco-queue-staleness --by-k
+    python3 scripts/queue_staleness.py runs/sweeps/moco-queue-staleness --per-epoch
     python3 scripts/queue_staleness.py RUN_DIR ... --epochs 2 10 --plot by_age.svg
 """
 import argparse
@@ -62,6 +65,26 @@ def load(run, lo, hi):
     return statistics.fmean(own), by_age, k, knn
 
 
+def per_epoch(runs):
+    """{K: {epoch: [(own, age 0, oldest age, uniformity) per reading]}} over the runs."""
+    table = {}
+    for run in runs:
+        m = re.search(r"K-(\d+)", run)
+        if not m:
+            sys.exit(f"{run}: --per-epoch needs K-<n> in each run's folder name")
+        with open(os.path.join(run, "metrics.jsonl")) as f:
+            for line in f:
+                r = json.loads(line)
+                c = r.get("collapse") if r.get("kind") == "step" else None
+                if not c or "queue" not in c:
+                    continue
+                q = c["queue"]
+                epoch = int((r["epoch"] - 1e-9) // 1) + 1
+                table.setdefault(int(m.group(1)), {}).setdefault(epoch, []).append(
+                    (q["own"], q["by_age"][0], q["by_age"][-1], c["uniformity"]))
+    return table
+
+
 def grouped(by_age):
     cells = []
     for lo, hi in GROUPS:
@@ -84,8 +107,20 @@ def main():
                          "queue's first fill)")
     ap.add_argument("--by-k", action="store_true",
                     help="one row per queue size (K-<n> in the folder name), over its seeds")
+    ap.add_argument("--per-epoch", action="store_true",
+                    help="one row per queue size and epoch, over the seeds")
     ap.add_argument("--plot", metavar="FILE.svg")
     a = ap.parse_args()
+    if a.per_epoch:
+        table = per_epoch(run_dirs(a.paths))
+        print("| K | epoch | cos(q, own key) | age 0 | oldest age | uniformity |")
+        print("|---|---|---|---|---|---|")
+        for k in sorted(table):
+            for e in sorted(table[k]):
+                cols = list(zip(*table[k][e]))
+                cells = " | ".join(f"{statistics.fmean(c):.3f}" for c in cols[:3])
+                print(f"| {k} | {e} | {cells} | {statistics.fmean(cols[3]):.2f} |")
+        return
     runs = [(r, *load(r, *a.epochs)) for r in run_dirs(a.paths)]
     head = ["cos(q, own key)"] + [f"age {lo}" if lo == hi else f"ages {lo}–{hi}"
                                   for lo, hi in GROUPS]
@@ -124,7 +159,7 @@ def main():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
-        for key in sorted(series, key=str):
+        for key in sorted(series, key=lambda k: (not isinstance(k, int), str(k).zfill(12))):
             rs = series[key]
             n = min(len(r[1]) for r in rs)
             ys = [statistics.fmean(r[1][i] for r in rs) for i in range(n)]

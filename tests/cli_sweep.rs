@@ -167,14 +167,31 @@ fn a_sweep_writes_one_table_skips_finished_runs_and_resumes_after_ctrl_c_and_kil
     assert_eq!(read(&a.join("results.md")), md);
 
     // A different sweep into the same folder is refused, naming what changed.
-    let changed = sweep(&fx, "sweeps/a", &["--seeds", "0,1,2"]);
+    let changed = sweep(&fx, "sweeps/a", &["--seeds", "0,2"]);
     assert_eq!(changed.code, Some(1), "{changed:?}");
     assert!(
         changed
             .stderr
-            .contains("holds another sweep: seeds: [0, 1] (saved) → [0, 1, 2] (now)"),
+            .contains("holds another sweep: seeds: [0, 1] (saved) → [0, 2] (now)"),
         "{}",
         changed.stderr
+    );
+    // One that only adds seeds extends it: the finished runs are kept, the new seed's start.
+    let saved = read(&a.join("sweep.toml"));
+    let grown = sweep(&fx, "sweeps/a", &["--seeds", "0,1,2", "--dry-run"]);
+    assert!(grown.success(), "{grown:?}");
+    assert!(
+        grown
+            .stdout
+            .contains("adding seeds to the saved sweep ([0, 1] → [0, 1, 2])")
+            && grown.stdout.contains("6 runs, 2 to run"),
+        "{}",
+        grown.stdout
+    );
+    assert_eq!(
+        read(&a.join("sweep.toml")),
+        saved,
+        "a dry run writes nothing"
     );
 
     // Ctrl-C: the running children checkpoint and stop, the sweep exits 130.

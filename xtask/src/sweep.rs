@@ -12,7 +12,8 @@ OUT/<point>/seed<S>/, each trained by this binary's `train` in a child process w
 RAYON_NUM_THREADS=1 (one core each), --jobs at a time; a run's output goes to its train.log, \
 the sweep prints one line per run. Rerunning the same command skips finished runs, resumes \
 interrupted ones from their checkpoint and starts the rest; OUT/sweep.toml keeps the sweep, and \
-a rerun that would change it is refused. Every point's config is built and checked as `train` \
+a rerun that would change it is refused, except one that only adds seeds (e.g. --seeds 0,1,2 \
+over a sweep run with 0,1: the new seeds' runs start, the finished ones are kept). Every point's config is built and checked as `train` \
 builds it before any run starts. At the end (and with --report OUT alone) it writes \
 OUT/results.md and OUT/results.csv (per point: the final kNN top-1, mean ± std over the seeds \
 and each seed's, the mean loss of the last epoch, the wall time) and OUT/results.png (accuracy against \

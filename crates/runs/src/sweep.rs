@@ -226,8 +226,17 @@ pub fn run(a: &SweepRequest) -> Result<()> {
     let (spec, out, saved) = resolve(a)?;
     // Every point's config, checked before anything starts.
     let points = spec.points()?;
+    let mut grown = false;
     if let Some(saved) = &saved {
-        if *saved != spec {
+        if spec.adds_seeds_to(saved) {
+            grown = true;
+            println!(
+                "{}: adding seeds to the saved sweep ({:?} → {:?}); its finished runs are kept",
+                out.display(),
+                saved.seeds,
+                spec.seeds
+            );
+        } else if *saved != spec {
             bail!(
                 "{} holds another sweep: {}. Rerun it as it was (`cargo xtask sweep --out {}` \
                  continues the saved one) or give another --out",
@@ -244,7 +253,7 @@ pub fn run(a: &SweepRequest) -> Result<()> {
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create the sweep folder {}", out.display()))?;
     let _lock = runner::lock(&out)?;
-    if saved.is_none() {
+    if saved.is_none() || grown {
         let text = format!(
             "# The sweep run in this folder (written by `cargo xtask sweep`); a rerun must match it.\n{}",
             spec.to_toml()

@@ -402,6 +402,16 @@ impl Spec {
     }
 
     /// A line per difference from `other` (the sweep saved in the folder), for the refusal.
+    /// Whether this is the `saved` sweep with seeds added (every saved seed kept, all else
+    /// the same): its finished runs stay valid, and a rerun only adds the new seeds' runs.
+    pub fn adds_seeds_to(&self, saved: &Spec) -> bool {
+        let mut same = self.clone();
+        same.seeds.clone_from(&saved.seeds);
+        same == *saved
+            && self.seeds.len() > saved.seeds.len()
+            && saved.seeds.iter().all(|s| self.seeds.contains(s))
+    }
+
     pub fn differences(&self, saved: &Spec) -> Vec<String> {
         let mut out = Vec::new();
         let mut diff = |what: &str, a: String, b: String| {
@@ -646,6 +656,33 @@ mod tests {
             "{d:?}"
         );
         assert!(d[1].starts_with("axis:") && d[1].contains("0.99"), "{d:?}");
+    }
+
+    #[test]
+    fn a_sweep_with_more_seeds_extends_the_saved_one_and_fewer_or_other_seeds_do_not() {
+        let saved = spec(
+            r#"
+            method = "moco"
+            seeds = [0, 1]
+            [[axis]]
+            key = "moco.momentum"
+            values = [0.9, 0.99]
+            "#,
+        );
+        let with = |seeds: &[u64]| {
+            let mut s = saved.clone();
+            s.seeds = seeds.to_vec();
+            s
+        };
+        assert_eq!(saved.seeds, [0, 1]);
+        assert!(with(&[0, 1, 2]).adds_seeds_to(&saved));
+        assert!(with(&[2, 1, 0]).adds_seeds_to(&saved));
+        assert!(!with(&[0, 1]).adds_seeds_to(&saved));
+        assert!(!with(&[0]).adds_seeds_to(&saved));
+        assert!(!with(&[0, 2, 3]).adds_seeds_to(&saved));
+        let mut other = with(&[0, 1, 2]);
+        other.title = Some("another".into());
+        assert!(!other.adds_seeds_to(&saved));
     }
 
     #[test]
