@@ -140,29 +140,11 @@ pub fn bank_cosines(
     for &i in batch {
         set[i] = 2;
     }
-    let rows = bank.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let mut sums = [vec![0f64; d], vec![0f64; d]];
-    let mut counts = [0usize; 2];
-    let mut unit = vec![0f64; d];
-    for (r, &s) in rows.chunks_exact(d).zip(&set) {
-        if s == 2 {
-            continue;
-        }
-        normalised(r, &mut unit);
-        for (acc, u) in sums[s as usize].iter_mut().zip(&unit) {
-            *acc += u;
-        }
-        counts[s as usize] += 1;
-    }
+    let rows = flat_f32(bank)?;
+    let (sums, counts) = unit_sums_by_set(&rows, d, 2, |r| (set[r] < 2).then_some(set[r] as usize));
 
-    let q = queries
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let p = positives
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let q = flat_f32(queries)?;
+    let p = flat_f32(positives)?;
     let mut qn = vec![0f64; d];
     let mut pn = vec![0f64; d];
     let (mut own, mut to_set) = (0f64, [0f64; 2]);
@@ -268,38 +250,26 @@ pub fn queue_cosines(queries: &Tensor, queue: KeyQueue<'_>) -> Result<QueueCosin
     // Rows back from the pointer: `back` 0 is the last key enqueued.
     let back_of = |r: usize| (queue.ptr + k - 1 - r) % k;
 
-    let rows = queue
-        .keys
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let mut unit = vec![0f64; k * d];
-    for (r, u) in rows.chunks_exact(d).zip(unit.chunks_exact_mut(d)) {
-        normalised(r, u);
-    }
-    // sums[a] over the rows of age a; the last slot the random start.
-    let mut sums = vec![vec![0f64; d]; ages + 1];
-    let mut counts = vec![0usize; ages + 1];
-    for (r, u) in unit.chunks_exact(d).enumerate() {
+    let rows = flat_f32(queue.keys)?;
+    // sums[a] over the rows of age a; the last set the random start.
+    let (sums, counts) = unit_sums_by_set(&rows, d, ages + 1, |r| {
         let back = back_of(r);
-        let a = if back < filled { back / n } else { ages };
-        for (acc, x) in sums[a].iter_mut().zip(u) {
-            *acc += x;
-        }
-        counts[a] += 1;
-    }
+        Some(if back < filled { back / n } else { ages })
+    });
+    let own_unit = |row: usize| {
+        let mut u = vec![0f64; d];
+        normalised(&rows[row * d..(row + 1) * d], &mut u);
+        u
+    };
 
-    let q = queries
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let q = flat_f32(queries)?;
     let mut qn = vec![0f64; d];
     let mut own = 0f64;
     let mut to_age = vec![0f64; ages + 1];
     for (i, qi) in q.chunks_exact(d).enumerate() {
         normalised(qi, &mut qn);
         let own_row = (queue.ptr + k - n + i) % k;
-        let c_own = dot(&qn, &unit[own_row * d..(own_row + 1) * d]);
+        let c_own = dot(&qn, &own_unit(own_row));
         own += c_own;
         for (a, (acc, sum)) in to_age.iter_mut().zip(&sums).enumerate() {
             let (dot_sum, count) = if a == 0 {
@@ -319,6 +289,32 @@ pub fn queue_cosines(queries: &Tensor, queue: KeyQueue<'_>) -> Result<QueueCosin
         by_age,
         initial: (counts[ages] > 0).then(|| mean(ages)),
     })
+}
+
+fn flat_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// Sums of the ℓ2-normalised rows (width `d`) by set, and each set's count:
+/// `set_of(r)` puts row `r` into one of `sets` sets, or none.
+fn unit_sums_by_set(
+    rows: &[f32],
+    d: usize,
+    sets: usize,
+    set_of: impl Fn(usize) -> Option<usize>,
+) -> (Vec<Vec<f64>>, Vec<usize>) {
+    let mut sums = vec![vec![0f64; d]; sets];
+    let mut counts = vec![0usize; sets];
+    let mut unit = vec![0f64; d];
+    for (r, row) in rows.chunks_exact(d).enumerate() {
+        let Some(s) = set_of(r) else { continue };
+        normalised(row, &mut unit);
+        for (acc, u) in sums[s].iter_mut().zip(&unit) {
+            *acc += u;
+        }
+        counts[s] += 1;
+    }
+    (sums, counts)
 }
 
 fn normalised(v: &[f32], out: &mut [f64]) {
