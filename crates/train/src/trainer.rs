@@ -40,7 +40,7 @@ pub struct TrainerConfig {
     /// bank's staleness ([`mocca_methods::staleness`], [`Event::BankStaleness`],
     /// `"bank"` in the record), about 10 ms more at 50,000 rows; methods with a
     /// momentum queue ([`Method::key_queue`]) the queue's ([`Event::QueueStaleness`],
-    /// `"queue"` in the record), about 1 ms more at K 4096 (0.2 % of a step; the
+    /// `"queue"` in the record), about 1 ms more at K 4096 (0.4 % of a step; the
     /// ignored test `collapse_cost` measures both).
     pub collapse_every: u64,
     /// Stop (with a checkpoint) after this step; `run` can be called again later.
