@@ -401,7 +401,6 @@ impl Spec {
         Ok(points)
     }
 
-    /// A line per difference from `other` (the sweep saved in the folder), for the refusal.
     /// Whether this is the `saved` sweep with seeds added (every saved seed kept, all else
     /// the same): its finished runs stay valid, and a rerun only adds the new seeds' runs.
     pub fn adds_seeds_to(&self, saved: &Spec) -> bool {
@@ -412,6 +411,7 @@ impl Spec {
             && saved.seeds.iter().all(|s| self.seeds.contains(s))
     }
 
+    /// A line per difference from `other` (the sweep saved in the folder), for the refusal.
     pub fn differences(&self, saved: &Spec) -> Vec<String> {
         let mut out = Vec::new();
         let mut diff = |what: &str, a: String, b: String| {
